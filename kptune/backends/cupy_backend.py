@@ -1,0 +1,155 @@
+"""CuPy backend: CUDA through NVRTC, or HIP through hipRTC on a ROCm build of CuPy.
+
+HIP is untested until someone runs it on an AMD GPU (see README). Compiled
+binaries are cached by CuPy under kptune's cache dir (CUPY_CACHE_DIR), keyed on
+source, options, architecture and the NVRTC and CuPy versions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kptune.backends import CompileError, LaunchError, cache_dir, first_lines
+from kptune.device import DeviceInfo
+from kptune.errors import DeviceError
+
+
+def _cp() -> Any:
+    os.environ.setdefault("CUPY_CACHE_DIR", str(cache_dir() / "cupy"))
+    try:
+        import cupy
+    except ImportError:
+        raise DeviceError("CuPy is not installed: pip install cupy-cuda12x (or a ROCm build)") from None
+    return cupy
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def list_devices() -> list[DeviceInfo]:
+    cp = _cp()
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - no driver / no GPU: no devices
+        return []
+    hip = bool(getattr(cp.cuda.runtime, "is_hip", False))
+    try:
+        driver = cp.cuda.runtime.driverGetVersion()
+        major, minor = cp.cuda.nvrtc.getVersion()
+        compiler = f"{'hiprtc' if hip else 'nvrtc'} {major}.{minor}; cupy {cp.__version__}"
+    except Exception:  # noqa: BLE001
+        driver, compiler = 0, f"cupy {cp.__version__}"
+    out = []
+    for i in range(count):
+        props = cp.cuda.runtime.getDeviceProperties(i)
+        arch = f"sm_{props.get('major', 0)}{props.get('minor', 0)}"
+        out.append(
+            DeviceInfo(
+                backend="cupy",
+                index=str(i),
+                name=_str(props["name"]).strip(),
+                vendor="AMD" if hip else "NVIDIA",
+                kind="gpu",
+                driver=f"{'hip' if hip else 'cuda'} driver {driver}; {arch}",
+                compiler=compiler,
+                max_work_group_size=int(props["maxThreadsPerBlock"]),
+                max_local_mem_bytes=int(props["sharedMemPerBlock"]),
+                max_registers_per_group=int(props.get("regsPerBlock", 0)),
+                compute_units=int(props["multiProcessorCount"]),
+                simd_width=int(props.get("warpSize", 32)),
+                l2_bytes=int(props.get("l2CacheSize", 0)),
+                global_mem_bytes=int(props["totalGlobalMem"]),
+            )
+        )
+    return out
+
+
+def open_device(device: DeviceInfo) -> CupyBackend:
+    return CupyBackend(device)
+
+
+class CupyBackend:
+    """Compiles with NVRTC/hipRTC through cupy.RawModule; times with CUDA events."""
+
+    def __init__(self, device: DeviceInfo) -> None:
+        self.cp = _cp()
+        self.device = device
+        self._device = self.cp.cuda.Device(int(device.index))
+        self._device.use()
+        self._kernels: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
+
+    def compile(self, source: str, entry: str, defines: Mapping[str, int]) -> Any:
+        key = (hash(source), tuple(sorted(defines.items())))
+        if key in self._kernels:
+            return self._kernels[key]
+        options = tuple(f"-D{k}={v}" for k, v in sorted(defines.items())) + ("--std=c++14",)
+        try:
+            module = self.cp.RawModule(code=source, options=options)
+            kernel = module.get_function(entry)
+            kernel.num_regs  # noqa: B018 - forces compilation and module load now
+        except self.cp.cuda.compiler.CompileException as exc:
+            raise CompileError(first_lines(str(exc))) from None
+        except self.cp.cuda.driver.CUDADriverError as exc:
+            raise CompileError(first_lines(str(exc))) from None
+        self._kernels[key] = kernel
+        return kernel
+
+    def upload(self, array: np.ndarray) -> Any:
+        return self.cp.asarray(np.ascontiguousarray(array))
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+        return self.cp.empty(shape, dtype)
+
+    def fill_nan(self, buffer: Any) -> None:
+        buffer.fill(np.nan)
+
+    def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        try:
+            return self.cp.asnumpy(buffer).reshape(shape).astype(dtype, copy=False)
+        except Exception as exc:  # noqa: BLE001 - a sticky CUDA error surfaces here
+            raise LaunchError(first_lines(str(exc)), fatal=True) from None
+
+    def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
+        allowed = int(kernel.max_threads_per_block)
+        threads = int(np.prod(local))
+        if threads > allowed:
+            raise LaunchError(
+                f"too many resources: {threads} threads per block, kernel allows {allowed} "
+                f"({kernel.num_regs} registers per thread)"
+            )
+
+    def launch(self, kernel: Any, groups: Sequence[int], local: Sequence[int], args: Sequence[Any]) -> None:
+        try:
+            kernel(tuple(groups), tuple(local), tuple(args))
+            self.cp.cuda.get_current_stream().synchronize()
+        except Exception as exc:  # noqa: BLE001 - CUDA errors may poison the context
+            raise LaunchError(first_lines(str(exc)), fatal=True) from None
+
+    def time_launches(
+        self, kernel: Any, groups: Sequence[int], local: Sequence[int], arg_sets: Sequence[Sequence[Any]]
+    ) -> list[float]:
+        cuda = self.cp.cuda
+        try:
+            events = []
+            for args in arg_sets:
+                start, end = cuda.Event(), cuda.Event()
+                start.record()
+                kernel(tuple(groups), tuple(local), tuple(args))
+                end.record()
+                events.append((start, end))
+            events[-1][1].synchronize()
+            return [cuda.get_elapsed_time(s, e) for s, e in events]
+        except Exception as exc:  # noqa: BLE001
+            raise LaunchError(first_lines(str(exc)), fatal=True) from None
+
+    def scalar(self, value: int) -> Any:
+        return np.int32(value)
+
+    def close(self) -> None:
+        self.cp.cuda.get_current_stream().synchronize()
+

@@ -1,0 +1,42 @@
+"""A device and the limits its driver reports. Never hard-coded: backends fill it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """One usable device of one backend, with the limits constraints may read.
+
+    `spec` ("cupy:0", "opencl:1:0") selects it on this machine; `key` names it in
+    the perf db, so measurements from two machines with the same GPU and backend
+    are comparable.
+    """
+
+    backend: str
+    index: str
+    name: str
+    vendor: str
+    kind: str  # "gpu", "cpu" or "accelerator"
+    driver: str
+    compiler: str
+    max_work_group_size: int
+    max_local_mem_bytes: int
+    max_registers_per_group: int  # 0 where the driver does not report it
+    compute_units: int
+    simd_width: int  # warp / wavefront size; 1 where unknown
+    l2_bytes: int
+    global_mem_bytes: int
+
+    @property
+    def spec(self) -> str:
+        return f"{self.backend}:{self.index}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}:{self.name}"
+
+    def limits(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

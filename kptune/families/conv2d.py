@@ -1,0 +1,75 @@
+"""The implicit-GEMM forward convolution family (kernels/conv2d_igemm_fwd.*)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from kptune.kernel import Dim3, KernelFamily, load_space, read_kernel_file, register_family
+from kptune.problem import Conv2dProblem
+from kptune.space import Config, ceil_div
+
+
+def geometry(problem: Conv2dProblem, config: Config) -> tuple[Dim3, Dim3]:
+    bm, bn = config["BM"], config["BN"]
+    threads = (bm // config["TM"]) * (bn // config["TN"])
+    groups = (ceil_div(problem.derived()["GEMM_M"], bm), ceil_div(problem.k, bn), 1)
+    return groups, (threads, 1, 1)
+
+
+def make_inputs(problem: Conv2dProblem, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    # Uniform in [-1, 1): never zeros, which would hide unwritten outputs and bad indexing.
+    x = rng.uniform(-1.0, 1.0, (problem.n, problem.c, problem.h, problem.w)).astype(np.float32)
+    w = rng.uniform(-1.0, 1.0, (problem.k, problem.c, problem.r, problem.s)).astype(np.float32)
+    return {"x": x, "w": w}
+
+
+def output(problem: Conv2dProblem) -> tuple[str, tuple[int, ...], np.dtype[Any]]:
+    return "y", (problem.n, problem.k, problem.out_h, problem.out_w), np.dtype(np.float32)
+
+
+def scalars(p: Conv2dProblem) -> tuple[int, ...]:
+    return (p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.out_h, p.out_w,
+            p.pad_h, p.pad_w, p.stride_h, p.stride_w, p.dil_h, p.dil_w)  # fmt: skip
+
+
+def reference(problem: Conv2dProblem, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Forward convolution in float64: one GEMM over channels per filter tap."""
+    return conv2d_reference(problem, inputs["x"], inputs["w"])
+
+
+def conv2d_reference(p: Conv2dProblem, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    x64 = np.pad(
+        x.astype(np.float64), ((0, 0), (0, 0), (p.pad_h, p.pad_h), (p.pad_w, p.pad_w))
+    )
+    w64 = w.astype(np.float64)
+    y = np.zeros((p.n, p.k, p.out_h, p.out_w))
+    h_end = p.stride_h * (p.out_h - 1) + 1
+    w_end = p.stride_w * (p.out_w - 1) + 1
+    for r in range(p.r):
+        for s in range(p.s):
+            h0, w0 = r * p.dil_h, s * p.dil_w
+            tap = x64[:, :, h0 : h0 + h_end : p.stride_h, w0 : w0 + w_end : p.stride_w]
+            # (n, c, P, Q) x (k, c) -> (n, P, Q, k)
+            y += np.moveaxis(np.tensordot(tap, w64[:, :, r, s], axes=([1], [1])), 3, 1)
+    return y
+
+
+CONV2D_IGEMM_FWD = register_family(
+    KernelFamily(
+        name="conv2d_igemm_fwd",
+        problem_type=Conv2dProblem,
+        source=read_kernel_file("conv2d_igemm_fwd.kp"),
+        entry="conv2d_igemm_fwd",
+        space=load_space("conv2d_igemm_fwd.toml"),
+        geometry=geometry,
+        make_inputs=make_inputs,
+        output=output,
+        buffers=("x", "w", "y"),
+        scalars=scalars,
+        reference=reference,
+        tolerance=1e-4,
+    )
+)

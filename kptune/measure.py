@@ -1,0 +1,114 @@
+"""Verify and time one compiled config on a live backend (runs in the worker process)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from kptune.backends import Backend, CompileError, LaunchError
+from kptune.kernel import KernelFamily
+from kptune.measurement import Measurement, Outcome, TimingSettings
+from kptune.problem import Problem
+from kptune.space import Config
+
+
+@dataclasses.dataclass
+class ProblemState:
+    """Device buffers and the reference for one problem, reused by every config."""
+
+    problem: Problem
+    reference: np.ndarray
+    output: Any
+    output_shape: tuple[int, ...]
+    output_dtype: np.dtype[Any]
+    arg_sets: list[list[Any]]  # rotating copies of the inputs, same output buffer
+
+
+def prepare(
+    backend: Backend,
+    family: KernelFamily,
+    problem: Problem,
+    inputs: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    settings: TimingSettings,
+) -> ProblemState:
+    name, shape, dtype = family.output(problem)
+    input_bytes = sum(a.nbytes for a in inputs.values()) or 1
+    want = math.ceil(settings.rotate_cache_factor * backend.device.l2_bytes / input_bytes)
+    budget = max(1, int(0.25 * backend.device.global_mem_bytes // input_bytes))
+    copies = max(1, min(want, settings.max_input_sets, budget))
+    out = backend.empty(shape, dtype)
+    scalars = [backend.scalar(v) for v in family.scalars(problem)]
+    arg_sets = []
+    for _ in range(copies):
+        bufs = {k: backend.upload(v) for k, v in inputs.items()}
+        arg_sets.append([out if b == name else bufs[b] for b in family.buffers] + scalars)
+    return ProblemState(problem, reference, out, shape, dtype, arg_sets)
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """||got - ref|| / ||ref|| in float64; inf if anything is NaN or infinite."""
+    got64 = got.astype(np.float64)
+    if not np.all(np.isfinite(got64)):
+        return math.inf
+    denom = float(np.linalg.norm(ref)) or 1.0
+    return float(np.linalg.norm(got64 - ref)) / denom
+
+
+def measure_config(
+    backend: Backend,
+    family: KernelFamily,
+    state: ProblemState,
+    config: Config,
+    best_ms: float | None,
+    settings: TimingSettings,
+) -> Measurement:
+    """Compile, verify against the reference, then time. Never raises on a bad config."""
+    t0 = time.perf_counter()
+    try:
+        kernel = backend.compile(family.full_source, family.entry, config.as_dict())
+    except CompileError as exc:
+        return Measurement(config, Outcome.COMPILE_ERROR, error=str(exc))
+    compile_s = time.perf_counter() - t0
+    groups, local = family.geometry(state.problem, config)
+    try:
+        backend.check_launch(kernel, local)
+        backend.fill_nan(state.output)
+        backend.launch(kernel, groups, local, state.arg_sets[0])
+        got = backend.download(state.output, state.output_shape, state.output_dtype)
+    except LaunchError as exc:
+        return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
+    err = relative_error(got, state.reference)
+    if not err <= family.tolerance:
+        return Measurement(
+            config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s,
+            error=f"relative error {err:.3g} above {family.tolerance:g}",
+        )  # fmt: skip
+    sets = state.arg_sets
+    try:
+        if settings.warmup:
+            backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.warmup)])
+        times = backend.time_launches(
+            kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)]
+        )
+        if not (best_ms is not None and min(times) > settings.early_stop_factor * best_ms):
+            typical = max(statistics.median(times), 1e-4)
+            more = int(settings.target_ms / typical) - len(times)
+            more = max(settings.min_runs - len(times), min(more, settings.max_runs - len(times)))
+            if more > 0:
+                start = len(times)
+                times += backend.time_launches(
+                    kernel, groups, local, [sets[(start + i) % len(sets)] for i in range(more)]
+                )
+    except LaunchError as exc:
+        return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
+    return Measurement(
+        config, Outcome.OK, time_ms=statistics.median(times), min_ms=min(times), runs=len(times),
+        rel_error=err, compile_s=compile_s,
+    )  # fmt: skip

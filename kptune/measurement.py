@@ -1,0 +1,56 @@
+"""What measuring one config yields: an outcome, and times when it ran correctly."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from kptune.space import Config
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    LAUNCH_ERROR = "launch_error"
+    WRONG_RESULT = "wrong_result"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One config on one problem and device. Times in milliseconds (device events).
+
+    `time_ms` is the median of `runs` timed launches (None unless outcome is ok);
+    an early-stopped config has few runs and a time far above the best.
+    """
+
+    config: Config
+    outcome: Outcome
+    time_ms: float | None = None
+    min_ms: float | None = None
+    runs: int = 0
+    rel_error: float | None = None
+    compile_s: float = 0.0
+    error: str = ""
+    fatal: bool = False  # the device context may be poisoned: restart the worker
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingSettings:
+    """How a config is timed (see DESIGN.md, "Measuring")."""
+
+    warmup: int = 1
+    first_batch: int = 3  # runs before the early-stop check
+    min_runs: int = 5
+    max_runs: int = 100
+    target_ms: float = 25.0  # aim for this much timed device time per config
+    early_stop_factor: float = 2.0  # stop once min(first batch) > factor * best so far
+    rotate_cache_factor: float = 2.0  # rotate input copies totalling this many L2 sizes
+    max_input_sets: int = 8
+    timeout_s: float = 60.0  # watchdog per config, compile included
+    seed: int = 0

@@ -1,0 +1,247 @@
+"""The perf db: every measurement, in SQLite (WAL, versioned schema, one writer).
+
+Tables: devices, kernels (family + source hash), problems, configs and
+measurements (outcome, median/min time, source: exhaustive | random | model).
+Each measurement is committed on its own, so a killed run loses at most the
+config in flight, and a rerun skips what is already measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kptune.device import DeviceInfo
+from kptune.errors import DatabaseError
+from kptune.measurement import Measurement, Outcome
+from kptune.problem import Problem
+from kptune.space import Config
+
+SCHEMA_VERSION = 1
+SOURCES = ("exhaustive", "random", "model", "manual")
+
+_SCHEMA_V1 = """
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,          -- backend:name
+    backend TEXT NOT NULL,
+    name TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    limits TEXT NOT NULL               -- JSON of DeviceInfo at first sight
+);
+CREATE TABLE kernels (
+    id INTEGER PRIMARY KEY,
+    family TEXT NOT NULL,
+    source_hash TEXT NOT NULL,
+    params TEXT NOT NULL,              -- JSON list of parameter names, in order
+    UNIQUE (family, source_hash)
+);
+CREATE TABLE problems (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    flops REAL NOT NULL
+);
+CREATE TABLE configs (
+    id INTEGER PRIMARY KEY,
+    kernel_id INTEGER NOT NULL REFERENCES kernels(id),
+    key TEXT NOT NULL,
+    UNIQUE (kernel_id, key)
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY,
+    problem_id INTEGER NOT NULL REFERENCES problems(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    config_id INTEGER NOT NULL REFERENCES configs(id),
+    outcome TEXT NOT NULL,
+    time_ms REAL,                      -- median of `runs` timed launches
+    min_ms REAL,
+    runs INTEGER NOT NULL,
+    rel_error REAL,
+    error TEXT,
+    source TEXT NOT NULL,
+    created REAL NOT NULL              -- unix time
+);
+CREATE INDEX measurements_lookup ON measurements (problem_id, device_id, config_id);
+"""
+
+# Migrations: MIGRATIONS[v] takes a db at schema v to v + 1.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+
+def default_db_path() -> Path:
+    import os
+
+    env = os.environ.get("KPTUNE_DB")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_data_path("kptune") / "perf.db"
+
+
+class PerfDB:
+    """Open (creating or migrating) a perf db. The tuning driver is its only writer."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        if self.path.exists() and self.path.is_dir():
+            raise DatabaseError(f"{self.path} is a directory, not a perf db file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(
+                f"{self.path} is not a kptune perf db or is corrupted ({exc}); move it away or pass another --db"
+            ) from None
+        except OSError as exc:
+            raise DatabaseError(f"cannot open perf db {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PerfDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                for statement in _SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif "meta" not in tables:
+                raise DatabaseError(f"{self.path} is an SQLite file but not a kptune perf db")
+            version = int(c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"{self.path} has schema v{version}, newer than this kptune (v{SCHEMA_VERSION}): "
+                    "upgrade kptune (pip install -U kptune) or use another --db"
+                )
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](c)
+                version += 1
+                c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+
+    # -- ids ---------------------------------------------------------------------------
+    def _id(self, table: str, where: dict[str, Any], insert: dict[str, Any] | None = None) -> int:
+        cond = " AND ".join(f"{k}=?" for k in where)
+        row = self.conn.execute(f"SELECT id FROM {table} WHERE {cond}", tuple(where.values())).fetchone()
+        if row:
+            return int(row[0])
+        values = {**where, **(insert or {})}
+        cur = self.conn.execute(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()),
+        )
+        if cur.lastrowid and cur.rowcount:
+            return int(cur.lastrowid)
+        return self._id(table, where)
+
+    def device_id(self, device: DeviceInfo) -> int:
+        return self._id(
+            "devices", {"key": device.key},
+            {"backend": device.backend, "name": device.name, "driver": device.driver,
+             "limits": json.dumps(device.limits())},
+        )  # fmt: skip
+
+    def kernel_id(self, family: str, source_hash: str, params: Iterable[str]) -> int:
+        return self._id(
+            "kernels", {"family": family, "source_hash": source_hash}, {"params": json.dumps(list(params))}
+        )
+
+    def problem_id(self, problem: Problem) -> int:
+        return self._id("problems", {"key": problem.key()}, {"kind": problem.kind, "flops": problem.flops()})
+
+    def config_id(self, kernel_id: int, config: Config) -> int:
+        return self._id("configs", {"kernel_id": kernel_id, "key": config.key()})
+
+    # -- writing -----------------------------------------------------------------------
+    def add(
+        self, problem_id: int, device_id: int, kernel_id: int, m: Measurement, source: str
+    ) -> None:
+        """Store one measurement, committed at once."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            config_id = self.config_id(kernel_id, m.config)
+            self.conn.execute(
+                "INSERT INTO measurements (problem_id, device_id, config_id, outcome, time_ms, min_ms,"
+                " runs, rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (problem_id, device_id, config_id, str(m.outcome), m.time_ms, m.min_ms, m.runs,
+                 None if m.rel_error is None or m.rel_error != m.rel_error or m.rel_error == float("inf")
+                 else m.rel_error, m.error[:300] or None, source, time.time()),
+            )  # fmt: skip
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    # -- reading -----------------------------------------------------------------------
+    def measurements(self, problem_id: int, device_id: int, kernel_id: int) -> list[Measurement]:
+        """The latest measurement of each config for this problem, device and kernel."""
+        rows = self.conn.execute(
+            "SELECT c.key, m.outcome, m.time_ms, m.min_ms, m.runs, m.rel_error, m.error"
+            " FROM measurements m JOIN configs c ON c.id = m.config_id"
+            " WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?"
+            " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id=m.problem_id"
+            "   AND m2.device_id=m.device_id AND m2.config_id=m.config_id)",
+            (problem_id, device_id, kernel_id),
+        ).fetchall()
+        return [
+            Measurement(Config.parse(k), Outcome(o), t, mn, runs, rel, 0.0, err or "")
+            for k, o, t, mn, runs, rel, err in rows
+        ]
+
+    def best(self, problem_id: int, device_id: int, kernel_id: int) -> Measurement | None:
+        ok = [m for m in self.measurements(problem_id, device_id, kernel_id) if m.ok and m.time_ms is not None]
+        return min(ok, key=lambda m: m.time_ms or 0.0) if ok else None
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and the best config of every tuned (problem, device, kernel)."""
+        c = self.conn
+        counts = {t: c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in ("devices", "kernels", "problems", "configs", "measurements")}  # fmt: skip
+        outcomes = dict(c.execute("SELECT outcome, COUNT(*) FROM measurements GROUP BY outcome").fetchall())
+        best_rows = c.execute(
+            "SELECT p.key, d.key, k.family, c.key, MIN(m.time_ms), p.flops, COUNT(DISTINCT m.config_id)"
+            " FROM measurements m JOIN problems p ON p.id=m.problem_id JOIN devices d ON d.id=m.device_id"
+            " JOIN configs c ON c.id=m.config_id JOIN kernels k ON k.id=c.kernel_id"
+            " WHERE m.outcome='ok' GROUP BY m.problem_id, m.device_id, c.kernel_id ORDER BY p.key"
+        ).fetchall()
+        best = [
+            {"problem": p, "device": d, "kernel": k, "config": cfg, "time_ms": t,
+             "tflops": flops / (t * 1e-3) / 1e12 if t else None, "configs_ok": n}
+            for p, d, k, cfg, t, flops, n in best_rows
+        ]  # fmt: skip
+        return {"path": str(self.path), "schema_version": self.schema_version, "counts": counts,
+                "outcomes": outcomes, "best": best}  # fmt: skip
+
+    def integrity_ok(self) -> bool:
+        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

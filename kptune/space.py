@@ -1,0 +1,254 @@
+"""Search spaces: ordered tuning parameters, their values, and constraints.
+
+A space is data. Enumerating the valid configurations of a (problem, device)
+pair is a pure function; measuring lives in `kptune.runner`. Constraints are
+Python expressions over the parameters (UPPER case), the problem's fields and
+derived sizes, and `device` (a `DeviceInfo`), e.g. ``"BM % TM == 0"`` or
+``"(BM + BN) * BK * 4 <= device.max_local_mem_bytes"``; callables work too.
+
+`prefix_valid` answers exactly whether a prefix of values (in parameter order)
+can still be completed into a valid config: the beam search masks with it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from kptune.device import DeviceInfo
+from kptune.errors import InvalidConfigError
+from kptune.problem import Problem
+
+
+def next_pow2(x: int) -> int:
+    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_EXPR_FUNCS: dict[str, Any] = {
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "next_pow2": next_pow2,
+    "ceil_div": ceil_div,
+    "log2": math.log2,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One tuning parameter: a compile-time define with a fixed list of values."""
+
+    name: str
+    values: tuple[int, ...]
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """A rule a valid config obeys. `params` are the tuning parameters it reads."""
+
+    params: tuple[str, ...]
+    check: Callable[[Mapping[str, Any]], bool]
+    why: str
+    expr: str = ""
+
+    @classmethod
+    def from_expr(cls, expr: str, why: str, param_names: Sequence[str]) -> Constraint:
+        check = ExprCheck(expr)
+        used = tuple(p for p in param_names if p in check.names)
+        return cls(params=used, check=check, why=why or expr, expr=expr)
+
+
+class ExprCheck:
+    """A compiled constraint expression; picklable (the worker process receives spaces)."""
+
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        tree = ast.parse(expr, mode="eval")
+        self.names = frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+        self._code = compile(tree, f"<constraint {expr}>", "eval")
+
+    def __call__(self, env: Mapping[str, Any]) -> bool:
+        return bool(eval(self._code, {"__builtins__": {}}, env))  # noqa: S307 - our own space files
+
+    def __reduce__(self) -> tuple[type[ExprCheck], tuple[str]]:
+        return (ExprCheck, (self.expr,))
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Config:
+    """A frozen, hashable assignment of every parameter of a space."""
+
+    items: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, values: Mapping[str, int]) -> Config:
+        return cls(tuple((k, int(v)) for k, v in values.items()))
+
+    def __getitem__(self, name: str) -> int:
+        for k, v in self.items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.items)
+
+    def values(self) -> tuple[int, ...]:
+        return tuple(v for _, v in self.items)
+
+    def key(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.items)
+
+    @classmethod
+    def parse(cls, key: str) -> Config:
+        try:
+            return cls(tuple((k, int(v)) for k, v in (p.split("=") for p in key.split(","))))
+        except ValueError:
+            raise InvalidConfigError(f"not a config key: {key!r}") from None
+
+    def __str__(self) -> str:
+        return self.key()
+
+
+class SearchSpace:
+    """Ordered parameters plus constraints; see the module docstring."""
+
+    def __init__(self, params: Sequence[Param], constraints: Sequence[Constraint] = ()) -> None:
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate parameter names in {names}")
+        for c in constraints:
+            unknown = set(c.params) - set(names)
+            if unknown:
+                raise ValueError(f"constraint {c.why!r} reads unknown parameters {unknown}")
+        self.params: tuple[Param, ...] = tuple(params)
+        self.names: tuple[str, ...] = tuple(names)
+        self.constraints: tuple[Constraint, ...] = tuple(constraints)
+        # A constraint is checked at the depth where its last parameter is bound.
+        self._by_depth: list[list[Constraint]] = [[] for _ in range(len(names) + 1)]
+        for c in self.constraints:
+            depth = max((names.index(p) + 1 for p in c.params), default=0)
+            self._by_depth[depth].append(c)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
+        """Build from the parsed form of a space file (see kernels/*.toml)."""
+        params = [
+            Param(p["name"], tuple(int(v) for v in p["values"]), p.get("doc", ""))
+            for p in data["params"]
+        ]
+        names = [p.name for p in params]
+        constraints = [
+            Constraint.from_expr(c["expr"], c.get("why", ""), names)
+            for c in data.get("constraints", [])
+        ]
+        return cls(params, constraints)
+
+    @property
+    def raw_size(self) -> int:
+        return math.prod(len(p.values) for p in self.params)
+
+    def raw_configs(self) -> Iterator[Config]:
+        for values in itertools.product(*(p.values for p in self.params)):
+            yield Config(tuple(zip(self.names, values, strict=True)))
+
+    # -- binding to a problem and device -------------------------------------------------
+
+    def _env(self, problem: Problem, device: DeviceInfo) -> dict[str, Any]:
+        env: dict[str, Any] = dict(_EXPR_FUNCS)
+        env.update(problem.fields())
+        env.update(problem.derived())
+        env["device"] = device
+        return env
+
+    def violations(self, problem: Problem, device: DeviceInfo, config: Config | Mapping[str, int]) -> list[str]:
+        """Every rule `config` breaks (empty: valid)."""
+        values = config.as_dict() if isinstance(config, Config) else dict(config)
+        out = []
+        if list(values) != list(self.names):
+            return [f"config must set exactly {', '.join(self.names)} in that order"]
+        for p in self.params:
+            if values[p.name] not in p.values:
+                out.append(f"{p.name}={values[p.name]} is not one of {list(p.values)}")
+        env = self._env(problem, device)
+        env.update(values)
+        for c in self.constraints:
+            try:
+                ok = c.check(env)
+            except (ArithmeticError, ValueError):
+                ok = False
+            if not ok:
+                out.append(c.why)
+        return out
+
+    def valid(self, problem: Problem, device: DeviceInfo, config: Config | Mapping[str, int]) -> bool:
+        return not self.violations(problem, device, config)
+
+    def require_valid(self, problem: Problem, device: DeviceInfo, config: Config | Mapping[str, int]) -> None:
+        bad = self.violations(problem, device, config)
+        if bad:
+            raise InvalidConfigError(f"invalid config: {bad[0]}")
+
+    def prefix_valid(
+        self, problem: Problem, device: DeviceInfo, partial: Sequence[int] | Mapping[str, int]
+    ) -> bool:
+        """Whether `partial` (values for the first len(partial) parameters) can be completed."""
+        values = tuple(partial.values()) if isinstance(partial, Mapping) else tuple(partial)
+        if isinstance(partial, Mapping) and tuple(partial) != self.names[: len(values)]:
+            return False
+        return values in _valid_prefixes(self, problem, device)
+
+    def configs(self, problem: Problem, device: DeviceInfo) -> list[Config]:
+        """Every valid config for this problem and device, in parameter order."""
+        return [
+            Config(tuple(zip(self.names, v, strict=True)))
+            for v in _valid_prefixes(self, problem, device)
+            if len(v) == len(self.names)
+        ]
+
+    def _enumerate(self, problem: Problem, device: DeviceInfo) -> frozenset[tuple[int, ...]]:
+        env = self._env(problem, device)
+        prefixes: set[tuple[int, ...]] = set()
+
+        def ok(depth: int) -> bool:
+            for c in self._by_depth[depth]:
+                try:
+                    if not c.check(env):
+                        return False
+                except (ArithmeticError, ValueError):
+                    return False
+            return True
+
+        def walk(depth: int, prefix: tuple[int, ...]) -> bool:
+            if depth == len(self.params):
+                prefixes.add(prefix)
+                return True
+            param = self.params[depth]
+            any_ok = False
+            for v in param.values:
+                env[param.name] = v
+                if ok(depth + 1) and walk(depth + 1, prefix + (v,)):
+                    any_ok = True
+            env.pop(param.name, None)
+            if any_ok:
+                prefixes.add(prefix)
+            return any_ok
+
+        if ok(0):
+            walk(0, ())
+        return frozenset(prefixes)
+
+
+@functools.lru_cache(maxsize=256)
+def _valid_prefixes(space: SearchSpace, problem: Problem, device: DeviceInfo) -> frozenset[tuple[int, ...]]:
+    return space._enumerate(problem, device)

@@ -1,0 +1,133 @@
+"""`tune()`: measure a strategy's configs for one problem on one device into the perf db."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kptune.backends import resolve_device
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.measurement import Measurement, Outcome, TimingSettings
+from kptune.perfdb import PerfDB
+from kptune.problem import Problem
+from kptune.runner import Runner
+from kptune.strategies import get_strategy
+
+#: Called after each measurement: (done, total, measurement, best so far).
+ProgressFn = Callable[[int, int, Measurement, Measurement | None], None]
+
+
+@dataclasses.dataclass
+class TuneResult:
+    """What one tuning run found; `best` covers earlier runs' measurements too."""
+
+    problem: Problem
+    device: DeviceInfo
+    kernel: str
+    strategy: str
+    db_path: Path
+    candidates: int
+    measured: int
+    resumed: int
+    outcomes: dict[str, int]
+    best: Measurement | None
+    wall_s: float
+
+    @property
+    def configs_per_s(self) -> float:
+        return self.measured / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def best_tflops(self) -> float | None:
+        if self.best is None or not self.best.time_ms:
+            return None
+        return self.problem.flops() / (self.best.time_ms * 1e-3) / 1e12
+
+    def to_json(self) -> dict[str, Any]:
+        best = None
+        if self.best is not None:
+            best = {"config": self.best.config.as_dict(), "key": self.best.config.key(),
+                    "time_ms": self.best.time_ms, "min_ms": self.best.min_ms, "tflops": self.best_tflops}  # fmt: skip
+        return {
+            "problem": self.problem.key(), "device": self.device.spec, "device_name": self.device.name,
+            "kernel": self.kernel, "strategy": self.strategy, "db": str(self.db_path),
+            "candidates": self.candidates, "measured": self.measured, "resumed": self.resumed,
+            "outcomes": self.outcomes, "best": best, "wall_s": round(self.wall_s, 3),
+            "configs_per_s": round(self.configs_per_s, 3),
+        }  # fmt: skip
+
+
+def tune(
+    problem: Problem,
+    *,
+    kernel: str = "conv2d_igemm_fwd",
+    device: DeviceInfo | str | None = None,
+    strategy: str = "exhaustive",
+    budget: int | None = None,
+    db: PerfDB | str | Path | None = None,
+    settings: TimingSettings | None = None,
+    jobs: int | None = None,
+    progress: ProgressFn | None = None,
+) -> TuneResult:
+    """Measure the configs `strategy` picks, skipping those already in the db (resume).
+
+    Every measurement is committed as it comes, so an interrupted run loses at most
+    the config in flight. Returns the best over all measurements of these configs.
+    """
+    t0 = time.perf_counter()
+    family = get_family(kernel)
+    if not family.accepts(problem):
+        raise KptuneError(f"kernel {kernel} does not take {problem.kind} problems")
+    dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    settings = settings or TimingSettings()
+    own_db = not isinstance(db, PerfDB)
+    perfdb = db if isinstance(db, PerfDB) else PerfDB(db)
+    try:
+        valid = family.space.configs(problem, dev)
+        if not valid:
+            raise KptuneError(f"kernel {kernel} has no valid config for {problem.key()} on {dev.spec}")
+        candidates = get_strategy(strategy)(valid, budget, settings.seed)
+        pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
+        kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
+        previous = {m.config: m for m in perfdb.measurements(pid, did, kid)}
+        todo = [c for c in candidates if c not in previous]
+        latest = {c: previous[c] for c in candidates if c in previous}
+        best = _best(latest.values())
+        source = strategy if strategy in ("exhaustive", "random") else "manual"
+        done = len(latest)
+        if todo:
+            with Runner(family, dev, settings) as runner:
+                runner.set_problem(problem)
+                compile_errors = runner.precompile(todo, jobs)
+                for config in todo:
+                    if config in compile_errors:
+                        m = Measurement(config, Outcome.COMPILE_ERROR, error=compile_errors[config])
+                    else:
+                        m = runner.measure(config, best.time_ms if best else None)
+                    perfdb.add(pid, did, kid, m, source)
+                    latest[config] = m
+                    if m.ok and (best is None or (m.time_ms or 0) < (best.time_ms or 0)):
+                        best = m
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(candidates), m, best)
+        outcomes = collections.Counter(str(m.outcome) for m in latest.values())
+        return TuneResult(
+            problem=problem, device=dev, kernel=family.name, strategy=strategy, db_path=perfdb.path,
+            candidates=len(candidates), measured=len(todo), resumed=len(candidates) - len(todo),
+            outcomes=dict(sorted(outcomes.items())), best=best, wall_s=time.perf_counter() - t0,
+        )  # fmt: skip
+    finally:
+        if own_db:
+            perfdb.close()
+
+
+def _best(measurements: Any) -> Measurement | None:
+    ok = [m for m in measurements if m.ok and m.time_ms is not None]
+    return min(ok, key=lambda m: m.time_ms) if ok else None

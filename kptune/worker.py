@@ -1,0 +1,62 @@
+"""The measuring worker: a separate process (`python -m kptune.worker FD`) that owns the device.
+
+It is started with subprocess, not multiprocessing, so that the user's main
+module is never re-imported. Messages are pickled tuples over a socket:
+("init", device, family, settings) -> ("ready",) | ("fatal", msg);
+("problem", problem, inputs, reference) -> ("prepared",);
+("measure", config, best_ms) -> ("result", Measurement);
+("compile", [config, ...]) -> ("compiled", [error or None, ...]); ("stop",).
+"""
+
+from __future__ import annotations
+
+import sys
+from multiprocessing.connection import Connection
+
+from kptune.backends import Backend, CompileError, open_backend
+from kptune.measure import ProblemState, measure_config, prepare
+
+
+def serve(conn: Connection) -> None:
+    sys.path[:] = conn.recv()  # the driver's path, so user-registered families unpickle
+    _, device, family, settings = conn.recv()
+    try:
+        backend: Backend = open_backend(device)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver as one line
+        conn.send(("fatal", f"cannot open {device.spec}: {exc}"))
+        return
+    conn.send(("ready",))
+    state: ProblemState | None = None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the driver is gone
+            return
+        kind = msg[0]
+        if kind == "stop":
+            return
+        if kind == "problem":
+            _, problem, inputs, reference = msg
+            state = prepare(backend, family, problem, inputs, reference, settings)
+            conn.send(("prepared",))
+        elif kind == "measure":
+            _, config, best_ms = msg
+            if state is None:
+                raise RuntimeError("measure before problem")
+            result = measure_config(backend, family, state, config, best_ms, settings)
+            conn.send(("result", result))
+            if result.fatal:
+                return  # the context may be poisoned: the driver starts a fresh worker
+        elif kind == "compile":
+            errors: list[str | None] = []
+            for config in msg[1]:
+                try:
+                    backend.compile(family.full_source, family.entry, config.as_dict())
+                    errors.append(None)
+                except CompileError as exc:
+                    errors.append(str(exc))
+            conn.send(("compiled", errors))
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))
