@@ -78,7 +78,7 @@ class ExprCheck:
         self._code = compile(tree, f"<constraint {expr}>", "eval")
 
     def __call__(self, env: Mapping[str, Any]) -> bool:
-        return bool(eval(self._code, {"__builtins__": {}}, env))  # noqa: S307 - our own space files
+        return bool(eval(self._code, {"__builtins__": {}}, env))
 
     def __reduce__(self) -> tuple[type[ExprCheck], tuple[str]]:
         return (ExprCheck, (self.expr,))
@@ -206,19 +206,19 @@ class SearchSpace:
         values = tuple(partial.values()) if isinstance(partial, Mapping) else tuple(partial)
         if isinstance(partial, Mapping) and tuple(partial) != self.names[: len(values)]:
             return False
-        return values in _valid_prefixes(self, problem, device)
+        return values in _enumerated(self, problem, device)[0]
 
     def configs(self, problem: Problem, device: DeviceInfo) -> list[Config]:
         """Every valid config for this problem and device, in parameter order."""
-        return [
-            Config(tuple(zip(self.names, v, strict=True)))
-            for v in _valid_prefixes(self, problem, device)
-            if len(v) == len(self.names)
-        ]
+        return [Config(tuple(zip(self.names, v, strict=True))) for v in _enumerated(self, problem, device)[1]]
 
-    def _enumerate(self, problem: Problem, device: DeviceInfo) -> frozenset[tuple[int, ...]]:
+    def _enumerate(
+        self, problem: Problem, device: DeviceInfo
+    ) -> tuple[frozenset[tuple[int, ...]], tuple[tuple[int, ...], ...]]:
+        """(every completable prefix, every valid config in space order)."""
         env = self._env(problem, device)
         prefixes: set[tuple[int, ...]] = set()
+        complete: list[tuple[int, ...]] = []
 
         def ok(depth: int) -> bool:
             for c in self._by_depth[depth]:
@@ -232,12 +232,13 @@ class SearchSpace:
         def walk(depth: int, prefix: tuple[int, ...]) -> bool:
             if depth == len(self.params):
                 prefixes.add(prefix)
+                complete.append(prefix)
                 return True
             param = self.params[depth]
             any_ok = False
             for v in param.values:
                 env[param.name] = v
-                if ok(depth + 1) and walk(depth + 1, prefix + (v,)):
+                if ok(depth + 1) and walk(depth + 1, (*prefix, v)):
                     any_ok = True
             env.pop(param.name, None)
             if any_ok:
@@ -246,9 +247,11 @@ class SearchSpace:
 
         if ok(0):
             walk(0, ())
-        return frozenset(prefixes)
+        return frozenset(prefixes), tuple(complete)
 
 
 @functools.lru_cache(maxsize=256)
-def _valid_prefixes(space: SearchSpace, problem: Problem, device: DeviceInfo) -> frozenset[tuple[int, ...]]:
+def _enumerated(
+    space: SearchSpace, problem: Problem, device: DeviceInfo
+) -> tuple[frozenset[tuple[int, ...]], tuple[tuple[int, ...], ...]]:
     return space._enumerate(problem, device)

@@ -22,7 +22,7 @@ def serve(conn: Connection) -> None:
     _, device, family, settings = conn.recv()
     try:
         backend: Backend = open_backend(device)
-    except Exception as exc:  # noqa: BLE001 - reported to the driver as one line
+    except Exception as exc:
         conn.send(("fatal", f"cannot open {device.spec}: {exc}"))
         return
     conn.send(("ready",))

@@ -35,14 +35,14 @@ def list_devices() -> list[DeviceInfo]:
     cp = _cp()
     try:
         count = cp.cuda.runtime.getDeviceCount()
-    except Exception:  # noqa: BLE001 - no driver / no GPU: no devices
+    except Exception:
         return []
     hip = bool(getattr(cp.cuda.runtime, "is_hip", False))
     try:
         driver = cp.cuda.runtime.driverGetVersion()
         major, minor = cp.cuda.nvrtc.getVersion()
         compiler = f"{'hiprtc' if hip else 'nvrtc'} {major}.{minor}; cupy {cp.__version__}"
-    except Exception:  # noqa: BLE001
+    except Exception:
         driver, compiler = 0, f"cupy {cp.__version__}"
     out = []
     for i in range(count):
@@ -87,7 +87,7 @@ class CupyBackend:
         key = (hash(source), tuple(sorted(defines.items())))
         if key in self._kernels:
             return self._kernels[key]
-        options = tuple(f"-D{k}={v}" for k, v in sorted(defines.items())) + ("--std=c++14",)
+        options = (*tuple(f"-D{k}={v}" for k, v in sorted(defines.items())), "--std=c++14")
         try:
             module = self.cp.RawModule(code=source, options=options)
             kernel = module.get_function(entry)
@@ -111,7 +111,7 @@ class CupyBackend:
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         try:
             return self.cp.asnumpy(buffer).reshape(shape).astype(dtype, copy=False)
-        except Exception as exc:  # noqa: BLE001 - a sticky CUDA error surfaces here
+        except Exception as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
@@ -127,7 +127,7 @@ class CupyBackend:
         try:
             kernel(tuple(groups), tuple(local), tuple(args))
             self.cp.cuda.get_current_stream().synchronize()
-        except Exception as exc:  # noqa: BLE001 - CUDA errors may poison the context
+        except Exception as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def time_launches(
@@ -144,7 +144,7 @@ class CupyBackend:
                 events.append((start, end))
             events[-1][1].synchronize()
             return [cuda.get_elapsed_time(s, e) for s, e in events]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def scalar(self, value: int) -> Any:

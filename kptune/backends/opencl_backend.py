@@ -26,7 +26,7 @@ def _cl() -> Any:
 def _optional(device: Any, attr: str, default: int) -> int:
     try:
         return int(getattr(device, attr))
-    except Exception:  # noqa: BLE001 - vendor extensions raise various errors when absent
+    except Exception:
         return default
 
 

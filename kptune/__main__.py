@@ -1,0 +1,3 @@
+from kptune.cli import run
+
+run()

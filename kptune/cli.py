@@ -1,0 +1,165 @@
+"""The `kptune` command: a thin layer over the Python API.
+
+Usage errors and bad input print one line to stderr and exit 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kptune.backends import list_devices, resolve_device
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.measurement import TimingSettings
+from kptune.perfdb import PerfDB
+from kptune.problem import parse_problem
+from kptune.strategies import get_strategy
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Kernel-parameter autotuner: measure, store and predict the best tuning parameters.")  # fmt: skip
+db_app = typer.Typer(no_args_is_help=True, help="Inspect the perf db.")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@app.command()
+def devices(as_json: JsonOpt = False) -> None:
+    """List every usable device with the limits its driver reports."""
+    found = list_devices()
+    if as_json:
+        _print_json([{"spec": d.spec, **d.limits()} for d in found])
+        return
+    if not found:
+        raise KptuneError("no usable device: install CuPy for a GPU, or PyOpenCL and an OpenCL driver (PoCL)")
+    table = Table("device", "name", "kind", "max group", "local mem", "regs/group", "CUs", "simd", "L2")
+    for d in found:
+        table.add_row(d.spec, d.name, d.kind, str(d.max_work_group_size), f"{d.max_local_mem_bytes // 1024} KiB",
+                      str(d.max_registers_per_group or "-"), str(d.compute_units), str(d.simd_width),
+                      f"{d.l2_bytes // 1024} KiB")  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def tune(
+    shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1,stride=1"')] = None,
+    miopen: Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')] = None,
+    device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_igemm_fwd",
+    strategy: Annotated[str, typer.Option(help="exhaustive | random")] = "exhaustive",
+    budget: Annotated[int | None, typer.Option(help="configs to measure (random)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
+    timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
+    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure every config (exhaustive) or a sample (random) into the perf db; resumes."""
+    from kptune.progress import TuneProgress
+    from kptune.tune import tune as run_tune
+
+    problem = parse_problem(shape, miopen)
+    get_strategy(strategy), get_family(kernel)  # fail fast, before any device work
+    dev = resolve_device(device)
+    settings = TimingSettings(timeout_s=timeout, seed=seed)
+    with TuneProgress(problem, err, label=f"{kernel} on {dev.spec}") as progress:
+        result = run_tune(problem, kernel=kernel, device=dev, strategy=strategy, budget=budget, db=db,
+                          settings=settings, jobs=jobs, progress=progress)  # fmt: skip
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table = Table(title=f"{problem.key()} on {dev.spec} ({dev.name})", show_header=False)
+    table.add_row("kernel", result.kernel)
+    table.add_row("configs", f"{result.candidates} ({result.measured} measured now, {result.resumed} from the db)")
+    table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in result.outcomes.items()))
+    if result.best is not None:
+        table.add_row("best", result.best.config.key())
+        table.add_row("time", f"{result.best.time_ms:.4g} ms, {result.best_tflops:.3g} TFLOP/s")
+    else:
+        table.add_row("best", "none: no config ran correctly")
+    table.add_row("wall", f"{result.wall_s:.1f} s, {result.configs_per_s:.2f} configs/s")
+    table.add_row("stored in", str(result.db_path))
+    out.print(table)
+
+
+@db_app.command("show")
+def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts, outcomes and the best config of every tuned problem."""
+    if db is not None and not db.exists():
+        raise KptuneError(f"no perf db at {db}")
+    with PerfDB(db) as perfdb:
+        summary = perfdb.summary()
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"[bold]{summary['path']}[/] (schema v{summary['schema_version']})")
+    out.print(", ".join(f"{k}: {v}" for k, v in summary["counts"].items()))
+    out.print("outcomes: " + (", ".join(f"{k} {v}" for k, v in summary["outcomes"].items()) or "none"))
+    table = Table("problem", "device", "kernel", "best config", "ms", "TFLOP/s", "ok configs")
+    for row in summary["best"]:
+        table.add_row(row["problem"], row["device"], row["kernel"], row["config"], f"{row['time_ms']:.4g}",
+                      f"{row['tflops']:.3g}", str(row["configs_ok"]))  # fmt: skip
+    out.print(table)
+
+
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    # typer >= 0.29 vendors click (its errors derive from TyperException); older typer uses click.
+    types: list[type[BaseException]] = []
+    typer_base = getattr(typer.exceptions, "TyperException", None)
+    if typer_base is not None:
+        types.append(typer_base)
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and exit 2 for every usage or input error."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="kptune")
+    except KptuneError as exc:
+        err.print(f"kptune: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("kptune: interrupted; everything measured so far is in the perf db", markup=False)
+        return 130
+    except _usage_error_types() as exc:
+        code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "format_message"):
+            message = exc.format_message()
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                err.print(message, markup=False, highlight=False)
+                return 2
+            err.print(f"kptune: error: {message}", highlight=False, markup=False, soft_wrap=True)
+            return 2
+        return int(code) if isinstance(code, int) else 1
+    return int(result) if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,98 @@
+"""The CLI as a user runs it: a real subprocess, a real device (PoCL), a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kptune.device import DeviceInfo
+
+TINY = "n=1,c=3,h=4,w=4,k=5,r=1,s=1"
+
+
+def kptune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kptune", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tune", "--shape", "n=0,c=3,h=5,w=5,k=2,r=3,s=3"],
+        ["tune", "--shape", "n=-1,c=3,h=5,w=5,k=2,r=3,s=3"],
+        ["tune", "--shape", "n=1,c=3,h=2,w=2,k=2,r=3,s=3"],
+        ["tune", "--shape", "n=1,c=3,h=5,w=5,k=2,r=3,s=3,bogus=4"],
+        ["tune", "--shape", "n=one,c=3,h=5,w=5,k=2,r=3,s=3"],
+        ["tune", "--shape", "n=1,c=3,h=5,w=5,k=2,r=3,s=3,groups=2"],
+        ["tune", "--shape", ",,,"],
+        ["tune", "--miopen", "conv -n 1 -c 3 -H 5 -W 5 -k 2 -y 3 -x 3 --bogus 1"],
+        ["tune", "--shape", TINY, "--strategy", "annealing"],
+        ["tune", "--shape", TINY, "--device", "nosuch:3"],
+        ["tune", "--shape", TINY, "--budget", "many"],
+        ["tune"],
+        ["frobnicate"],
+        ["db", "show", "--db", "/nonexistent/perf.db"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
+    proc = kptune(*args, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kptune: error:"), proc.stderr
+
+
+def test_not_a_db_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello" * 1000)
+    proc = kptune("db", "show", "--db", str(junk))
+    assert proc.returncode == 2 and "corrupted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_devices_lists_the_cpu_device(cpu_device: DeviceInfo) -> None:
+    proc = kptune("devices", "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = {d["spec"]: d for d in json.loads(proc.stdout)}
+    assert found[cpu_device.spec]["max_work_group_size"] == cpu_device.max_work_group_size
+
+
+def test_exhaustive_tune_end_to_end_into_sqlite(cpu_device: DeviceInfo, db_path: Path) -> None:
+    args = ["tune", "--shape", TINY, "--device", cpu_device.spec, "--db", str(db_path), "--json"]
+    first = kptune(*args)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["strategy"] == "exhaustive" and result["measured"] == result["candidates"] >= 8
+    assert result["outcomes"] == {"ok": result["candidates"]}
+    assert result["best"]["time_ms"] > 0
+
+    with sqlite3.connect(db_path) as c:
+        rows = c.execute("SELECT COUNT(*), COUNT(DISTINCT config_id) FROM measurements").fetchone()
+        assert rows == (result["candidates"], result["candidates"])
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    again = json.loads(kptune(*args).stdout)  # resumes: nothing re-measured
+    assert again["measured"] == 0 and again["resumed"] == result["candidates"]
+    assert again["best"]["key"] == result["best"]["key"]
+
+    shown = kptune("db", "show", "--db", str(db_path), "--json")
+    summary = json.loads(shown.stdout)
+    assert summary["counts"]["measurements"] == result["candidates"]
+    assert summary["best"][0]["config"] == result["best"]["key"]
+
+    miopen = kptune("tune", "--miopen", "conv -n 1 -c 3 -H 4 -W 4 -k 5 -y 1 -x 1", "--device", cpu_device.spec,
+                    "--db", str(db_path), "--json")  # fmt: skip
+    assert json.loads(miopen.stdout)["measured"] == 0  # the same problem, by its canonical key
+
+
+def test_random_strategy_respects_the_budget(cpu_device: DeviceInfo, db_path: Path) -> None:
+    proc = kptune("tune", "--shape", "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1", "--strategy", "random", "--budget", "4",
+                  "--device", cpu_device.spec, "--db", str(db_path), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["candidates"] == result["measured"] == 4

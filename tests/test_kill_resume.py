@@ -1,0 +1,52 @@
+"""Kill -9 a real tuning process mid-run: the db stays intact and the rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kptune.device import DeviceInfo
+
+SHAPE = "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1"
+
+
+def _count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as c:
+            return int(c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: Path) -> None:
+    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", "10",
+            "--device", cpu_device.spec, "--db", str(db_path), "--jobs", "0", "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _count(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its measuring worker, mid-run
+    proc.wait()
+    before = _count(db_path)
+    assert 3 <= before < 10
+
+    with sqlite3.connect(db_path) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        measured_before = {r[0] for r in c.execute("SELECT config_id FROM measurements")}
+
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(rerun.stdout)
+    assert result["resumed"] == before and result["measured"] == 10 - before
+    with sqlite3.connect(db_path) as c:
+        rows = c.execute("SELECT config_id FROM measurements").fetchall()
+    assert len(rows) == len({r[0] for r in rows}) == 10  # nothing measured twice
+    assert measured_before <= {r[0] for r in rows}

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from kptune.device import DeviceInfo
+from kptune.errors import DatabaseError
+from kptune.measurement import Measurement, Outcome
+from kptune.perfdb import SCHEMA_VERSION, PerfDB
+from kptune.problem import Conv2dProblem
+from kptune.space import Config
+
+DEV = DeviceInfo("opencl", "0:0", "cpu", "v", "cpu", "d", "c", 256, 65536, 0, 2, 1, 1 << 20, 1 << 30)
+PROBLEM = Conv2dProblem.parse("n=1,c=3,h=5,w=5,k=4,r=3,s=3,pad=1")
+
+
+def _fill(db: PerfDB) -> tuple[int, int, int]:
+    ids = db.problem_id(PROBLEM), db.device_id(DEV), db.kernel_id("conv", "abc", ["A", "B"])
+    db.add(*ids, Measurement(Config.of({"A": 1, "B": 2}), Outcome.OK, 2.0, 1.9, 10, 1e-7), "exhaustive")
+    db.add(*ids, Measurement(Config.of({"A": 2, "B": 2}), Outcome.OK, 1.0, 0.9, 10, 1e-7), "exhaustive")
+    db.add(*ids, Measurement(Config.of({"A": 4, "B": 2}), Outcome.COMPILE_ERROR, error="boom"), "random")
+    return ids
+
+
+def test_round_trip_and_best(db_path: Path) -> None:
+    with PerfDB(db_path) as db:
+        ids = _fill(db)
+    with PerfDB(db_path) as db:
+        assert db.schema_version == SCHEMA_VERSION
+        assert db.integrity_ok()
+        ms = db.measurements(*ids)
+        assert len(ms) == 3
+        best = db.best(*ids)
+        assert best is not None and best.config == Config.of({"A": 2, "B": 2}) and best.time_ms == 1.0
+        summary = db.summary()
+        assert summary["outcomes"] == {"ok": 2, "compile_error": 1}
+        assert summary["best"][0]["time_ms"] == 1.0
+        assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_latest_measurement_of_a_config_wins(db_path: Path) -> None:
+    with PerfDB(db_path) as db:
+        ids = _fill(db)
+        db.add(*ids, Measurement(Config.of({"A": 2, "B": 2}), Outcome.OK, 3.0, 2.9, 10), "model")
+        assert db.best(*ids).time_ms == 2.0  # type: ignore[union-attr]
+
+
+def test_newer_schema_is_refused_with_what_to_do(db_path: Path) -> None:
+    PerfDB(db_path).close()
+    with sqlite3.connect(db_path) as c:
+        c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(DatabaseError, match=r"newer than this kptune.*upgrade"):
+        PerfDB(db_path)
+
+
+def test_corrupted_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseError, match="not a kptune perf db or is corrupted"):
+        PerfDB(junk)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE t (x)")
+    with pytest.raises(DatabaseError, match="not a kptune perf db"):
+        PerfDB(other)

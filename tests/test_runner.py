@@ -1,0 +1,58 @@
+"""The runner on a real device (PoCL): outcomes for real faults, watchdog, worker restarts."""
+
+from __future__ import annotations
+
+from families_for_tests import AXPY_FAULTY, AxpyProblem, faulty
+
+from kptune.device import DeviceInfo
+from kptune.measurement import Outcome, TimingSettings
+from kptune.runner import Runner
+from kptune.space import Config
+
+FAST = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=20.0)
+
+
+def test_each_fault_is_an_outcome_and_the_search_goes_on(cpu_device: DeviceInfo) -> None:
+    with Runner(AXPY_FAULTY, cpu_device, FAST) as runner:
+        runner.set_problem(AxpyProblem(n=4096))
+        good = runner.measure(faulty(0))
+        assert good.outcome is Outcome.OK and good.time_ms and good.runs >= 5
+        assert good.rel_error is not None and good.rel_error < 1e-6
+
+        assert runner.measure(faulty(1)).outcome is Outcome.COMPILE_ERROR
+        wrong = runner.measure(faulty(2))
+        assert wrong.outcome is Outcome.WRONG_RESULT and "relative error" in wrong.error
+
+        bad = Config.of({"MODE": 0, "WG": 3, "ELEMS": 1})
+        assert runner.measure(bad).outcome is Outcome.INVALID
+        assert runner.restarts == 0
+        assert runner.measure(faulty(0)).outcome is Outcome.OK
+
+
+def test_hung_kernel_is_killed_by_the_watchdog(cpu_device: DeviceInfo) -> None:
+    settings = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=8.0)
+    with Runner(AXPY_FAULTY, cpu_device, settings) as runner:
+        runner.set_problem(AxpyProblem(n=256))
+        runner.measure(faulty(0))  # worker up and warm
+        hung = runner.measure(faulty(3))
+        assert hung.outcome is Outcome.TIMEOUT
+        assert runner.restarts == 1
+        assert runner.measure(faulty(0)).outcome is Outcome.OK
+
+
+def test_crashing_kernel_costs_one_config(cpu_device: DeviceInfo) -> None:
+    with Runner(AXPY_FAULTY, cpu_device, FAST) as runner:
+        runner.set_problem(AxpyProblem(n=4096))
+        crash = runner.measure(faulty(4))
+        assert crash.outcome in (Outcome.LAUNCH_ERROR, Outcome.WRONG_RESULT), crash
+        assert runner.measure(faulty(0)).outcome is Outcome.OK
+
+
+def test_early_stop_for_configs_far_slower_than_the_best(cpu_device: DeviceInfo) -> None:
+    settings = TimingSettings(target_ms=50.0, max_runs=100, early_stop_factor=2.0)
+    with Runner(AXPY_FAULTY, cpu_device, settings) as runner:
+        runner.set_problem(AxpyProblem(n=1 << 16))
+        full = runner.measure(faulty(0))
+        stopped = runner.measure(faulty(0), best_ms=(full.time_ms or 1.0) / 100)
+        assert full.runs > settings.first_batch
+        assert stopped.outcome is Outcome.OK and stopped.runs == settings.first_batch
