@@ -22,17 +22,19 @@ from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
 from kptune.strategies import get_strategy
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Kernel-parameter autotuner: measure, store and predict the best tuning parameters.")  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Kernel-parameter autotuner: measure, store and predict the best tuning parameters.",
+)
 db_app = typer.Typer(no_args_is_help=True, help="Inspect the perf db.")
 app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
 
-DbOpt = Annotated[
-    Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")
-]
+DbOpt = Annotated[Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
 
 

@@ -94,9 +94,7 @@ def measure_config(
     try:
         if settings.warmup:
             backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.warmup)])
-        times = backend.time_launches(
-            kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)]
-        )
+        times = backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)])
         if not (best_ms is not None and min(times) > settings.early_stop_factor * best_ms):
             typical = max(statistics.median(times), 1e-4)
             more = int(settings.target_ms / typical) - len(times)

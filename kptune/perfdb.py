@@ -171,9 +171,7 @@ class PerfDB:
         )  # fmt: skip
 
     def kernel_id(self, family: str, source_hash: str, params: Iterable[str]) -> int:
-        return self._id(
-            "kernels", {"family": family, "source_hash": source_hash}, {"params": json.dumps(list(params))}
-        )
+        return self._id("kernels", {"family": family, "source_hash": source_hash}, {"params": json.dumps(list(params))})
 
     def problem_id(self, problem: Problem) -> int:
         return self._id("problems", {"key": problem.key()}, {"kind": problem.kind, "flops": problem.flops()})
@@ -182,9 +180,7 @@ class PerfDB:
         return self._id("configs", {"kernel_id": kernel_id, "key": config.key()})
 
     # -- writing -----------------------------------------------------------------------
-    def add(
-        self, problem_id: int, device_id: int, kernel_id: int, m: Measurement, source: str
-    ) -> None:
+    def add(self, problem_id: int, device_id: int, kernel_id: int, m: Measurement, source: str) -> None:
         """Store one measurement, committed at once."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}")

@@ -54,9 +54,7 @@ class Problem:
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ProblemError(
-                f"unknown key(s) {', '.join(unknown)} for {cls.kind}; known: {', '.join(names)}"
-            )
+            raise ProblemError(f"unknown key(s) {', '.join(unknown)} for {cls.kind}; known: {', '.join(names)}")
         converted: dict[str, Any] = {}
         for name, raw in values.items():
             converted[name] = _convert(name, raw, names[name])
@@ -66,9 +64,7 @@ class Problem:
             missing = [
                 n
                 for n, f in names.items()
-                if n not in converted
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
+                if n not in converted and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             ]
             raise ProblemError(f"missing key(s) {', '.join(missing)} for {cls.kind}") from exc
 
@@ -196,9 +192,7 @@ class Conv2dProblem(Problem):
             ("output", self.n * self.k * self.out_h * self.out_w),
         ):
             if count > MAX_TENSOR_ELEMENTS:
-                raise ProblemError(
-                    f"{tensor} tensor has {count} elements, above the supported {MAX_TENSOR_ELEMENTS}"
-                )
+                raise ProblemError(f"{tensor} tensor has {count} elements, above the supported {MAX_TENSOR_ELEMENTS}")
 
     @property
     def out_h(self) -> int:
@@ -286,9 +280,7 @@ def parse_miopen_driver(args: str | list[str]) -> Conv2dProblem:
     if tokens and tokens[0].endswith("MIOpenDriver"):
         tokens = tokens[1:]
     if not tokens or tokens[0] not in _MIOPEN_COMMANDS:
-        raise ProblemError(
-            f"MIOpenDriver arguments must start with one of {', '.join(_MIOPEN_COMMANDS)}"
-        )
+        raise ProblemError(f"MIOpenDriver arguments must start with one of {', '.join(_MIOPEN_COMMANDS)}")
     dtype = _MIOPEN_COMMANDS[tokens[0]]
     by_flag = {}
     for short, long, name in _MIOPEN_FLAGS:

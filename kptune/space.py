@@ -143,15 +143,9 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
         """Build from the parsed form of a space file (see kernels/*.toml)."""
-        params = [
-            Param(p["name"], tuple(int(v) for v in p["values"]), p.get("doc", ""))
-            for p in data["params"]
-        ]
+        params = [Param(p["name"], tuple(int(v) for v in p["values"]), p.get("doc", "")) for p in data["params"]]
         names = [p.name for p in params]
-        constraints = [
-            Constraint.from_expr(c["expr"], c.get("why", ""), names)
-            for c in data.get("constraints", [])
-        ]
+        constraints = [Constraint.from_expr(c["expr"], c.get("why", ""), names) for c in data.get("constraints", [])]
         return cls(params, constraints)
 
     @property
@@ -199,9 +193,7 @@ class SearchSpace:
         if bad:
             raise InvalidConfigError(f"invalid config: {bad[0]}")
 
-    def prefix_valid(
-        self, problem: Problem, device: DeviceInfo, partial: Sequence[int] | Mapping[str, int]
-    ) -> bool:
+    def prefix_valid(self, problem: Problem, device: DeviceInfo, partial: Sequence[int] | Mapping[str, int]) -> bool:
         """Whether `partial` (values for the first len(partial) parameters) can be completed."""
         values = tuple(partial.values()) if isinstance(partial, Mapping) else tuple(partial)
         if isinstance(partial, Mapping) and tuple(partial) != self.names[: len(values)]:

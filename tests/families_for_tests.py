@@ -82,8 +82,18 @@ def reference(p: AxpyProblem, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 _params = [Param("WG", (1, 8, 32, 64)), Param("ELEMS", (1, 2, 4))]
 _rules = [Constraint.from_expr("WG <= device.max_work_group_size", "group too large", ["WG", "ELEMS"])]
-_common = dict(problem_type=AxpyProblem, source=SOURCE, entry="axpy", geometry=geometry, make_inputs=make_inputs,
-               output=output, buffers=("x", "y", "out"), scalars=scalars, reference=reference, tolerance=1e-6)  # fmt: skip
+_common = dict(
+    problem_type=AxpyProblem,
+    source=SOURCE,
+    entry="axpy",
+    geometry=geometry,
+    make_inputs=make_inputs,
+    output=output,
+    buffers=("x", "y", "out"),
+    scalars=scalars,
+    reference=reference,
+    tolerance=1e-6,
+)
 
 AXPY = register_family(
     KernelFamily(name="axpy", space=SearchSpace(_params, _rules), **_common),  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) 
     problem = Conv2dProblem.parse(shape)
     configs = FAMILY.space.configs(problem, cpu_device)
     assert len(configs) >= 8
-    sample = [*configs[::max(1, len(configs) // 5)][:5], configs[-1]]
+    sample = [*configs[:: max(1, len(configs) // 5)][:5], configs[-1]]
     backend = open_backend(cpu_device)
     inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
     state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)

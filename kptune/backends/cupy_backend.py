@@ -152,4 +152,3 @@ class CupyBackend:
 
     def close(self) -> None:
         self.cp.cuda.get_current_stream().synchronize()
-

@@ -92,9 +92,7 @@ class OpenCLBackend:
         self.device = device
         self._dev = cl_device
         self.ctx = self.cl.Context([cl_device])
-        self.queue = self.cl.CommandQueue(
-            self.ctx, properties=self.cl.command_queue_properties.PROFILING_ENABLE
-        )
+        self.queue = self.cl.CommandQueue(self.ctx, properties=self.cl.command_queue_properties.PROFILING_ENABLE)
         self._kernels: dict[tuple[str, tuple[tuple[str, int], ...]], Any] = {}
         self._cache = cache_dir() / "opencl"
         self._cache.mkdir(parents=True, exist_ok=True)
@@ -186,4 +184,3 @@ class OpenCLBackend:
 
     def close(self) -> None:
         self.queue.finish()
-

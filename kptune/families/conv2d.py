@@ -41,9 +41,7 @@ def reference(problem: Conv2dProblem, inputs: Mapping[str, np.ndarray]) -> np.nd
 
 
 def conv2d_reference(p: Conv2dProblem, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    x64 = np.pad(
-        x.astype(np.float64), ((0, 0), (0, 0), (p.pad_h, p.pad_h), (p.pad_w, p.pad_w))
-    )
+    x64 = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p.pad_h, p.pad_h), (p.pad_w, p.pad_w)))
     w64 = w.astype(np.float64)
     y = np.zeros((p.n, p.k, p.out_h, p.out_w))
     h_end = p.stride_h * (p.out_h - 1) + 1
