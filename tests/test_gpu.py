@@ -1,0 +1,53 @@
+"""The real kernel on every GPU device present (CuPy/NVRTC and the GPU's OpenCL driver)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import gpu_devices
+from families_for_tests import AXPY_FAULTY, AxpyProblem, faulty
+from test_conv_kernel import SHAPES
+
+from kptune.backends import open_backend
+from kptune.kernel import get_family
+from kptune.measure import measure_config, prepare
+from kptune.measurement import Outcome, TimingSettings
+from kptune.problem import Conv2dProblem
+from kptune.runner import Runner
+
+pytestmark = pytest.mark.gpu
+GPUS = gpu_devices()
+FAMILY = get_family("conv2d_igemm_fwd")
+SHORT = TimingSettings(warmup=0, first_batch=1, min_runs=1, max_runs=1, max_input_sets=1)
+
+
+@pytest.mark.skipif(not GPUS, reason="no GPU")
+@pytest.mark.parametrize("device", GPUS, ids=lambda d: d.spec)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_config_verifies_on_the_gpu(device, shape: str) -> None:  # type: ignore[no-untyped-def]
+    problem = Conv2dProblem.parse(shape)
+    configs = FAMILY.space.configs(problem, device)
+    backend = open_backend(device)
+    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
+    state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), SHORT)
+    failures = []
+    for config in configs:
+        m = measure_config(backend, FAMILY, state, config, None, SHORT)
+        if m.outcome is not Outcome.OK:
+            failures.append((config.key(), m.outcome, m.error[:120]))
+    assert not failures, failures[:5]
+
+
+@pytest.mark.skipif(not GPUS, reason="no GPU")
+@pytest.mark.parametrize("device", GPUS, ids=lambda d: d.spec)
+def test_faults_on_the_gpu_cost_one_config(device) -> None:  # type: ignore[no-untyped-def]
+    settings = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=20.0)
+    with Runner(AXPY_FAULTY, device, settings) as runner:
+        runner.set_problem(AxpyProblem(n=1 << 20))
+        assert runner.measure(faulty(0)).outcome is Outcome.OK
+        assert runner.measure(faulty(1)).outcome is Outcome.COMPILE_ERROR
+        assert runner.measure(faulty(2)).outcome is Outcome.WRONG_RESULT
+        wild = runner.measure(faulty(4))  # illegal address: poisons a CUDA context
+        assert wild.outcome in (Outcome.LAUNCH_ERROR, Outcome.WRONG_RESULT), wild
+        assert runner.measure(faulty(3)).outcome is Outcome.TIMEOUT
+        assert runner.measure(faulty(0)).outcome is Outcome.OK
