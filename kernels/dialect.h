@@ -11,6 +11,8 @@
 
 #if defined(__OPENCL_VERSION__)
 #define KP_KERNEL __kernel
+/* The work-group size a kernel is always launched with: lets the compiler budget registers. */
+#define KP_KERNEL_GROUP_SIZE(n) __kernel __attribute__((reqd_work_group_size((n), 1, 1)))
 #define KP_GLOBAL __global
 #define KP_LOCAL __local
 #define KP_RESTRICT restrict
@@ -27,6 +29,7 @@
 #define KP_ZERO_FLOAT4 ((float4)(0.0f))
 #else /* CUDA and HIP */
 #define KP_KERNEL extern "C" __global__
+#define KP_KERNEL_GROUP_SIZE(n) extern "C" __global__ __launch_bounds__(n)
 #define KP_GLOBAL
 #define KP_LOCAL __shared__
 #define KP_RESTRICT __restrict__
