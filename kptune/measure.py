@@ -70,13 +70,13 @@ def measure_config(
     settings: TimingSettings,
 ) -> Measurement:
     """Compile, verify against the reference, then time. Never raises on a bad config."""
-    groups, local = family.geometry(state.problem, config)
     t0 = time.perf_counter()
     try:
-        kernel = backend.compile(family.full_source, family.entry, config.as_dict(), math.prod(local))
+        kernel = backend.compile(family.full_source, family.entry, config.as_dict())
     except CompileError as exc:
         return Measurement(config, Outcome.COMPILE_ERROR, error=str(exc))
     compile_s = time.perf_counter() - t0
+    groups, local = family.geometry(state.problem, config)
     try:
         backend.check_launch(kernel, local)
         backend.fill_nan(state.output)

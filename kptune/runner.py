@@ -10,7 +10,6 @@ compile cache.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import subprocess
@@ -168,13 +167,11 @@ class Runner:
         compiled (or fail) again when measured.
         """
         jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(configs) // chunk))
-        if jobs < 2 or self._payload is None:
+        if jobs < 2:
             return {}
-        problem = self._payload[0]
-        sized = [(c, math.prod(self.family.geometry(problem, c)[1])) for c in configs]
-        chunks = [sized[i : i + chunk] for i in range(0, len(sized), chunk)]
+        chunks = [list(configs[i : i + chunk]) for i in range(0, len(configs), chunk)]
         errors: dict[Config, str] = {}
-        workers: dict[Connection, tuple[Worker, list[tuple[Config, int]]]] = {}
+        workers: dict[Connection, tuple[Worker, list[Config]]] = {}
         try:
             for _ in range(jobs):
                 if not chunks:
@@ -194,7 +191,7 @@ class Runner:
                     except (EOFError, OSError):
                         w.kill()
                         continue
-                    errors.update({c: e for (c, _), e in zip(part, errs, strict=True) if e is not None})
+                    errors.update({c: e for c, e in zip(part, errs, strict=True) if e is not None})
                     if chunks:
                         part = chunks.pop()
                         w.send("compile", part)

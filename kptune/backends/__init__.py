@@ -40,12 +40,8 @@ class Backend(Protocol):
 
     device: DeviceInfo
 
-    def compile(self, source: str, entry: str, defines: Mapping[str, int], group_size: int | None = None) -> Any:
-        """Compiled kernel, from the persistent cache when possible; raises CompileError.
-
-        `group_size` is the work-group size the kernel will always run with: a
-        backend may use it to cap registers so that such a group fits.
-        """
+    def compile(self, source: str, entry: str, defines: Mapping[str, int]) -> Any:
+        """Compiled kernel, from the persistent cache when possible; raises CompileError."""
 
     def upload(self, array: np.ndarray) -> Any: ...
 

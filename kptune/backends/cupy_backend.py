@@ -83,8 +83,7 @@ class CupyBackend:
         self._device.use()
         self._kernels: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
 
-    def compile(self, source: str, entry: str, defines: Mapping[str, int], group_size: int | None = None) -> Any:
-        # group_size is not needed here: kernels declare it (__launch_bounds__ via KP_KERNEL_GROUP_SIZE).
+    def compile(self, source: str, entry: str, defines: Mapping[str, int]) -> Any:
         key = (hash(source), tuple(sorted(defines.items())))
         if key in self._kernels:
             return self._kernels[key]

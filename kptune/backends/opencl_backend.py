@@ -93,24 +93,16 @@ class OpenCLBackend:
         self._dev = cl_device
         self.ctx = self.cl.Context([cl_device])
         self.queue = self.cl.CommandQueue(self.ctx, properties=self.cl.command_queue_properties.PROFILING_ENABLE)
-        self._kernels: dict[tuple[str, tuple[tuple[str, int], ...], int | None], Any] = {}
-        self._nv_register_cap = (
-            "cl_nv_compiler_options" in cl_device.extensions and device.max_registers_per_group > 0
-        )
+        self._kernels: dict[tuple[str, tuple[tuple[str, int], ...]], Any] = {}
         self._cache = cache_dir() / "opencl"
         self._cache.mkdir(parents=True, exist_ok=True)
 
     # -- compile ---------------------------------------------------------------------
-    def compile(self, source: str, entry: str, defines: Mapping[str, int], group_size: int | None = None) -> Any:
-        key = (hashlib.sha256(source.encode()).hexdigest(), tuple(sorted(defines.items())), group_size)
+    def compile(self, source: str, entry: str, defines: Mapping[str, int]) -> Any:
+        key = (hashlib.sha256(source.encode()).hexdigest(), tuple(sorted(defines.items())))
         if key in self._kernels:
             return self._kernels[key]
         options = [f"-D{k}={v}" for k, v in sorted(defines.items())]
-        if group_size and self._nv_register_cap:
-            # NVIDIA's OpenCL compiler ignores reqd_work_group_size when allocating registers;
-            # cap them as __launch_bounds__ would, in whole allocation units of 8 per thread.
-            cap = min(255, self.device.max_registers_per_group // group_size) // 8 * 8
-            options.append(f"-cl-nv-maxrregcount={max(cap, 16)}")
         # Full provenance: source, defines, device, driver and compiler versions.
         ident = "\0".join([key[0], " ".join(options), self.device.name, self.device.driver,
                            self.device.compiler, self.cl.VERSION_TEXT])  # fmt: skip
