@@ -27,6 +27,8 @@
 #define KP_LOAD_FLOAT4(p) vload4(0, (p))
 #define KP_ZERO_FLOAT2 ((float2)(0.0f))
 #define KP_ZERO_FLOAT4 ((float4)(0.0f))
+#define KP_LDS4(p) (*(__local const float4 *)(p))
+#define KP_LDS2(p) (*(__local const float2 *)(p))
 #else /* CUDA and HIP */
 #define KP_KERNEL extern "C" __global__
 #define KP_KERNEL_GROUP_SIZE(n) extern "C" __global__ __launch_bounds__(n)
@@ -44,6 +46,10 @@
 #define KP_LOAD_FLOAT4(p) (*(const float4 *)(p))
 #define KP_ZERO_FLOAT2 make_float2(0.0f, 0.0f)
 #define KP_ZERO_FLOAT4 make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+#define KP_LDS4(p) (*(const float4 *)(p))
+#define KP_LDS2(p) (*(const float2 *)(p))
 #endif
+
+#define KP_ALIGN16 __attribute__((aligned(16)))
 
 #endif /* KP_DIALECT_H */

@@ -23,7 +23,7 @@ class ProblemState:
     """Device buffers and the reference for one problem, reused by every config."""
 
     problem: Problem
-    reference: np.ndarray
+    reference: Any  # the backend's handle to the float64 reference
     output: Any
     output_shape: tuple[int, ...]
     output_dtype: np.dtype[Any]
@@ -49,16 +49,7 @@ def prepare(
     for _ in range(copies):
         bufs = {k: backend.upload(v) for k, v in inputs.items()}
         arg_sets.append([out if b == name else bufs[b] for b in family.buffers] + scalars)
-    return ProblemState(problem, reference, out, shape, dtype, arg_sets)
-
-
-def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
-    """||got - ref|| / ||ref|| in float64; inf if anything is NaN or infinite."""
-    got64 = got.astype(np.float64)
-    if not np.all(np.isfinite(got64)):
-        return math.inf
-    denom = float(np.linalg.norm(ref)) or 1.0
-    return float(np.linalg.norm(got64 - ref)) / denom
+    return ProblemState(problem, backend.upload_reference(reference), out, shape, dtype, arg_sets)
 
 
 def measure_config(
@@ -81,10 +72,9 @@ def measure_config(
         backend.check_launch(kernel, local)
         backend.fill_nan(state.output)
         backend.launch(kernel, groups, local, state.arg_sets[0])
-        got = backend.download(state.output, state.output_shape, state.output_dtype)
+        err = backend.relative_error(state.output, state.reference, state.output_shape, state.output_dtype)
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
-    err = relative_error(got, state.reference)
     if not err <= family.tolerance:
         return Measurement(
             config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s,

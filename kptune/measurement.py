@@ -48,7 +48,7 @@ class TimingSettings:
     first_batch: int = 3  # runs before the early-stop check
     min_runs: int = 5
     max_runs: int = 100
-    target_ms: float = 25.0  # aim for this much timed device time per config
+    target_ms: float = 10.0  # aim for this much timed device time per config
     early_stop_factor: float = 2.0  # stop once min(first batch) > factor * best so far
     rotate_cache_factor: float = 2.0  # rotate input copies totalling this many L2 sizes
     max_input_sets: int = 8

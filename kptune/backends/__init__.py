@@ -51,6 +51,12 @@ class Backend(Protocol):
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
 
+    def upload_reference(self, reference: np.ndarray) -> Any:
+        """Keep the float64 reference where `relative_error` can use it."""
+
+    def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
+        """||output - reference|| / ||reference||, NaN or inf when the output is not finite."""
+
     def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
         """Raise LaunchError if the compiled kernel cannot run with this local size."""
 
@@ -66,6 +72,15 @@ class Backend(Protocol):
         """A 32-bit integer kernel argument."""
 
     def close(self) -> None: ...
+
+
+def host_relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """||got - ref|| / ||ref|| in float64 on the host; inf if anything is NaN or infinite."""
+    got64 = got.astype(np.float64)
+    if not np.all(np.isfinite(got64)):
+        return float("inf")
+    denom = float(np.linalg.norm(ref)) or 1.0
+    return float(np.linalg.norm(got64 - ref)) / denom
 
 
 def first_lines(text: str, limit: int = 400) -> str:

@@ -114,6 +114,19 @@ class CupyBackend:
         except Exception as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
+    def upload_reference(self, reference: np.ndarray) -> Any:
+        return self.cp.asarray(reference, dtype=self.cp.float64)
+
+    def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
+        # On the device: no download of the output per config. NaN/inf propagate into the norm.
+        try:
+            diff = output.reshape(shape).astype(self.cp.float64) - reference
+            num = float(self.cp.linalg.norm(diff))
+            den = float(self.cp.linalg.norm(reference)) or 1.0
+        except Exception as exc:
+            raise LaunchError(first_lines(str(exc)), fatal=True) from None
+        return num / den
+
     def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
         allowed = int(kernel.max_threads_per_block)
         threads = int(np.prod(local))

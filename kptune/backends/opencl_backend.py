@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kptune.backends import CompileError, LaunchError, cache_dir, first_lines
+from kptune.backends import CompileError, LaunchError, cache_dir, first_lines, host_relative_error
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
 
@@ -147,6 +147,12 @@ class OpenCLBackend:
         except self.cl.Error as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
         return out
+
+    def upload_reference(self, reference: np.ndarray) -> Any:
+        return reference
+
+    def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
+        return host_relative_error(self.download(output, shape, dtype), reference)
 
     # -- launch and time ---------------------------------------------------------------
     def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
