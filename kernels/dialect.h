@@ -15,6 +15,7 @@
 #define KP_KERNEL_GROUP_SIZE(n) __kernel __attribute__((reqd_work_group_size((n), 1, 1)))
 #define KP_GLOBAL __global
 #define KP_LOCAL __local
+#define KP_LOCAL_PTR __local /* address space of a pointer into local memory */
 #define KP_RESTRICT restrict
 #define KP_DEVICE_FN inline
 #define KP_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
@@ -34,6 +35,7 @@
 #define KP_KERNEL_GROUP_SIZE(n) extern "C" __global__ __launch_bounds__(n)
 #define KP_GLOBAL
 #define KP_LOCAL __shared__
+#define KP_LOCAL_PTR
 #define KP_RESTRICT __restrict__
 #define KP_DEVICE_FN __device__ __forceinline__
 #define KP_BARRIER() __syncthreads()

@@ -8,6 +8,7 @@ config in flight, and a rerun skips what is already measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
@@ -71,6 +72,19 @@ CREATE INDEX measurements_lookup ON measurements (problem_id, device_id, config_
 
 # Migrations: MIGRATIONS[v] takes a db at schema v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedProblem:
+    """A (problem, device, kernel) with at least one ok measurement: the ids to pass to `measurements`."""
+
+    problem_id: int
+    problem_key: str
+    device_id: int
+    device_key: str
+    kernel_id: int
+    family: str
+    source_hash: str
 
 
 def default_db_path() -> Path:
@@ -238,6 +252,28 @@ class PerfDB:
         ]  # fmt: skip
         return {"path": str(self.path), "schema_version": self.schema_version, "counts": counts,
                 "outcomes": outcomes, "best": best}  # fmt: skip
+
+    def tuned_problems(self, device_key: str | None = None, family: str | None = None) -> list[TunedProblem]:
+        """Every (problem, device, kernel) with an ok measurement, optionally of one device key and kernel family.
+
+        Ordered by device, kernel, problem (ids: first stored first), so analyses that
+        compare configs across problems can group by (device_id, kernel_id).
+        """
+        where, params = ["m.outcome = 'ok'"], []
+        if device_key is not None:
+            where.append("d.key = ?")
+            params.append(device_key)
+        if family is not None:
+            where.append("k.family = ?")
+            params.append(family)
+        rows = self.conn.execute(
+            "SELECT DISTINCT p.id, p.key, d.id, d.key, k.id, k.family, k.source_hash"
+            " FROM measurements m JOIN problems p ON p.id = m.problem_id JOIN devices d ON d.id = m.device_id"
+            " JOIN configs c ON c.id = m.config_id JOIN kernels k ON k.id = c.kernel_id"
+            f" WHERE {' AND '.join(where)} ORDER BY d.id, k.id, p.id",
+            params,
+        ).fetchall()
+        return [TunedProblem(*row) for row in rows]
 
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
