@@ -1,0 +1,51 @@
+"""What every benchmark script shares: the geometric mean, provenance (commit, date, command), JSON output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+
+def geomean(values: Iterable[float | None]) -> float | None:
+    """Geometric mean of the values given, skipping None; None when there are none."""
+    xs = [v for v in values if v is not None]
+    if any(v <= 0 for v in xs):
+        raise ValueError(f"geometric mean of non-positive values {xs}")
+    return math.exp(statistics.fmean(math.log(v) for v in xs)) if xs else None
+
+
+def git_commit(run: Callable[..., Any] = subprocess.run) -> str:
+    """Short commit of this checkout; else $KPTUNE_COMMIT (a copied tree has no .git); else "unknown"."""
+    try:
+        proc = run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                   cwd=Path(__file__).resolve().parent, timeout=30)  # fmt: skip
+        if proc.returncode == 0 and proc.stdout.strip():
+            return str(proc.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.environ.get("KPTUNE_COMMIT") or "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """Date (UTC), commit and the exact command line, for the JSON every benchmark writes."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "command": shlex.join(sys.orig_argv),
+    }
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write atomically, so a run killed mid-write leaves the previous complete file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path)
