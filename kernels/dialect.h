@@ -30,6 +30,10 @@
 #define KP_ZERO_FLOAT4 ((float4)(0.0f))
 #define KP_LDS4(p) (*(__local const float4 *)(p))
 #define KP_LDS2(p) (*(__local const float2 *)(p))
+/* fp16 storage: half pointers with load/store conversions (core OpenCL, no cl_khr_fp16 needed). */
+#define KP_HALF half
+#define KP_LOAD_HALF(p, i) vload_half((i), (p))
+#define KP_STORE_HALF(p, i, v) vstore_half((v), (i), (p))
 #else /* CUDA and HIP */
 #define KP_KERNEL extern "C" __global__
 #define KP_KERNEL_GROUP_SIZE(n) extern "C" __global__ __launch_bounds__(n)
@@ -50,8 +54,30 @@
 #define KP_ZERO_FLOAT4 make_float4(0.0f, 0.0f, 0.0f, 0.0f)
 #define KP_LDS4(p) (*(const float4 *)(p))
 #define KP_LDS2(p) (*(const float2 *)(p))
+/* fp16 storage as raw 16-bit words, converted without cuda_fp16.h (NVRTC needs no include path). */
+#define KP_HALF unsigned short
+#if defined(__HIP__)
+KP_DEVICE_FN float kp_half_to_float(unsigned short h) { return (float)__builtin_bit_cast(_Float16, h); }
+KP_DEVICE_FN unsigned short kp_float_to_half(float f) { return __builtin_bit_cast(unsigned short, (_Float16)f); }
+#else
+KP_DEVICE_FN float kp_half_to_float(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+KP_DEVICE_FN unsigned short kp_float_to_half(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#endif
+#define KP_LOAD_HALF(p, i) kp_half_to_float((p)[i])
+#define KP_STORE_HALF(p, i, v) ((p)[i] = kp_float_to_half(v))
 #endif
 
 #define KP_ALIGN16 __attribute__((aligned(16)))
+
+/* Tensor element type: KP_FP16=1 stores fp16 (accumulation stays fp32). */
+#if defined(KP_FP16) && KP_FP16
+#define KP_ELEM KP_HALF
+#define KP_LOAD(p, i) KP_LOAD_HALF(p, i)
+#define KP_STORE(p, i, v) KP_STORE_HALF(p, i, v)
+#else
+#define KP_ELEM float
+#define KP_LOAD(p, i) ((p)[i])
+#define KP_STORE(p, i, v) ((p)[i] = (v))
+#endif
 
 #endif /* KP_DIALECT_H */

@@ -55,7 +55,8 @@ class KernelFamily:
     buffers:     buffer names in kernel argument order (inputs and the output)
     scalars:     (problem) -> int arguments that follow the buffers
     reference:   (problem, inputs) -> the expected output in float64
-    tolerance:   largest accepted ||out - ref|| / ||ref||
+    tolerance:   largest accepted ||out - ref|| / ||ref||, a number or (problem) -> number
+    problem_defines: (problem) -> extra compile-time defines (e.g. the element type)
     """
 
     name: str
@@ -69,7 +70,16 @@ class KernelFamily:
     buffers: tuple[str, ...]
     scalars: Callable[[Any], tuple[int, ...]]
     reference: Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
-    tolerance: float = 1e-4
+    tolerance: float | Callable[[Any], float] = 1e-4
+    problem_defines: Callable[[Any], dict[str, int]] | None = None
+
+    def defines(self, problem: Problem, config: Config) -> dict[str, int]:
+        """Everything the compiler is given: the config, plus what the problem fixes."""
+        extra = self.problem_defines(problem) if self.problem_defines else {}
+        return {**config.as_dict(), **extra}
+
+    def tolerance_for(self, problem: Problem) -> float:
+        return self.tolerance(problem) if callable(self.tolerance) else self.tolerance
 
     @property
     def full_source(self) -> str:

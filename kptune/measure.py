@@ -63,22 +63,23 @@ def measure_config(
     """Compile, verify against the reference, then time. Never raises on a bad config."""
     t0 = time.perf_counter()
     try:
-        kernel = backend.compile(family.full_source, family.entry, config.as_dict())
+        kernel = backend.compile(family.full_source, family.entry, family.defines(state.problem, config))
     except CompileError as exc:
         return Measurement(config, Outcome.COMPILE_ERROR, error=str(exc))
     compile_s = time.perf_counter() - t0
     groups, local = family.geometry(state.problem, config)
     try:
         backend.check_launch(kernel, local)
-        backend.fill_nan(state.output)
+        backend.fill_nan(state.output, state.output_dtype)
         backend.launch(kernel, groups, local, state.arg_sets[0])
         err = backend.relative_error(state.output, state.reference, state.output_shape, state.output_dtype)
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
-    if not err <= family.tolerance:
+    tolerance = family.tolerance_for(state.problem)
+    if not err <= tolerance:
         return Measurement(
             config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s,
-            error=f"relative error {err:.3g} above {family.tolerance:g}",
+            error=f"relative error {err:.3g} above {tolerance:g}",
         )  # fmt: skip
     sets = state.arg_sets
     try:

@@ -136,12 +136,13 @@ def _convert(name: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
 class Conv2dProblem(Problem):
     """A 2-D convolution, NCHW, forward: y[n,k,p,q] = sum_c,r,s x[n,c,h,w] * w[k,c,r,s].
 
-    Supported today: groups=1, dtype fp32, layout NCHW, direction fwd; anything
+    Supported today: groups=1, dtype fp32 or fp16 (fp16 storage, fp32 accumulation),
+    layout NCHW, direction fwd; anything
     else is refused with a message rather than tuned wrongly.
     """
 
     kind: ClassVar[str] = "conv2d"
-    SUPPORTED_DTYPES: ClassVar[tuple[str, ...]] = ("fp32",)
+    SUPPORTED_DTYPES: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
 
     n: int
     c: int

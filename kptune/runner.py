@@ -167,8 +167,9 @@ class Runner:
         compiled (or fail) again when measured.
         """
         jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(configs) // chunk))
-        if jobs < 2:
+        if jobs < 2 or self._payload is None:
             return {}
+        problem = self._payload[0]
         chunks = [list(configs[i : i + chunk]) for i in range(0, len(configs), chunk)]
         errors: dict[Config, str] = {}
         workers: dict[Connection, tuple[Worker, list[Config]]] = {}
@@ -178,7 +179,7 @@ class Runner:
                     break
                 w = Worker(self.device, self.family, self.settings)
                 part = chunks.pop()
-                w.send("compile", part)
+                w.send("compile", [self.family.defines(problem, c) for c in part])
                 workers[w.conn] = (w, part)
             while workers:
                 ready = wait(list(workers), timeout=self.settings.timeout_s * chunk)
@@ -194,7 +195,7 @@ class Runner:
                     errors.update({c: e for c, e in zip(part, errs, strict=True) if e is not None})
                     if chunks:
                         part = chunks.pop()
-                        w.send("compile", part)
+                        w.send("compile", [self.family.defines(problem, c) for c in part])
                         workers[w.conn] = (w, part)
                     else:
                         w.stop()

@@ -5,7 +5,7 @@ module is never re-imported. Messages are pickled tuples over a socket:
 ("init", device, family, settings) -> ("ready",) | ("fatal", msg);
 ("problem", problem, inputs, reference) -> ("prepared",);
 ("measure", config, best_ms) -> ("result", Measurement);
-("compile", [config, ...]) -> ("compiled", [error or None, ...]); ("stop",).
+("compile", [defines, ...]) -> ("compiled", [error or None, ...]); ("stop",).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def serve(conn: Connection) -> None:
                 return  # the context may be poisoned: the driver starts a fresh worker
         elif kind == "compile":
             errors: list[str | None] = []
-            for config in msg[1]:
+            for defines in msg[1]:
                 try:
-                    backend.compile(family.full_source, family.entry, config.as_dict())
+                    backend.compile(family.full_source, family.entry, defines)
                     errors.append(None)
                 except CompileError as exc:
                     errors.append(str(exc))

@@ -13,6 +13,12 @@ def test_shape_string_with_shorthands() -> None:
     assert p.flops() == 2 * 32 * 64 * 56 * 56 * 64 * 9
 
 
+def test_fp16_is_a_dtype_and_part_of_the_key() -> None:
+    half = Conv2dProblem.parse("n=1,c=3,h=5,w=5,k=2,r=3,s=3,dtype=FP16")
+    assert half.dtype == "fp16" and half.key() != Conv2dProblem.parse("n=1,c=3,h=5,w=5,k=2,r=3,s=3").key()
+    assert parse_miopen_driver("convfp16 -n 1 -c 3 -H 5 -W 5 -k 2 -y 3 -x 3") == half
+
+
 def test_key_is_canonical_and_round_trips() -> None:
     a = Conv2dProblem.parse("n=2, c=3, h=9, w=7, k=4, r=3, s=1, pad_h=1, stride=2")
     b = Conv2dProblem.parse("k=4,stride_w=2,stride_h=2,s=1,r=3,w=7,h=9,c=3,n=2,pad_h=1,pad_w=0")

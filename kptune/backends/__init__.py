@@ -47,7 +47,8 @@ class Backend(Protocol):
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any: ...
 
-    def fill_nan(self, buffer: Any) -> None: ...
+    def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
+        """Poison a buffer of `dtype` elements with NaN, so unwritten outputs fail verification."""
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
 

@@ -105,7 +105,7 @@ class CupyBackend:
     def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
         return self.cp.empty(shape, dtype)
 
-    def fill_nan(self, buffer: Any) -> None:
+    def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
         buffer.fill(np.nan)
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:

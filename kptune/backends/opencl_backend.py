@@ -137,8 +137,9 @@ class OpenCLBackend:
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         return self.cl.Buffer(self.ctx, self.cl.mem_flags.READ_WRITE, size=max(nbytes, 1))
 
-    def fill_nan(self, buffer: Any) -> None:
-        self.cl.enqueue_fill_buffer(self.queue, buffer, np.float32(np.nan), 0, buffer.size).wait()
+    def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
+        pattern = np.array(np.nan, dtype=dtype)  # one element: a float32 pattern would miss halves
+        self.cl.enqueue_fill_buffer(self.queue, buffer, pattern, 0, buffer.size).wait()
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         out = np.empty(shape, dtype)

@@ -19,15 +19,30 @@ def geometry(problem: Conv2dProblem, config: Config) -> tuple[Dim3, Dim3]:
     return groups, (threads, 1, 1)
 
 
+_NUMPY_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
+#: ||out - ref|| / ||ref|| accepted per dtype: fp32 accumulation either way; fp16 adds the
+#: rounding of the output to 11 significant bits (about 3e-4 in norm).
+TOLERANCES = {"fp32": 1e-4, "fp16": 2e-3}
+
+
 def make_inputs(problem: Conv2dProblem, rng: np.random.Generator) -> dict[str, np.ndarray]:
     # Uniform in [-1, 1): never zeros, which would hide unwritten outputs and bad indexing.
-    x = rng.uniform(-1.0, 1.0, (problem.n, problem.c, problem.h, problem.w)).astype(np.float32)
-    w = rng.uniform(-1.0, 1.0, (problem.k, problem.c, problem.r, problem.s)).astype(np.float32)
+    dtype = _NUMPY_DTYPES[problem.dtype]
+    x = rng.uniform(-1.0, 1.0, (problem.n, problem.c, problem.h, problem.w)).astype(dtype)
+    w = rng.uniform(-1.0, 1.0, (problem.k, problem.c, problem.r, problem.s)).astype(dtype)
     return {"x": x, "w": w}
 
 
 def output(problem: Conv2dProblem) -> tuple[str, tuple[int, ...], np.dtype[Any]]:
-    return "y", (problem.n, problem.k, problem.out_h, problem.out_w), np.dtype(np.float32)
+    return "y", (problem.n, problem.k, problem.out_h, problem.out_w), _NUMPY_DTYPES[problem.dtype]
+
+
+def tolerance(problem: Conv2dProblem) -> float:
+    return TOLERANCES[problem.dtype]
+
+
+def problem_defines(problem: Conv2dProblem) -> dict[str, int]:
+    return {"KP_FP16": 1} if problem.dtype == "fp16" else {}
 
 
 def scalars(p: Conv2dProblem) -> tuple[int, ...]:
@@ -68,6 +83,7 @@ CONV2D_IGEMM_FWD = register_family(
         buffers=("x", "w", "y"),
         scalars=scalars,
         reference=reference,
-        tolerance=1e-4,
+        tolerance=tolerance,
+        problem_defines=problem_defines,
     )
 )
