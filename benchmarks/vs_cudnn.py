@@ -266,7 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    dtype_help = "cuDNN dtype(s); kptune is fp32-only, other dtypes give rows marked not supported"
+    dtype_help = "dtype(s) for both; one kptune does not support gives rows marked not supported"
     ap.add_argument("--dtype", nargs="+", choices=DTYPES, default=["fp32"], help=dtype_help)
     ap.add_argument("--device", default="cupy:0", help="kptune device (cuDNN runs on torch's cuda:0)")
     ap.add_argument("--db", type=Path, default=None, help="perf db (default: OUT/vs_cudnn.db); tuning resumes")
