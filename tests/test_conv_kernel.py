@@ -54,3 +54,25 @@ def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) 
         m = measure_config(backend, FAMILY, state, config, None, ONE_RUN)
         assert m.outcome is Outcome.OK, (config.key(), m.error)
         assert m.rel_error is not None and m.rel_error < (1e-3 if problem.dtype == "fp16" else 1e-5)
+
+
+@pytest.mark.parametrize("shape", ["n=2,c=12,h=6,w=6,k=20,r=1,s=1", "n=3,c=9,h=4,w=5,k=8,r=1,s=1,dtype=fp16"])
+def test_1x1_vector_loads_verify_on_pocl(cpu_device: DeviceInfo, shape: str) -> None:
+    problem = Conv2dProblem.parse(shape)
+    configs = FAMILY.space.configs(problem, cpu_device)
+    by_vec = {v: [c for c in configs if c["A_VEC"] == v] for v in (1, 2, 4)}
+    assert all(by_vec.values()), {v: len(cs) for v, cs in by_vec.items()}
+    backend = open_backend(cpu_device)
+    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
+    state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)
+    for vec, group in by_vec.items():
+        for config in group[:: max(1, len(group) // 3)][:3]:
+            m = measure_config(backend, FAMILY, state, config, None, ONE_RUN)
+            assert m.outcome is Outcome.OK, (vec, config.key(), m.error)
+
+
+def test_vector_loads_are_refused_where_pixels_are_not_contiguous(cpu_device: DeviceInfo) -> None:
+    for shape in ("n=1,c=8,h=6,w=6,k=8,r=3,s=3,pad=1", "n=1,c=8,h=6,w=6,k=8,r=1,s=1,stride=2",
+                  "n=1,c=8,h=5,w=5,k=8,r=1,s=1"):  # fmt: skip
+        configs = FAMILY.space.configs(Conv2dProblem.parse(shape), cpu_device)
+        assert configs and all(c["A_VEC"] == 1 for c in configs), shape
