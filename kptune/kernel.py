@@ -9,6 +9,7 @@ can receive the family.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import tomllib
 from collections.abc import Callable, Mapping
@@ -81,11 +82,12 @@ class KernelFamily:
     def tolerance_for(self, problem: Problem) -> float:
         return self.tolerance(problem) if callable(self.tolerance) else self.tolerance
 
-    @property
+    @functools.cached_property
     def full_source(self) -> str:
+        """What the compilers see: the dialect header, then the kernel (read once)."""
         return read_kernel_file("dialect.h") + "\n" + self.source
 
-    @property
+    @functools.cached_property
     def source_hash(self) -> str:
         """Identifies the kernel's code in caches and the perf db."""
         return hashlib.sha256(self.full_source.encode()).hexdigest()[:16]

@@ -185,11 +185,11 @@ class Runner:
                 ready = wait(list(workers), timeout=self.settings.timeout_s * chunk)
                 if not ready:
                     break
-                for conn in ready:
-                    w, part = workers.pop(conn)  # type: ignore[call-overload]
+                for ready_conn in ready:
+                    w, part = workers.pop(ready_conn)  # type: ignore[call-overload]
                     try:
-                        _, errs = conn.recv()  # type: ignore[union-attr]
-                    except (EOFError, OSError):
+                        errs: list[str | None] = w.recv(0)[1]
+                    except (EOFError, OSError, TimeoutError):
                         w.kill()
                         continue
                     errors.update({c: e for c, e in zip(part, errs, strict=True) if e is not None})

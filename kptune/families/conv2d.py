@@ -19,7 +19,7 @@ def geometry(problem: Conv2dProblem, config: Config) -> tuple[Dim3, Dim3]:
     return groups, (threads, 1, 1)
 
 
-_NUMPY_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
 #: ||out - ref|| / ||ref|| accepted per dtype: fp32 accumulation either way; fp16 adds the
 #: rounding of the output to 11 significant bits (about 3e-4 in norm).
 TOLERANCES = {"fp32": 1e-4, "fp16": 2e-3}
