@@ -57,6 +57,9 @@ def main() -> int:
         print(f"| {r['device_name']} | {r['device']} | {r['candidates']} | {outcomes} | {r['wall_s']:.1f} "
               f"| {r['configs_per_s']:.2f} | {best.get('key')} | {best.get('time_ms', 0):.4f} "
               f"| {best.get('tflops', 0):.2f} |")  # fmt: skip
+    print("\nwhere the wall time went (s):")
+    for r in rows:
+        print(f"  {r['device']}: " + ", ".join(f"{k} {v:.1f}" for k, v in r["phases_s"].items()))
     return 0
 
 

@@ -75,10 +75,12 @@ def measure_config(
         err = backend.relative_error(state.output, state.reference, state.output_shape, state.output_dtype)
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
+    t1 = time.perf_counter()
+    verify_s = t1 - t0 - compile_s
     tolerance = family.tolerance_for(state.problem)
     if not err <= tolerance:
         return Measurement(
-            config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s,
+            config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s, verify_s=verify_s,
             error=f"relative error {err:.3g} above {tolerance:g}",
         )  # fmt: skip
     sets = state.arg_sets
@@ -99,5 +101,5 @@ def measure_config(
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
     return Measurement(
         config, Outcome.OK, time_ms=statistics.median(times), min_ms=min(times), runs=len(times),
-        rel_error=err, compile_s=compile_s,
+        rel_error=err, compile_s=compile_s, verify_s=verify_s, bench_s=time.perf_counter() - t1,
     )  # fmt: skip

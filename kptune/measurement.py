@@ -31,7 +31,9 @@ class Measurement:
     min_ms: float | None = None
     runs: int = 0
     rel_error: float | None = None
-    compile_s: float = 0.0
+    compile_s: float = 0.0  # host seconds in the worker: compiling or loading from the cache,
+    verify_s: float = 0.0  # launching once and comparing with the reference,
+    bench_s: float = 0.0  # and the timed launches (warm-up included)
     error: str = ""
     fatal: bool = False  # the device context may be poisoned: restart the worker
 

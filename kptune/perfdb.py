@@ -225,7 +225,7 @@ class PerfDB:
             (problem_id, device_id, kernel_id),
         ).fetchall()
         return [
-            Measurement(Config.parse(k), Outcome(o), t, mn, runs, rel, 0.0, err or "")
+            Measurement(Config.parse(k), Outcome(o), t, mn, runs, rel, error=err or "")
             for k, o, t, mn, runs, rel, err in rows
         ]
 

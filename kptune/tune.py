@@ -38,6 +38,9 @@ class TuneResult:
     outcomes: dict[str, int]
     best: Measurement | None
     wall_s: float
+    #: where the wall time went, in seconds: setup (inputs, float64 reference), precompile,
+    #: compile/verify/bench (inside the worker), db writes, and other (IPC, worker starts)
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def configs_per_s(self) -> float:
@@ -60,6 +63,7 @@ class TuneResult:
             "candidates": self.candidates, "measured": self.measured, "resumed": self.resumed,
             "outcomes": self.outcomes, "best": best, "wall_s": round(self.wall_s, 3),
             "configs_per_s": round(self.configs_per_s, 3),
+            "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
         }  # fmt: skip
 
 
@@ -101,16 +105,29 @@ def tune(
         best = _best(latest.values())
         source = strategy if strategy in ("exhaustive", "random") else "manual"
         done = len(latest)
+        phases = dict.fromkeys(("setup", "precompile", "compile", "verify", "bench", "db", "other"), 0.0)
         if todo:
             with Runner(family, dev, settings) as runner:
+                clock = time.perf_counter()
                 runner.set_problem(problem)
+                phases["setup"] = time.perf_counter() - clock
+                clock = time.perf_counter()
                 compile_errors = runner.precompile(todo, jobs)
+                phases["precompile"] = time.perf_counter() - clock
                 for config in todo:
+                    clock = time.perf_counter()
                     if config in compile_errors:
                         m = Measurement(config, Outcome.COMPILE_ERROR, error=compile_errors[config])
                     else:
                         m = runner.measure(config, best.time_ms if best else None)
+                    worker_s = m.compile_s + m.verify_s + m.bench_s
+                    phases["compile"] += m.compile_s
+                    phases["verify"] += m.verify_s
+                    phases["bench"] += m.bench_s
+                    phases["other"] += time.perf_counter() - clock - worker_s
+                    clock = time.perf_counter()
                     perfdb.add(pid, did, kid, m, source)
+                    phases["db"] += time.perf_counter() - clock
                     latest[config] = m
                     if m.ok and (best is None or (m.time_ms or 0) < (best.time_ms or 0)):
                         best = m
@@ -121,7 +138,7 @@ def tune(
         return TuneResult(
             problem=problem, device=dev, kernel=family.name, strategy=strategy, db_path=perfdb.path,
             candidates=len(candidates), measured=len(todo), resumed=len(candidates) - len(todo),
-            outcomes=dict(sorted(outcomes.items())), best=best, wall_s=time.perf_counter() - t0,
+            outcomes=dict(sorted(outcomes.items())), best=best, wall_s=time.perf_counter() - t0, phases=phases,
         )  # fmt: skip
     finally:
         if own_db:

@@ -32,6 +32,8 @@ def test_round_trip_and_best(db_path: Path) -> None:
         assert db.integrity_ok()
         ms = db.measurements(*ids)
         assert len(ms) == 3
+        failed = next(m for m in ms if m.outcome is Outcome.COMPILE_ERROR)
+        assert failed.error == "boom" and failed.time_ms is None
         best = db.best(*ids)
         assert best is not None and best.config == Config.of({"A": 2, "B": 2}) and best.time_ms == 1.0
         summary = db.summary()
