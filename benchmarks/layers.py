@@ -1,6 +1,8 @@
 """The distinct 2-D convolution layers of ResNet-50 and VGG-16 at 224x224, as kptune problems.
 
-Written out from the published architectures, so no torchvision is needed:
+The layer lists themselves live in `kptune.networks` (written out from the published
+architectures, shared with the shape corpus `kptune.corpus`); this module keeps the two
+networks the benchmarks compare against cuDNN:
 
 - ResNet-50 v1.5 (torchvision's `resnet50`; He et al. 2016 with the stride moved
   into the 3x3 conv of each bottleneck): a 7x7/2 stem, then stages of
@@ -15,65 +17,23 @@ runs in a forward pass, so per-network totals can be weighted.
 
 from __future__ import annotations
 
-import dataclasses
-
+from kptune.networks import ConvSpec, resnet50, vgg16
 from kptune.problem import Conv2dProblem
 
 NETS = ("resnet50", "vgg16")
 IMAGE = 224
 
-
-@dataclasses.dataclass(frozen=True)
-class ConvSpec:
-    """One conv of a network, batch-free: name, input C x H x W, K filters of R x S (square), stride, pad."""
-
-    name: str
-    c: int
-    h: int
-    k: int
-    r: int
-    stride: int = 1
-    pad: int = 0
-
-    def problem(self, batch: int) -> Conv2dProblem:
-        return Conv2dProblem(
-            n=batch, c=self.c, h=self.h, w=self.h, k=self.k, r=self.r, s=self.r,
-            pad_h=self.pad, pad_w=self.pad, stride_h=self.stride, stride_w=self.stride,
-        )  # fmt: skip
+__all__ = ["IMAGE", "NETS", "ConvSpec", "all_convs", "layer_counts", "layers", "resnet50_convs", "vgg16_convs"]
 
 
 def resnet50_convs() -> list[ConvSpec]:
     """Every conv of ResNet-50 v1.5 in forward order (53), named as torchvision names its modules."""
-    convs = [ConvSpec("conv1", 3, IMAGE, 64, 7, stride=2, pad=3)]
-    size = IMAGE // 4  # 112 after the stem, 56 after the 3x3/2 max pool
-    in_ch = 64
-    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True), start=1):
-        out_ch = 4 * width
-        for block in range(blocks):
-            stride = 2 if block == 0 and stage > 1 else 1
-            name = f"layer{stage}.{block}"
-            convs += [
-                ConvSpec(f"{name}.conv1", in_ch, size, width, 1),
-                ConvSpec(f"{name}.conv2", width, size, width, 3, stride=stride, pad=1),
-                ConvSpec(f"{name}.conv3", width, size // stride, out_ch, 1),
-            ]
-            if block == 0:
-                convs.append(ConvSpec(f"{name}.downsample", in_ch, size, out_ch, 1, stride=stride))
-            size //= stride
-            in_ch = out_ch
-    return convs
+    return resnet50()
 
 
 def vgg16_convs() -> list[ConvSpec]:
     """The 13 convs of VGG-16 in forward order, named convB_I (block B, index I)."""
-    convs = []
-    in_ch = 3
-    for block, (repeats, out_ch) in enumerate(zip((2, 2, 3, 3, 3), (64, 128, 256, 512, 512), strict=True), start=1):
-        size = IMAGE >> (block - 1)  # a 2x2/2 max pool ends every block
-        for i in range(1, repeats + 1):
-            convs.append(ConvSpec(f"conv{block}_{i}", in_ch, size, out_ch, 3, pad=1))
-            in_ch = out_ch
-    return convs
+    return vgg16()
 
 
 _CONVS = {"resnet50": resnet50_convs, "vgg16": vgg16_convs}

@@ -22,3 +22,7 @@ class DeviceError(KptuneError):
 
 class DatabaseError(KptuneError):
     """The perf db cannot be opened or is from an incompatible kptune."""
+
+
+class CorpusError(KptuneError, ValueError):
+    """A shape-corpus file is missing, malformed or describes an impossible problem; the message names file:line."""
