@@ -43,11 +43,11 @@ class ConvSpec:
 
     @property
     def out_h(self) -> int:
-        return (self.h + 2 * self.pad_h - self.r) // self.stride + 1
+        return self.problem(1).out_h
 
     @property
     def out_w(self) -> int:
-        return (self.w + 2 * self.pad_w - self.s) // self.stride + 1
+        return self.problem(1).out_w
 
     def problem(self, batch: int) -> Conv2dProblem:
         """This conv at `batch` images as a kptune problem (fp32, groups=1, no dilation)."""
