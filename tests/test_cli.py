@@ -13,7 +13,7 @@ import pytest
 
 from kptune.device import DeviceInfo
 
-TINY = "n=1,c=3,h=4,w=4,k=5,r=1,s=1"
+TINY = "n=1,c=3,h=5,w=5,k=4,r=3,s=3,pad=1"  # 56 configs on PoCL
 
 
 def kptune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -85,8 +85,8 @@ def test_exhaustive_tune_end_to_end_into_sqlite(cpu_device: DeviceInfo, db_path:
     assert summary["counts"]["measurements"] == result["candidates"]
     assert summary["best"][0]["config"] == result["best"]["key"]
 
-    miopen = kptune("tune", "--miopen", "conv -n 1 -c 3 -H 4 -W 4 -k 5 -y 1 -x 1", "--device", cpu_device.spec,
-                    "--db", str(db_path), "--json")  # fmt: skip
+    same = "conv -n 1 -c 3 -H 5 -W 5 -k 4 -y 3 -x 3 -p 1 -q 1"
+    miopen = kptune("tune", "--miopen", same, "--device", cpu_device.spec, "--db", str(db_path), "--json")
     assert json.loads(miopen.stdout)["measured"] == 0  # the same problem, by its canonical key
 
 
