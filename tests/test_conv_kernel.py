@@ -46,7 +46,7 @@ def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) 
     problem = Conv2dProblem.parse(shape)
     configs = FAMILY.space.configs(problem, cpu_device)
     assert len(configs) >= 8
-    sample = [*configs[:: max(1, len(configs) // 5)][:5], configs[-1]]
+    sample = [*configs[:: max(1, len(configs) // 3)][:3], configs[-1]]
     backend = open_backend(cpu_device)
     inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
     state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)
@@ -66,7 +66,7 @@ def test_1x1_vector_loads_verify_on_pocl(cpu_device: DeviceInfo, shape: str) -> 
     inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
     state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)
     for vec, group in by_vec.items():
-        for config in group[:: max(1, len(group) // 3)][:3]:
+        for config in group[:: max(1, len(group) // 2)][:2]:
             m = measure_config(backend, FAMILY, state, config, None, ONE_RUN)
             assert m.outcome is Outcome.OK, (vec, config.key(), m.error)
 
