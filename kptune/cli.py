@@ -18,7 +18,7 @@ from kptune.backends import list_devices, resolve_device
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
-from kptune.perfdb import PerfDB
+from kptune.perfdb import PerfDB, default_db_path
 from kptune.problem import parse_problem
 from kptune.strategies import get_strategy
 
@@ -104,9 +104,10 @@ def tune(
 @db_app.command("show")
 def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Counts, outcomes and the best config of every tuned problem."""
-    if db is not None and not db.exists():
-        raise KptuneError(f"no perf db at {db}")
-    with PerfDB(db) as perfdb:
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise KptuneError(f"no perf db at {path} (run `kptune tune` first, or pass --db)")
+    with PerfDB(path) as perfdb:
         summary = perfdb.summary()
     if as_json:
         _print_json(summary)
