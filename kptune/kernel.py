@@ -114,9 +114,3 @@ def get_family(name: str) -> KernelFamily:
         return _FAMILIES[name]
     except KeyError:
         raise KptuneError(f"unknown kernel {name!r}; known: {', '.join(sorted(_FAMILIES))}") from None
-
-
-def family_names() -> list[str]:
-    import kptune.families  # noqa: F401
-
-    return sorted(_FAMILIES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 
 from kptune.space import Config
 
@@ -40,6 +41,12 @@ class Measurement:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+def fastest(measurements: Iterable[Measurement]) -> Measurement | None:
+    """The correct measurement with the lowest median time, if any."""
+    ok = [m for m in measurements if m.ok and m.time_ms is not None]
+    return min(ok, key=lambda m: m.time_ms or 0.0) if ok else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from kptune.device import DeviceInfo
 from kptune.errors import DatabaseError
-from kptune.measurement import Measurement, Outcome
+from kptune.measurement import Measurement, Outcome, fastest
 from kptune.problem import Problem
 from kptune.space import Config
 
@@ -230,8 +230,7 @@ class PerfDB:
         ]
 
     def best(self, problem_id: int, device_id: int, kernel_id: int) -> Measurement | None:
-        ok = [m for m in self.measurements(problem_id, device_id, kernel_id) if m.ok and m.time_ms is not None]
-        return min(ok, key=lambda m: m.time_ms or 0.0) if ok else None
+        return fastest(self.measurements(problem_id, device_id, kernel_id))
 
     def summary(self) -> dict[str, Any]:
         """Counts and the best config of every tuned (problem, device, kernel)."""

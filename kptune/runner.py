@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -151,14 +151,6 @@ class Runner:
         if result.fatal:
             self._drop_worker()
         return result  # type: ignore[no-any-return]
-
-    def measure_all(self, configs: Sequence[Config], best_ms: float | None = None) -> Iterator[Measurement]:
-        best = best_ms
-        for config in configs:
-            m = self.measure(config, best)
-            if m.ok and m.time_ms is not None and (best is None or m.time_ms < best):
-                best = m.time_ms
-            yield m
 
     def precompile(self, configs: Sequence[Config], jobs: int | None = None, chunk: int = 4) -> dict[Config, str]:
         """Compile configs in parallel workers into the persistent cache; returns compile errors.

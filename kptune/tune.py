@@ -13,7 +13,7 @@ from kptune.backends import resolve_device
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
-from kptune.measurement import Measurement, Outcome, TimingSettings
+from kptune.measurement import Measurement, Outcome, TimingSettings, fastest
 from kptune.perfdb import PerfDB
 from kptune.problem import Problem
 from kptune.runner import Runner
@@ -102,7 +102,7 @@ def tune(
         previous = {m.config: m for m in perfdb.measurements(pid, did, kid)}
         todo = [c for c in candidates if c not in previous]
         latest = {c: previous[c] for c in candidates if c in previous}
-        best = _best(latest.values())
+        best = fastest(latest.values())
         source = strategy if strategy in ("exhaustive", "random") else "manual"
         done = len(latest)
         phases = dict.fromkeys(("setup", "precompile", "compile", "verify", "bench", "db", "other"), 0.0)
@@ -143,8 +143,3 @@ def tune(
     finally:
         if own_db:
             perfdb.close()
-
-
-def _best(measurements: Any) -> Measurement | None:
-    ok = [m for m in measurements if m.ok and m.time_ms is not None]
-    return min(ok, key=lambda m: m.time_ms) if ok else None
