@@ -1,7 +1,7 @@
 """How much does the best config differ between problems? Read from a perf db, for one device and kernel.
 
     python benchmarks/diversity.py --db results/vs_cudnn.db --out results/
-    python benchmarks/diversity.py --db perf.db --device "cupy:NVIDIA H200" --family conv2d_igemm_fwd
+    python benchmarks/diversity.py --db perf.db --device "cupy:NVIDIA H200" --family conv2d_fwd
 
 Reports the number of tuned problems, how many distinct configs win them, and the
 best single fixed config: among the configs measured ok on every problem, the one

@@ -28,7 +28,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default=DEFAULT_SHAPE)
     ap.add_argument("--device", action="append", required=True, help="repeat for several devices")
-    ap.add_argument("--kernel", default="conv2d_igemm_fwd")
+    ap.add_argument("--kernel", default="conv2d_fwd")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args()

@@ -34,6 +34,16 @@
 #define KP_HALF half
 #define KP_LOAD_HALF(p, i) vload_half((i), (p))
 #define KP_STORE_HALF(p, i, v) vstore_half((v), (i), (p))
+/* y[i] += v atomically (split-K): a compare-and-swap loop, OpenCL 1.2 has no float atomics. */
+inline void kp_atomic_add_f32(volatile __global float *p, float v)
+{
+    union { unsigned int u; float f; } old_, new_;
+    do {
+        old_.f = *p;
+        new_.f = old_.f + v;
+    } while (atomic_cmpxchg((volatile __global unsigned int *)p, old_.u, new_.u) != old_.u);
+}
+#define KP_ATOMIC_ADD_F32(p, i, v) kp_atomic_add_f32((p) + (i), (v))
 #else /* CUDA and HIP */
 #define KP_KERNEL extern "C" __global__
 #define KP_KERNEL_GROUP_SIZE(n) extern "C" __global__ __launch_bounds__(n)
@@ -65,9 +75,20 @@ KP_DEVICE_FN unsigned short kp_float_to_half(float f) { unsigned short h; asm("c
 #endif
 #define KP_LOAD_HALF(p, i) kp_half_to_float((p)[i])
 #define KP_STORE_HALF(p, i, v) ((p)[i] = kp_float_to_half(v))
+#define KP_ATOMIC_ADD_F32(p, i, v) atomicAdd((p) + (i), (v))
 #endif
 
 #define KP_ALIGN16 __attribute__((aligned(16)))
+
+/* KP_UNROLL(n): unroll the next loop n times; n = 0 unrolls it fully. */
+#define KP_PRAGMA_(x) _Pragma(#x)
+#define KP_UNROLL_0 KP_PRAGMA_(unroll)
+#define KP_UNROLL_1 KP_PRAGMA_(unroll 1)
+#define KP_UNROLL_2 KP_PRAGMA_(unroll 2)
+#define KP_UNROLL_4 KP_PRAGMA_(unroll 4)
+#define KP_UNROLL_8 KP_PRAGMA_(unroll 8)
+#define KP_UNROLL_SEL_(n) KP_UNROLL_##n
+#define KP_UNROLL(n) KP_UNROLL_SEL_(n)
 
 /* Tensor element type: KP_FP16=1 stores fp16 (accumulation stays fp32). */
 #if defined(KP_FP16) && KP_FP16

@@ -64,7 +64,7 @@ def tune(
     shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1,stride=1"')] = None,
     miopen: Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')] = None,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
-    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_igemm_fwd",
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
     strategy: Annotated[str, typer.Option(help="exhaustive | random")] = "exhaustive",
     budget: Annotated[int | None, typer.Option(help="configs to measure (random)")] = None,
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,

@@ -57,7 +57,9 @@ class KernelFamily:
     scalars:     (problem) -> int arguments that follow the buffers
     reference:   (problem, inputs) -> the expected output in float64
     tolerance:   largest accepted ||out - ref|| / ||ref||, a number or (problem) -> number
-    problem_defines: (problem) -> extra compile-time defines (e.g. the element type)
+    problem_defines: (problem, config) -> extra compile-time defines (e.g. the element type)
+    zeroed_output: (config) -> whether the output must be zeroed before each launch (a kernel
+                 that accumulates into it, e.g. split-K); the memset is then timed with it
     """
 
     name: str
@@ -72,12 +74,16 @@ class KernelFamily:
     scalars: Callable[[Any], tuple[int, ...]]
     reference: Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
     tolerance: float | Callable[[Any], float] = 1e-4
-    problem_defines: Callable[[Any], dict[str, int]] | None = None
+    problem_defines: Callable[[Any, Config], dict[str, int]] | None = None
+    zeroed_output: Callable[[Config], bool] | None = None
 
     def defines(self, problem: Problem, config: Config) -> dict[str, int]:
         """Everything the compiler is given: the config, plus what the problem fixes."""
-        extra = self.problem_defines(problem) if self.problem_defines else {}
+        extra = self.problem_defines(problem, config) if self.problem_defines else {}
         return {**config.as_dict(), **extra}
+
+    def needs_zeroed_output(self, config: Config) -> bool:
+        return bool(self.zeroed_output and self.zeroed_output(config))
 
     def tolerance_for(self, problem: Problem) -> float:
         return self.tolerance(problem) if callable(self.tolerance) else self.tolerance

@@ -68,9 +68,13 @@ def measure_config(
         return Measurement(config, Outcome.COMPILE_ERROR, error=str(exc))
     compile_s = time.perf_counter() - t0
     groups, local = family.geometry(state.problem, config)
+    zeroed = state.output if family.needs_zeroed_output(config) else None
     try:
         backend.check_launch(kernel, local)
-        backend.fill_nan(state.output, state.output_dtype)
+        if zeroed is not None:
+            backend.zero(zeroed)  # it accumulates: outputs it never adds to stay 0 and fail
+        else:
+            backend.fill_nan(state.output, state.output_dtype)
         backend.launch(kernel, groups, local, state.arg_sets[0])
         err = backend.relative_error(state.output, state.reference, state.output_shape, state.output_dtype)
     except LaunchError as exc:
@@ -86,8 +90,10 @@ def measure_config(
     sets = state.arg_sets
     try:
         if settings.warmup:
-            backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.warmup)])
-        times = backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)])
+            backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.warmup)], zeroed)
+        times = backend.time_launches(
+            kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)], zeroed
+        )
         if not (best_ms is not None and min(times) > settings.early_stop_factor * best_ms):
             typical = max(statistics.median(times), 1e-4)
             more = int(settings.target_ms / typical) - len(times)
@@ -95,7 +101,7 @@ def measure_config(
             if more > 0:
                 start = len(times)
                 times += backend.time_launches(
-                    kernel, groups, local, [sets[(start + i) % len(sets)] for i in range(more)]
+                    kernel, groups, local, [sets[(start + i) % len(sets)] for i in range(more)], zeroed
                 )
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)

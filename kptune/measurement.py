@@ -53,8 +53,8 @@ def fastest(measurements: Iterable[Measurement]) -> Measurement | None:
 class TimingSettings:
     """How a config is timed (see DESIGN.md, "Measuring")."""
 
-    warmup: int = 1
-    first_batch: int = 3  # runs before the early-stop check
+    warmup: int = 0  # untimed launches first (the verifying launch has already run the kernel once)
+    first_batch: int = 1  # runs before the early-stop check
     min_runs: int = 5
     max_runs: int = 100
     target_ms: float = 10.0  # aim for this much timed device time per config

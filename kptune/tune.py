@@ -70,7 +70,7 @@ class TuneResult:
 def tune(
     problem: Problem,
     *,
-    kernel: str = "conv2d_igemm_fwd",
+    kernel: str = "conv2d_fwd",
     device: DeviceInfo | str | None = None,
     strategy: str = "exhaustive",
     budget: int | None = None,

@@ -1,6 +1,8 @@
-"""The real implicit-GEMM kernel, compiled and run on PoCL, checked against the float64 reference."""
+"""The real convolution kernels (all three algorithms), compiled and run on PoCL, checked against float64."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from kptune.kernel import get_family
 from kptune.measure import measure_config, prepare
 from kptune.measurement import Outcome, TimingSettings
 from kptune.problem import Conv2dProblem
+from kptune.space import Config
+from kptune.tune import tune
 
-FAMILY = get_family("conv2d_igemm_fwd")
+FAMILY = get_family("conv2d_fwd")
 ONE_RUN = TimingSettings(warmup=0, first_batch=1, min_runs=1, max_runs=1, max_input_sets=1)
 
 SHAPES = [
@@ -23,7 +27,27 @@ SHAPES = [
     "n=1,c=4,h=7,w=5,k=4,r=3,s=1,pad_h=2,pad_w=1,stride_h=1,stride_w=3",  # asymmetric everything
     "n=2,c=5,h=9,w=7,k=6,r=3,s=2,pad_h=1,pad_w=0,stride=2,dil_h=2,dtype=fp16",  # fp16 storage
     "n=3,c=16,h=6,w=6,k=33,r=1,s=1,stride=2,dtype=fp16",
+    "n=1,c=20,h=5,w=4,k=9,r=3,s=3,pad=1",  # split-K 2 and 4, partial unroll, direct
 ]
+
+#: Small shapes on which every valid config is compiled, run and verified (225 compiles).
+EVERY_CONFIG_SHAPES = [
+    "n=1,c=2,h=6,w=6,k=8,r=5,s=5,pad=2",  # implicit GEMM, split-K, direct with a 5x5 filter
+    "n=1,c=3,h=4,w=5,k=7,r=1,s=1,dtype=fp16",  # the 1x1 GEMM, A_VEC 2 and 4, fp16
+    "n=1,c=3,h=9,w=7,k=5,r=3,s=2,pad_h=1,pad_w=0,stride=2,dil_h=2",  # odd, R != S, stride/dilation 2
+    "n=1,c=3,h=9,w=7,k=5,r=3,s=2,pad_h=1,pad_w=0,stride=2,dil_h=2,dtype=fp16",
+]
+
+
+def _sample(configs: list[Config]) -> list[Config]:
+    """A few configs of each (algorithm, split-K, unroll, padding) group, first and last included."""
+    groups: dict[tuple[int, int, int, int], list[Config]] = {}
+    for c in configs:
+        groups.setdefault((c["ALGO"], c["KSPLIT"], c["UNROLL"], c["BPAD"]), []).append(c)
+    out = []
+    for group in groups.values():
+        out += [*group[:: max(1, len(group) // 2)][:2], group[-1]]
+    return list(dict.fromkeys(out))
 
 
 def test_reference_matches_a_direct_loop() -> None:
@@ -46,7 +70,7 @@ def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) 
     problem = Conv2dProblem.parse(shape)
     configs = FAMILY.space.configs(problem, cpu_device)
     assert len(configs) >= 8
-    sample = [*configs[:: max(1, len(configs) // 3)][:3], configs[-1]]
+    sample = _sample(configs)
     backend = open_backend(cpu_device)
     inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
     state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)
@@ -56,11 +80,30 @@ def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) 
         assert m.rel_error is not None and m.rel_error < (1e-3 if problem.dtype == "fp16" else 1e-5)
 
 
+@pytest.mark.parametrize("shape", EVERY_CONFIG_SHAPES)
+def test_every_config_verifies_on_pocl(cpu_device: DeviceInfo, shape: str, tmp_path: Path) -> None:
+    problem = Conv2dProblem.parse(shape)
+    result = tune(problem, device=cpu_device, db=tmp_path / "perf.db", settings=ONE_RUN)
+    assert result.candidates == len(FAMILY.space.configs(problem, cpu_device)) >= 20
+    assert result.outcomes == {"ok": result.candidates}
+
+
+def test_every_algorithm_and_knob_is_covered_by_the_every_config_shapes(cpu_device: DeviceInfo) -> None:
+    seen: dict[str, set[int]] = {}
+    for shape in EVERY_CONFIG_SHAPES:
+        for config in FAMILY.space.configs(Conv2dProblem.parse(shape), cpu_device):
+            for name, value in config.items:
+                seen.setdefault(name, set()).add(value)
+    assert seen["ALGO"] == {0, 1, 2} and seen["A_VEC"] == {1, 2, 4} and seen["KSPLIT"] >= {1, 2, 4}
+    assert seen["STAGES"] == {1, 2} and seen["TH"] >= {1, 2, 4}
+
+
 @pytest.mark.parametrize("shape", ["n=2,c=12,h=6,w=6,k=20,r=1,s=1", "n=3,c=9,h=4,w=5,k=8,r=1,s=1,dtype=fp16"])
 def test_1x1_vector_loads_verify_on_pocl(cpu_device: DeviceInfo, shape: str) -> None:
     problem = Conv2dProblem.parse(shape)
     configs = FAMILY.space.configs(problem, cpu_device)
-    by_vec = {v: [c for c in configs if c["A_VEC"] == v] for v in (1, 2, 4)}
+    assert all(c["ALGO"] == 1 for c in configs)  # the 1x1 GEMM replaces the implicit GEMM here
+    by_vec = {v: [c for c in configs if c["A_VEC"] == v] for v in (2, 4)}
     assert all(by_vec.values()), {v: len(cs) for v, cs in by_vec.items()}
     backend = open_backend(cpu_device)
     inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
@@ -75,4 +118,4 @@ def test_vector_loads_are_refused_where_pixels_are_not_contiguous(cpu_device: De
     for shape in ("n=1,c=8,h=6,w=6,k=8,r=3,s=3,pad=1", "n=1,c=8,h=6,w=6,k=8,r=1,s=1,stride=2",
                   "n=1,c=8,h=5,w=5,k=8,r=1,s=1"):  # fmt: skip
         configs = FAMILY.space.configs(Conv2dProblem.parse(shape), cpu_device)
-        assert configs and all(c["A_VEC"] == 1 for c in configs), shape
+        assert configs and all(c["A_VEC"] == 1 and c["ALGO"] != 1 for c in configs), shape

@@ -37,7 +37,7 @@ def _ok(config: Config, ms: float) -> Measurement:
 
 def _build(path: Path) -> None:
     with PerfDB(path) as db:
-        kid = db.kernel_id("conv2d_igemm_fwd", "a9f09a4d5584eaa7", ["BM", "BN"])
+        kid = db.kernel_id("conv2d_fwd", "a9f09a4d5584eaa7", ["BM", "BN"])
         cpu, gpu = db.device_id(CPU), db.device_id(GPU)
         p1, p2, p3 = db.problem_id(P1), db.problem_id(P2), db.problem_id(P3)
         db.add(p1, cpu, kid, _ok(B, 0.5), "random")  # superseded below: the latest measurement of B counts
@@ -57,7 +57,7 @@ def test_tuned_problems_lists_only_problems_with_ok_measurements(tmp_path: Path)
         assert [(t.device_key, t.problem_key) for t in tuned] == [
             (CPU.key, P1.key()), (CPU.key, P2.key()), (GPU.key, P1.key()),
         ]  # fmt: skip
-        assert {(t.family, t.source_hash) for t in tuned} == {("conv2d_igemm_fwd", "a9f09a4d5584eaa7")}
+        assert {(t.family, t.source_hash) for t in tuned} == {("conv2d_fwd", "a9f09a4d5584eaa7")}
         assert [t.problem_key for t in db.tuned_problems(GPU.key)] == [P1.key()]
         assert db.tuned_problems(family="other") == [] and db.tuned_problems("cupy:nope") == []
         t = tuned[0]
@@ -68,7 +68,7 @@ def test_analysis_by_hand(tmp_path: Path) -> None:
     _build(tmp_path / "perf.db")
     with PerfDB(tmp_path / "perf.db") as db:
         first, times, others = D.load(db, None, None)
-    assert first.device_key == CPU.key and others == [f"{GPU.key} / conv2d_igemm_fwd (a9f09a4d5584)"]
+    assert first.device_key == CPU.key and others == [f"{GPU.key} / conv2d_fwd (a9f09a4d5584)"]
     assert times == {p.key(): {c.key(): ms for c, ms in t.items()} for p, t in TIMES.items()}  # latest B, no E on P1
     report = D.analyze(times)
     assert report["problems"] == 2 and report["distinct_winners"] == 2
@@ -122,4 +122,4 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert D.main(["--db", str(tmp_path / "perf.db"), "--family", "gemm", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("diversity: ") for line in err)
-    assert "matches 2 of the db's devices" in err[1] and "there are: conv2d_igemm_fwd" in err[2]
+    assert "matches 2 of the db's devices" in err[1] and "there are: conv2d_fwd" in err[2]

@@ -17,7 +17,7 @@ from kptune.runner import Runner
 
 pytestmark = pytest.mark.gpu
 GPUS = gpu_devices()
-FAMILY = get_family("conv2d_igemm_fwd")
+FAMILY = get_family("conv2d_fwd")
 SHORT = TimingSettings(warmup=0, first_batch=1, min_runs=1, max_runs=1, max_input_sets=1)
 
 

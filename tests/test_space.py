@@ -17,7 +17,7 @@ H100 = DeviceInfo("cupy", "0", "NVIDIA H100 80GB HBM3", "NVIDIA", "gpu", "", "",
                   52428800, 85_000_000_000)  # fmt: skip
 POCL = DeviceInfo("opencl", "0:0", "pthread-cpu", "GenuineIntel", "cpu", "", "", 4096, 2097152, 0, 2, 1,
                   1 << 20, 4 << 30)  # fmt: skip
-SPACE = get_family("conv2d_igemm_fwd").space
+SPACE = get_family("conv2d_fwd").space
 
 problems = st.builds(
     lambda n, c, hw, k, r, s, pad, stride: Conv2dProblem(
@@ -66,11 +66,15 @@ def test_device_limits_shrink_the_space() -> None:
 
 def test_violations_name_the_rule() -> None:
     problem = Conv2dProblem.parse("n=1,c=3,h=8,w=8,k=8,r=3,s=3")  # 3 input channels: BK of 4 at most
-    bad = Config.of({"A_VEC": 1, "BM": 64, "BN": 16, "BK": 16, "TM": 2, "TN": 1, "STAGES": 2, "BPAD": 4})
+    bad = Config.of({"ALGO": 0, "A_VEC": 1, "BM": 64, "BN": 16, "BK": 16, "TM": 2, "TN": 1, "TH": 1,
+                     "KSPLIT": 1, "STAGES": 2, "BPAD": 4, "UNROLL": 0})  # fmt: skip
     assert any("BK exceeds" in v for v in SPACE.violations(problem, H100, bad))
-    assert not SPACE.prefix_valid(problem, H100, {"A_VEC": 1, "BM": 64, "BN": 16, "BK": 16})
-    assert SPACE.prefix_valid(problem, H100, {"A_VEC": 1, "BM": 64, "BN": 16, "BK": 4})
-    assert not SPACE.prefix_valid(problem, H100, {"A_VEC": 4})  # 3x3: no vector pixel loads
+    assert any("padding helps only" in v for v in SPACE.violations(problem, H100, bad))
+    assert not SPACE.prefix_valid(problem, H100, {"ALGO": 0, "A_VEC": 1, "BM": 64, "BN": 16, "BK": 16})
+    assert SPACE.prefix_valid(problem, H100, {"ALGO": 0, "A_VEC": 1, "BM": 64, "BN": 16, "BK": 4})
+    assert not SPACE.prefix_valid(problem, H100, {"ALGO": 1})  # 3x3: no 1x1 GEMM
+    assert not SPACE.prefix_valid(problem, H100, {"ALGO": 0, "A_VEC": 4})  # vectors are the 1x1 GEMM's
+    assert SPACE.prefix_valid(problem, H100, {"ALGO": 2})  # 3 channels: the direct convolution applies
 
 
 def test_spaces_pickle_for_the_worker_process() -> None:

@@ -50,6 +50,9 @@ class Backend(Protocol):
     def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
         """Poison a buffer of `dtype` elements with NaN, so unwritten outputs fail verification."""
 
+    def zero(self, buffer: Any) -> None:
+        """Set a buffer to zeros (for kernels that accumulate into their output)."""
+
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
 
     def upload_reference(self, reference: np.ndarray) -> Any:
@@ -65,9 +68,17 @@ class Backend(Protocol):
         """Launch and wait; raises LaunchError."""
 
     def time_launches(
-        self, kernel: Any, groups: Sequence[int], local: Sequence[int], arg_sets: Sequence[Sequence[Any]]
+        self,
+        kernel: Any,
+        groups: Sequence[int],
+        local: Sequence[int],
+        arg_sets: Sequence[Sequence[Any]],
+        zeroed: Any = None,
     ) -> list[float]:
-        """Launch once per argument set; return each launch's device time in ms (events)."""
+        """Launch once per argument set; return each launch's device time in ms (events).
+
+        With `zeroed`, that buffer is zeroed before each launch, inside the timed span.
+        """
 
     def scalar(self, value: int) -> Any:
         """A 32-bit integer kernel argument."""

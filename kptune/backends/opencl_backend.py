@@ -141,6 +141,9 @@ class OpenCLBackend:
         pattern = np.array(np.nan, dtype=dtype)  # one element: a float32 pattern would miss halves
         self.cl.enqueue_fill_buffer(self.queue, buffer, pattern, 0, buffer.size).wait()
 
+    def zero(self, buffer: Any) -> None:
+        self.cl.enqueue_fill_buffer(self.queue, buffer, np.zeros(1, np.uint8), 0, buffer.size).wait()
+
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         out = np.empty(shape, dtype)
         try:
@@ -178,12 +181,23 @@ class OpenCLBackend:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def time_launches(
-        self, kernel: Any, groups: Sequence[int], local: Sequence[int], arg_sets: Sequence[Sequence[Any]]
+        self,
+        kernel: Any,
+        groups: Sequence[int],
+        local: Sequence[int],
+        arg_sets: Sequence[Sequence[Any]],
+        zeroed: Any = None,
     ) -> list[float]:
-        events = [self._enqueue(kernel, groups, local, args) for args in arg_sets]
+        spans = []  # (first event, last event) of each timed launch
+        for args in arg_sets:
+            fill = None
+            if zeroed is not None:
+                fill = self.cl.enqueue_fill_buffer(self.queue, zeroed, np.zeros(1, np.uint8), 0, zeroed.size)
+            event = self._enqueue(kernel, groups, local, args)
+            spans.append((fill or event, event))
         try:
-            events[-1].wait()
-            return [(e.profile.end - e.profile.start) * 1e-6 for e in events]
+            spans[-1][1].wait()
+            return [(last.profile.end - first.profile.start) * 1e-6 for first, last in spans]
         except self.cl.Error as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
 

@@ -1,4 +1,8 @@
-"""The implicit-GEMM forward convolution family (kernels/conv2d_igemm_fwd.*)."""
+"""The forward convolution family: implicit GEMM, 1x1 GEMM and direct (kernels/conv2d_*).
+
+One search space (kernels/conv2d_fwd.toml) whose first parameter, ALGO, picks the
+algorithm; one source, the two kernel files behind `#if ALGO`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,17 @@ from kptune.kernel import Dim3, KernelFamily, load_space, read_kernel_file, regi
 from kptune.problem import Conv2dProblem
 from kptune.space import Config, ceil_div
 
+ALGO_IGEMM, ALGO_GEMM_1X1, ALGO_DIRECT = 0, 1, 2
+
 
 def geometry(problem: Conv2dProblem, config: Config) -> tuple[Dim3, Dim3]:
     bm, bn = config["BM"], config["BN"]
     threads = (bm // config["TM"]) * (bn // config["TN"])
-    groups = (ceil_div(problem.derived()["GEMM_M"], bm), ceil_div(problem.k, bn), 1)
+    if config["ALGO"] == ALGO_DIRECT:
+        th = config["TH"]
+        tiles = ceil_div(problem.out_h, th) * ceil_div(problem.out_w, bm // th)
+        return (problem.n * tiles, ceil_div(problem.k, bn), 1), (threads, 1, 1)
+    groups = (ceil_div(problem.derived()["GEMM_M"], bm), ceil_div(problem.k, bn), config["KSPLIT"])
     return groups, (threads, 1, 1)
 
 
@@ -41,8 +51,16 @@ def tolerance(problem: Conv2dProblem) -> float:
     return TOLERANCES[problem.dtype]
 
 
-def problem_defines(problem: Conv2dProblem) -> dict[str, int]:
-    return {"KP_FP16": 1} if problem.dtype == "fp16" else {}
+def problem_defines(problem: Conv2dProblem, config: Config) -> dict[str, int]:
+    out = {"KP_FP16": 1} if problem.dtype == "fp16" else {}
+    if config["ALGO"] == ALGO_DIRECT:  # the direct kernel compiles the filter geometry in
+        out.update(KR=problem.r, KS=problem.s, SH=problem.stride_h, SW=problem.stride_w,
+                   DH=problem.dil_h, DW=problem.dil_w)  # fmt: skip
+    return out
+
+
+def zeroed_output(config: Config) -> bool:
+    return config["KSPLIT"] > 1  # split-K adds its partial sums into y
 
 
 def scalars(p: Conv2dProblem) -> tuple[int, ...]:
@@ -70,13 +88,13 @@ def conv2d_reference(p: Conv2dProblem, x: np.ndarray, w: np.ndarray) -> np.ndarr
     return y
 
 
-CONV2D_IGEMM_FWD = register_family(
+CONV2D_FWD = register_family(
     KernelFamily(
-        name="conv2d_igemm_fwd",
+        name="conv2d_fwd",
         problem_type=Conv2dProblem,
-        source=read_kernel_file("conv2d_igemm_fwd.kp"),
-        entry="conv2d_igemm_fwd",
-        space=load_space("conv2d_igemm_fwd.toml"),
+        source=read_kernel_file("conv2d_igemm_fwd.kp") + "\n" + read_kernel_file("conv2d_direct_fwd.kp"),
+        entry="conv2d_fwd",
+        space=load_space("conv2d_fwd.toml"),
         geometry=geometry,
         make_inputs=make_inputs,
         output=output,
@@ -85,5 +103,6 @@ CONV2D_IGEMM_FWD = register_family(
         reference=reference,
         tolerance=tolerance,
         problem_defines=problem_defines,
+        zeroed_output=zeroed_output,
     )
 )
