@@ -24,7 +24,9 @@ def geomean(values: Iterable[float | None]) -> float | None:
 
 
 def git_commit(run: Callable[..., Any] = subprocess.run) -> str:
-    """Short commit of this checkout; else $KPTUNE_COMMIT (a copied tree has no .git); else "unknown"."""
+    """$KPTUNE_COMMIT when set (a copied tree may carry a stale .git); else this checkout's; else "unknown"."""
+    if os.environ.get("KPTUNE_COMMIT"):
+        return os.environ["KPTUNE_COMMIT"]
     try:
         proc = run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                    cwd=Path(__file__).resolve().parent, timeout=30)  # fmt: skip
@@ -32,7 +34,7 @@ def git_commit(run: Callable[..., Any] = subprocess.run) -> str:
             return str(proc.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("KPTUNE_COMMIT") or "unknown"
+    return "unknown"
 
 
 def provenance() -> dict[str, str]:

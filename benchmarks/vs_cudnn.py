@@ -277,6 +277,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="start no new layer after this many seconds; what finished is still reported")  # fmt: skip
     ap.add_argument("--max-layers", type=int, default=None, metavar="N", help="first N distinct layers of each net")
     ap.add_argument("--jobs", type=int, default=None, help="kptune compile processes")
+    ap.add_argument("--shard", default="0/1", metavar="I/N",
+                    help="run only jobs I, I+N, I+2N, ... (one process per GPU over a shared --db)")  # fmt: skip
+    ap.add_argument("--precompile-only", action="store_true",
+                    help="compile every config the planned jobs need (all cores), then exit")  # fmt: skip
     ap.add_argument(
         "--target-ms",
         type=float,
@@ -286,6 +290,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.strategy == "random" and (args.budget is None or args.budget < 1):
         ap.error("--strategy random needs --budget N (N >= 1)")
+    try:
+        index, count = (int(v) for v in args.shard.split("/"))
+        if not 0 <= index < count:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--shard takes I/N with 0 <= I < N, not {args.shard!r}")
+    args.shard = (index, count)
     if any(b < 1 for b in args.batches) or (args.max_layers is not None and args.max_layers < 1):
         ap.error("--batches and --max-layers must be >= 1")
     return args
@@ -430,6 +441,22 @@ def _tuner(device: Any, db: Any, args: argparse.Namespace, settings: TimingSetti
     return tune_layer
 
 
+def precompile_jobs(jobs: Sequence[Job], device: Any, n_jobs: int | None) -> tuple[int, int]:
+    """Fill the compile cache for every valid config of every job's problem: (compiled, errors)."""
+    from kptune.kernel import get_family
+    from kptune.runner import precompile
+
+    family = get_family("conv2d_fwd")
+    wanted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+    for job in jobs:
+        problem = dataclasses.replace(job.problem, dtype=job.dtype)
+        for config in family.space.configs(problem, device):
+            defines = family.defines(problem, config)
+            wanted.setdefault(tuple(sorted(defines.items())), defines)
+    errors = precompile(family, device, list(wanted.values()), jobs=n_jobs)
+    return len(wanted), len(errors)
+
+
 def _print_row(row: Row) -> None:
     r = row.to_json(None)
     print(f"{r['net']} b{r['batch']} {r['dtype']} {r['layer']}: ours {_fmt(row.ours.time_ms, '.4f')} ms "
@@ -473,6 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sgemm": sgemm,
     }  # fmt: skip
     jobs = plan(args.nets, args.batches, args.dtype, args.max_layers)
+    jobs = jobs[args.shard[0] :: args.shard[1]]
+    if args.precompile_only:
+        clock = time.monotonic()
+        compiled, failed = precompile_jobs(jobs, device, args.jobs)
+        print(f"precompiled {compiled} configs ({failed} compile errors) in {time.monotonic() - clock:.1f} s")
+        return 0
     path = args.out / "vs_cudnn.json"
     rows: list[Row] = []
 

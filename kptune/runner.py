@@ -153,45 +153,68 @@ class Runner:
         return result  # type: ignore[no-any-return]
 
     def precompile(self, configs: Sequence[Config], jobs: int | None = None, chunk: int = 4) -> dict[Config, str]:
-        """Compile configs in parallel workers into the persistent cache; returns compile errors.
+        """Compile this problem's configs in parallel workers into the persistent cache.
 
-        A worker that dies or hangs while compiling is dropped; its configs are then
-        compiled (or fail) again when measured.
+        Returns the compile errors; see `precompile`.
         """
-        jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(configs) // chunk))
-        if jobs < 2 or self._payload is None:
+        if self._payload is None:
             return {}
         problem = self._payload[0]
-        chunks = [list(configs[i : i + chunk]) for i in range(0, len(configs), chunk)]
-        errors: dict[Config, str] = {}
-        workers: dict[Connection, tuple[Worker, list[Config]]] = {}
-        try:
-            for _ in range(jobs):
-                if not chunks:
-                    break
-                w = Worker(self.device, self.family, self.settings)
-                part = chunks.pop()
-                w.send("compile", [self.family.defines(problem, c) for c in part])
-                workers[w.conn] = (w, part)
-            while workers:
-                ready = wait(list(workers), timeout=self.settings.timeout_s * chunk)
-                if not ready:
-                    break
-                for ready_conn in ready:
-                    w, part = workers.pop(ready_conn)  # type: ignore[call-overload]
-                    try:
-                        errs: list[str | None] = w.recv(0)[1]
-                    except (EOFError, OSError, TimeoutError):
-                        w.kill()
-                        continue
-                    errors.update({c: e for c, e in zip(part, errs, strict=True) if e is not None})
-                    if chunks:
-                        part = chunks.pop()
-                        w.send("compile", [self.family.defines(problem, c) for c in part])
-                        workers[w.conn] = (w, part)
-                    else:
-                        w.stop()
-        finally:
-            for w, _ in workers.values():
-                w.kill()
-        return errors
+        defines = [self.family.defines(problem, c) for c in configs]
+        errors = precompile(self.family, self.device, defines, self.settings, jobs, chunk)
+        return {c: errors[i] for i, c in enumerate(configs) if i in errors}
+
+
+def precompile(
+    family: KernelFamily,
+    device: DeviceInfo,
+    defines: Sequence[dict[str, int]],
+    settings: TimingSettings | None = None,
+    jobs: int | None = None,
+    chunk: int = 4,
+) -> dict[int, str]:
+    """Compile each define set of `family` in parallel workers into the persistent cache.
+
+    Compilation depends on the config (and what the problem compiles in, e.g. the dtype),
+    never on sizes, so one call can fill the cache for many problems at once. Returns
+    {index in `defines`: error} for those that did not compile. A worker that dies or
+    hangs while compiling is dropped; its configs compile (or fail) again when measured.
+    """
+    settings = settings or TimingSettings()
+    jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(defines) // chunk))
+    if jobs < 2:
+        return {}
+    chunks = [list(range(i, min(i + chunk, len(defines)))) for i in range(0, len(defines), chunk)]
+    errors: dict[int, str] = {}
+    workers: dict[Connection, tuple[Worker, list[int]]] = {}
+
+    def give(w: Worker) -> None:
+        part = chunks.pop()
+        w.send("compile", [defines[i] for i in part])
+        workers[w.conn] = (w, part)
+
+    try:
+        for _ in range(jobs):
+            if not chunks:
+                break
+            give(Worker(device, family, settings))
+        while workers:
+            ready = wait(list(workers), timeout=settings.timeout_s * chunk)
+            if not ready:
+                break
+            for ready_conn in ready:
+                w, part = workers.pop(ready_conn)  # type: ignore[call-overload]
+                try:
+                    errs: list[str | None] = w.recv(0)[1]
+                except (EOFError, OSError, TimeoutError):
+                    w.kill()
+                    continue
+                errors.update({i: e for i, e in zip(part, errs, strict=True) if e is not None})
+                if chunks:
+                    give(w)
+                else:
+                    w.stop()
+    finally:
+        for w, _ in workers.values():
+            w.kill()
+    return errors
