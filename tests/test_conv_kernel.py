@@ -30,12 +30,12 @@ SHAPES = [
     "n=1,c=20,h=5,w=4,k=9,r=3,s=3,pad=1",  # split-K 2 and 4, partial unroll, direct
 ]
 
-#: Small shapes on which every valid config is compiled, run and verified (225 compiles).
+#: Small shapes on which every valid config is compiled, run and verified (196 configs; fp16 with
+#: the direct algorithm is sampled in SHAPES, to keep CI on two cores well under 20 minutes).
 EVERY_CONFIG_SHAPES = [
     "n=1,c=2,h=6,w=6,k=8,r=5,s=5,pad=2",  # implicit GEMM, split-K, direct with a 5x5 filter
     "n=1,c=3,h=4,w=5,k=7,r=1,s=1,dtype=fp16",  # the 1x1 GEMM, A_VEC 2 and 4, fp16
     "n=1,c=3,h=9,w=7,k=5,r=3,s=2,pad_h=1,pad_w=0,stride=2,dil_h=2",  # odd, R != S, stride/dilation 2
-    "n=1,c=3,h=9,w=7,k=5,r=3,s=2,pad_h=1,pad_w=0,stride=2,dil_h=2,dtype=fp16",
 ]
 
 
