@@ -14,6 +14,7 @@ from pathlib import Path
 from kptune.device import DeviceInfo
 
 SHAPE = "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1"
+BUDGET = 40  # enough configs that the kill after the third lands mid-run
 
 
 def _count(db: Path) -> int:
@@ -27,7 +28,7 @@ def _count(db: Path) -> int:
 
 
 def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: Path) -> None:
-    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", "10",
+    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", str(BUDGET),
             "--device", cpu_device.spec, "--db", str(db_path), "--jobs", "0", "--json"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -36,7 +37,7 @@ def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: 
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its measuring worker, mid-run
     proc.wait()
     before = _count(db_path)
-    assert 3 <= before < 10
+    assert 3 <= before < BUDGET
 
     with sqlite3.connect(db_path) as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -45,8 +46,8 @@ def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: 
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     result = json.loads(rerun.stdout)
-    assert result["resumed"] == before and result["measured"] == 10 - before
+    assert result["resumed"] == before and result["measured"] == BUDGET - before
     with sqlite3.connect(db_path) as c:
         rows = c.execute("SELECT config_id FROM measurements").fetchall()
-    assert len(rows) == len({r[0] for r in rows}) == 10  # nothing measured twice
+    assert len(rows) == len({r[0] for r in rows}) == BUDGET  # nothing measured twice
     assert measured_before <= {r[0] for r in rows}
