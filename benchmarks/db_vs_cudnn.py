@@ -12,28 +12,68 @@ Prints a markdown table and the geomean of cuDNN time / our best time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import shutil
-import sqlite3
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from common import geomean, provenance, write_json
 
-from kptune.device import DeviceInfo
 from kptune.kernel import get_family
+from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    if path.suffix == ".gz":
-        tmp = Path(tempfile.mkdtemp()) / path.stem
-        with gzip.open(path) as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        path = tmp
-    return sqlite3.connect(path)
+@contextlib.contextmanager
+def open_db(path: Path) -> Iterator[PerfDB]:
+    """The perf db at `path`, gunzipped to a temporary copy first if it ends in .gz."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.suffix == ".gz":
+            plain = Path(tmp) / path.stem
+            with gzip.open(path) as src, plain.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+            path = plain
+        with PerfDB(path) as db:
+            yield db
+
+
+def compare(db: PerfDB, family_name: str, cudnn: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row per exhaustively tuned problem (every valid config measured ok) that has a cuDNN time."""
+    family = get_family(family_name)
+    rows = []
+    for t in db.tuned_problems(family=family_name):
+        ref = cudnn.get(t.problem_key)
+        if ref is None or t.source_hash != family.source_hash:
+            continue
+        problem = parse_problem(t.problem_key.split(":", 1)[1])
+        measured = db.measurements(t.problem_id, t.device_id, t.kernel_id)
+        best = db.best(t.problem_id, t.device_id, t.kernel_id)
+        n_ok = sum(m.ok for m in measured)
+        if best is None or not best.time_ms or n_ok < len(family.space.configs(problem, db.device_info(t.device_id))):
+            continue
+        rows.append({"layer": ref["layer"], "batch": problem.n, "dtype": problem.dtype, "shape": ref["shape"],
+                     "configs": n_ok, "ours_ms": best.time_ms, "cudnn_ms": ref["cudnn"]["time_ms"],
+                     "ratio": ref["cudnn"]["time_ms"] / best.time_ms,
+                     "ours_tflops": problem.flops() / best.time_ms / 1e9, "device": t.device_key})  # fmt: skip
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["batch"], r["dtype"]), []).append(r)
+    out = []
+    for (batch, dtype), group in sorted(groups.items()):
+        low = min(group, key=lambda r: r["ratio"])
+        ratios = [r["ratio"] for r in group]
+        out.append({"batch": batch, "dtype": dtype, "layers": len(group), "geomean": geomean(ratios),
+                    "min": low["ratio"], "min_layer": low["layer"]})  # fmt: skip
+    return out
 
 
 def main() -> int:
@@ -43,28 +83,10 @@ def main() -> int:
     ap.add_argument("--family", default="conv2d_fwd")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    cudnn: dict[str, dict] = {}
-    for path in args.cudnn:
-        for row in json.loads(path.read_text())["rows"]:
-            if row["cudnn"].get("time_ms"):
-                cudnn[row["problem"]] = row
-    db = open_db(args.db)
-    family = get_family(args.family)
-    rows = []
-    for dev_json, in db.execute("select limits from devices"):
-        device = DeviceInfo(**json.loads(dev_json))
-        query = ("select p.key, count(*), min(m.time_ms) from measurements m join problems p on p.id = m.problem_id "
-                 "join devices d on d.id = m.device_id where d.limits = ? and m.outcome = 'ok' group by p.id")  # fmt: skip
-        for key, n_ok, best_ms in db.execute(query, (dev_json,)):
-            problem = parse_problem(key.split(":", 1)[1])
-            complete = n_ok >= len(family.space.configs(problem, device))
-            ref = cudnn.get(key)
-            if ref is None or not complete:
-                continue
-            ratio = ref["cudnn"]["time_ms"] / best_ms
-            rows.append({"layer": ref["layer"], "batch": problem.n, "dtype": problem.dtype, "shape": ref["shape"],
-                         "configs": n_ok, "ours_ms": best_ms, "cudnn_ms": ref["cudnn"]["time_ms"], "ratio": ratio,
-                         "ours_tflops": problem.flops() / best_ms / 1e9, "device": device.name})  # fmt: skip
+    cudnn = {row["problem"]: row for path in args.cudnn for row in json.loads(path.read_text())["rows"]
+             if row["cudnn"].get("time_ms")}  # fmt: skip
+    with open_db(args.db) as db:
+        rows = compare(db, args.family, cudnn)
     if not rows:
         print("no exhaustively tuned problem of the db has a cuDNN row", file=sys.stderr)
         return 1
@@ -73,20 +95,14 @@ def main() -> int:
     for r in rows:
         print(f"| {r['layer']} | {r['batch']} | {r['dtype']} | {r['shape']} | {r['configs']} | {r['ours_ms']:.4f} | "
               f"{r['cudnn_ms']:.4f} | {r['ratio']:.2f} | {r['ours_tflops']:.1f} |")  # fmt: skip
-    groups: dict[tuple[int, str], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["batch"], r["dtype"]), []).append(r["ratio"])
-    summary = []
-    for (batch, dtype), ratios in sorted(groups.items()):
-        low = min(rows, key=lambda r: r["ratio"] if (r["batch"], r["dtype"]) == (batch, dtype) else 9e9)
-        line = {"batch": batch, "dtype": dtype, "layers": len(ratios), "geomean": geomean(ratios),
-                "min": min(ratios), "min_layer": low["layer"]}  # fmt: skip
-        summary.append(line)
-        print(f"batch {batch} {dtype}: {len(ratios)} layers, cuDNN/ours geomean {line['geomean']:.3f}, "
-              f"min {line['min']:.3f} ({line['min_layer']})")  # fmt: skip
+    summary = summarize(rows)
+    for line in summary:
+        print(f"batch {line['batch']} {line['dtype']}: {line['layers']} layers, cuDNN/ours geomean "
+              f"{line['geomean']:.3f}, min {line['min']:.3f} ({line['min_layer']})")  # fmt: skip
     if args.out:
-        write_json(args.out, {"benchmark": "db_vs_cudnn", **provenance(), "db": str(args.db),
-                              "cudnn_from": [str(p) for p in args.cudnn], "rows": rows, "summary": summary})  # fmt: skip
+        doc = {"benchmark": "db_vs_cudnn", **provenance(), "db": str(args.db),
+               "cudnn_from": [str(p) for p in args.cudnn], "rows": rows, "summary": summary}  # fmt: skip
+        write_json(args.out, doc)
     return 0
 
 

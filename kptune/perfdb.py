@@ -184,6 +184,11 @@ class PerfDB:
              "limits": json.dumps(device.limits())},
         )  # fmt: skip
 
+    def device_info(self, device_id: int) -> DeviceInfo:
+        """The device as it was first stored (its limits decide which configs are valid)."""
+        (limits,) = self.conn.execute("SELECT limits FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return DeviceInfo(**json.loads(limits))
+
     def kernel_id(self, family: str, source_hash: str, params: Iterable[str]) -> int:
         return self._id("kernels", {"family": family, "source_hash": source_hash}, {"params": json.dumps(list(params))})
 

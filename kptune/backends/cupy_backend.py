@@ -117,7 +117,12 @@ class CupyBackend:
         buffer.fill(np.nan)
 
     def zero(self, buffer: Any) -> None:
-        buffer.fill(0)
+        self._enqueue_zero(buffer)
+        self.cp.cuda.get_current_stream().synchronize()
+
+    def _enqueue_zero(self, buffer: Any) -> None:
+        cuda = self.cp.cuda
+        cuda.runtime.memsetAsync(buffer.data.ptr, 0, buffer.nbytes, cuda.get_current_stream().ptr)
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         try:
@@ -170,7 +175,7 @@ class CupyBackend:
                 start, end = cuda.Event(), cuda.Event()
                 start.record()
                 if zeroed is not None:
-                    cuda.runtime.memsetAsync(zeroed.data.ptr, 0, zeroed.nbytes, cuda.get_current_stream().ptr)
+                    self._enqueue_zero(zeroed)
                 kernel(tuple(groups), tuple(local), tuple(args))
                 end.record()
                 events.append((start, end))

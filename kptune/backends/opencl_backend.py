@@ -142,7 +142,10 @@ class OpenCLBackend:
         self.cl.enqueue_fill_buffer(self.queue, buffer, pattern, 0, buffer.size).wait()
 
     def zero(self, buffer: Any) -> None:
-        self.cl.enqueue_fill_buffer(self.queue, buffer, np.zeros(1, np.uint8), 0, buffer.size).wait()
+        self._enqueue_zero(buffer).wait()
+
+    def _enqueue_zero(self, buffer: Any) -> Any:
+        return self.cl.enqueue_fill_buffer(self.queue, buffer, np.zeros(1, np.uint8), 0, buffer.size)
 
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         out = np.empty(shape, dtype)
@@ -190,9 +193,7 @@ class OpenCLBackend:
     ) -> list[float]:
         spans = []  # (first event, last event) of each timed launch
         for args in arg_sets:
-            fill = None
-            if zeroed is not None:
-                fill = self.cl.enqueue_fill_buffer(self.queue, zeroed, np.zeros(1, np.uint8), 0, zeroed.size)
+            fill = self._enqueue_zero(zeroed) if zeroed is not None else None
             event = self._enqueue(kernel, groups, local, args)
             spans.append((fill or event, event))
         try:
