@@ -441,18 +441,21 @@ def _tuner(device: Any, db: Any, args: argparse.Namespace, settings: TimingSetti
     return tune_layer
 
 
-def precompile_jobs(jobs: Sequence[Job], device: Any, n_jobs: int | None) -> tuple[int, int]:
-    """Fill the compile cache for every valid config of every job's problem: (compiled, errors)."""
+def precompile_jobs(jobs: Sequence[Job], device: Any, n_jobs: int | None, db: Any) -> tuple[int, int]:
+    """Fill the compile cache for every config of every job's problem not yet measured in `db`: (compiled, errors)."""
     from kptune.kernel import get_family
     from kptune.runner import precompile
 
     family = get_family("conv2d_fwd")
+    kid, did = db.kernel_id(family.name, family.source_hash, family.space.names), db.device_id(device)
     wanted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
     for job in jobs:
         problem = dataclasses.replace(job.problem, dtype=job.dtype)
+        measured = {m.config for m in db.measurements(db.problem_id(problem), did, kid)}
         for config in family.space.configs(problem, device):
-            defines = family.defines(problem, config)
-            wanted.setdefault(tuple(sorted(defines.items())), defines)
+            if config not in measured:
+                defines = family.defines(problem, config)
+                wanted.setdefault(tuple(sorted(defines.items())), defines)
     errors = precompile(family, device, list(wanted.values()), jobs=n_jobs)
     return len(wanted), len(errors)
 
@@ -503,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = jobs[args.shard[0] :: args.shard[1]]
     if args.precompile_only:
         clock = time.monotonic()
-        compiled, failed = precompile_jobs(jobs, device, args.jobs)
+        with db:
+            compiled, failed = precompile_jobs(jobs, device, args.jobs, db)
         print(f"precompiled {compiled} configs ({failed} compile errors) in {time.monotonic() - clock:.1f} s")
         return 0
     path = args.out / "vs_cudnn.json"

@@ -71,11 +71,11 @@ def measure_config(
     zeroed = state.output if family.needs_zeroed_output(config) else None
     try:
         backend.check_launch(kernel, local)
-        if zeroed is not None:
-            backend.zero(zeroed)  # it accumulates: outputs it never adds to stay 0 and fail
-        else:
-            backend.fill_nan(state.output, state.output_dtype)
-        backend.launch(kernel, groups, local, state.arg_sets[0])
+        if zeroed is None:
+            backend.fill_nan(state.output, state.output_dtype)  # outputs it never writes stay NaN and fail
+        # the verifying launch is timed too (zeroing included, as in every timed launch of an
+        # accumulating config), so a config far slower than the best needs no second launch
+        first_ms = backend.time_launches(kernel, groups, local, [state.arg_sets[0]], zeroed)[0]
         err = backend.relative_error(state.output, state.reference, state.output_shape, state.output_dtype)
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)
@@ -86,6 +86,11 @@ def measure_config(
         return Measurement(
             config, Outcome.WRONG_RESULT, rel_error=err, compile_s=compile_s, verify_s=verify_s,
             error=f"relative error {err:.3g} above {tolerance:g}",
+        )  # fmt: skip
+    if best_ms is not None and first_ms > settings.early_stop_factor * best_ms:
+        return Measurement(
+            config, Outcome.OK, time_ms=first_ms, min_ms=first_ms, runs=1, rel_error=err,
+            compile_s=compile_s, verify_s=verify_s,
         )  # fmt: skip
     sets = state.arg_sets
     try:

@@ -1,4 +1,4 @@
-"""Backends: one file each behind the `Backend` protocol (compile, alloc, launch, time).
+"""Backends: one file each behind the `Backend` protocol (compile, alloc, time launches).
 
 Optional dependencies are imported inside the backend; a missing one turns into
 a `DeviceError` with an install hint. Device specs: "cupy:0", "opencl:1:0".
@@ -50,9 +50,6 @@ class Backend(Protocol):
     def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
         """Poison a buffer of `dtype` elements with NaN, so unwritten outputs fail verification."""
 
-    def zero(self, buffer: Any) -> None:
-        """Set a buffer to zeros (for kernels that accumulate into their output)."""
-
     def download(self, buffer: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
 
     def upload_reference(self, reference: np.ndarray) -> Any:
@@ -63,9 +60,6 @@ class Backend(Protocol):
 
     def check_launch(self, kernel: Any, local: Sequence[int]) -> None:
         """Raise LaunchError if the compiled kernel cannot run with this local size."""
-
-    def launch(self, kernel: Any, groups: Sequence[int], local: Sequence[int], args: Sequence[Any]) -> None:
-        """Launch and wait; raises LaunchError."""
 
     def time_launches(
         self,

@@ -116,10 +116,6 @@ class CupyBackend:
     def fill_nan(self, buffer: Any, dtype: np.dtype[Any]) -> None:
         buffer.fill(np.nan)
 
-    def zero(self, buffer: Any) -> None:
-        self._enqueue_zero(buffer)
-        self.cp.cuda.get_current_stream().synchronize()
-
     def _enqueue_zero(self, buffer: Any) -> None:
         cuda = self.cp.cuda
         cuda.runtime.memsetAsync(buffer.data.ptr, 0, buffer.nbytes, cuda.get_current_stream().ptr)
@@ -152,13 +148,6 @@ class CupyBackend:
                 f"too many resources: {threads} threads per block, kernel allows {allowed} "
                 f"({kernel.num_regs} registers per thread)"
             )
-
-    def launch(self, kernel: Any, groups: Sequence[int], local: Sequence[int], args: Sequence[Any]) -> None:
-        try:
-            kernel(tuple(groups), tuple(local), tuple(args))
-            self.cp.cuda.get_current_stream().synchronize()
-        except Exception as exc:
-            raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def time_launches(
         self,

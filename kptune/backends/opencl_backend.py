@@ -141,9 +141,6 @@ class OpenCLBackend:
         pattern = np.array(np.nan, dtype=dtype)  # one element: a float32 pattern would miss halves
         self.cl.enqueue_fill_buffer(self.queue, buffer, pattern, 0, buffer.size).wait()
 
-    def zero(self, buffer: Any) -> None:
-        self._enqueue_zero(buffer).wait()
-
     def _enqueue_zero(self, buffer: Any) -> Any:
         return self.cl.enqueue_fill_buffer(self.queue, buffer, np.zeros(1, np.uint8), 0, buffer.size)
 
@@ -175,13 +172,6 @@ class OpenCLBackend:
             return kernel(self.queue, global_size, tuple(int(s) for s in local), *args)
         except self.cl.Error as exc:
             raise LaunchError(first_lines(str(exc))) from None
-
-    def launch(self, kernel: Any, groups: Sequence[int], local: Sequence[int], args: Sequence[Any]) -> None:
-        event = self._enqueue(kernel, groups, local, args)
-        try:
-            event.wait()
-        except self.cl.Error as exc:
-            raise LaunchError(first_lines(str(exc)), fatal=True) from None
 
     def time_launches(
         self,
