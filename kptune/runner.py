@@ -184,7 +184,8 @@ def precompile(
     jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(defines) // chunk))
     if jobs < 2:
         return {}
-    chunks = [list(range(i, min(i + chunk, len(defines)))) for i in range(0, len(defines), chunk)]
+    # popped from the end, so the first define sets compile first (a caller cut short keeps those)
+    chunks = [list(range(i, min(i + chunk, len(defines)))) for i in range(0, len(defines), chunk)][::-1]
     errors: dict[int, str] = {}
     workers: dict[Connection, tuple[Worker, list[int]]] = {}
 
