@@ -7,8 +7,9 @@ Reports the number of tuned problems, how many distinct configs win them, and th
 best single fixed config: among the configs measured ok on every problem, the one
 with the highest geometric mean over problems of t_best / t_config (the DESIGN.md
 performance ratio of using that one config everywhere; 1.0 would mean one config
-is best for all), with its worst problem. A low ratio is what makes a per-shape
-predictor worth having. Prints a short table and writes diversity.json under --out.
+is best for all), with its worst problem; and, since no config is valid for every
+problem once the algorithm is a parameter, one fixed config per algorithm (see
+`fixed_per_first_token`). A low ratio is what makes a per-shape predictor worth having. Prints a short table and writes diversity.json under --out.
 """
 
 from __future__ import annotations
@@ -63,6 +64,41 @@ def fixed_config_ranking(times: Times) -> list[tuple[str, float]]:
     return sorted(scored, key=lambda x: (-x[1], x[0]))
 
 
+def first_token(config: str) -> str:
+    """The first parameter of a config key ("ALGO=1" of "ALGO=1,BM=64,..."): the kernel family's algorithm."""
+    return config.split(",", 1)[0]
+
+
+def fixed_per_first_token(times: Times) -> dict[str, Any] | None:
+    """One fixed config per value of the first parameter (the algorithm), each problem served by its winner's.
+
+    Where no single config is valid for every problem (a 1x1 GEMM config on a 3x3 conv), the
+    fair fixed baseline is what a library ships: one default config per algorithm. Each problem
+    uses the default of the algorithm its winner uses, an oracle choice of algorithm, so the loss
+    reported is a lower bound. A group's default is its best fixed config among that algorithm's
+    configs measured ok on all the group's problems. None if some group has no such config.
+    """
+    wins = winners(times)
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for problem, config in wins.items():
+        groups[first_token(config)].append(problem)
+    best = best_times(times)
+    out_groups, per = [], {}
+    for token, problems in sorted(groups.items()):
+        sub = {p: {c: t for c, t in times[p].items() if first_token(c) == token} for p in problems}
+        ranking = fixed_config_ranking(sub)
+        if not ranking:
+            return None
+        config, _ = ranking[0]
+        group_ratios = {p: best[p] / times[p][config] for p in problems}
+        per.update(group_ratios)
+        out_groups.append({"algorithm": token, "problems": len(problems), "config": config,
+                           "geomean_ratio": geomean(group_ratios.values())})  # fmt: skip
+    worst = min(per, key=lambda p: (per[p], p))
+    return {"groups": out_groups, "geomean_ratio": geomean(per.values()), "worst_problem": worst,
+            "worst_ratio": per[worst], "problems_within": sum(r >= WITHIN for r in per.values())}  # fmt: skip
+
+
 def analyze(times: Times) -> dict[str, Any]:
     """The diversity report of one (device, kernel) as a JSON-ready dict."""
     wins = winners(times)
@@ -73,7 +109,7 @@ def analyze(times: Times) -> dict[str, Any]:
         "configs_seen": len({c for cfgs in times.values() for c in cfgs}), "common_configs": len(ranking),
         "winner_counts": [{"config": c, "wins": n} for c, n in win_counts],
         "best_fixed": None, "top_fixed": [{"config": c, "geomean_ratio": g} for c, g in ranking[:TOP]],
-        "most_frequent_winner": None,
+        "most_frequent_winner": None, "fixed_per_algorithm": fixed_per_first_token(times),
     }  # fmt: skip
     if win_counts:
         config, n = win_counts[0]
@@ -125,6 +161,16 @@ def table(report: Mapping[str, Any]) -> str:
         ]  # fmt: skip
     else:
         rows.append(("best fixed config", "none: no config was measured ok on every problem"))
+    per_algo = report.get("fixed_per_algorithm")
+    if per_algo:
+        rows += [
+            ("one fixed config per algorithm", "; ".join(f"{g['algorithm']} ({g['problems']} problems): {g['config']}"
+                                                        for g in per_algo["groups"])),
+            ("its geomean t_best / t_config", _f(per_algo["geomean_ratio"])),
+            ("its worst problem", f"{compact_problem(per_algo['worst_problem'])} ({_f(per_algo['worst_ratio'])})"),
+            (f"problems within {100 * (1 - WITHIN):.0f}% of their best",
+             f"{per_algo['problems_within']} / {report['problems']}"),
+        ]  # fmt: skip
     if mfw:
         rows.append(
             ("most frequent winner", f"{mfw['config']} (wins {mfw['wins']}, geomean {_f(mfw['geomean_ratio'])})")

@@ -123,3 +123,26 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("diversity: ") for line in err)
     assert "matches 2 of the db's devices" in err[1] and "there are: conv2d_fwd" in err[2]
+
+
+def test_one_fixed_config_per_algorithm_when_none_is_valid_everywhere() -> None:
+    # p1, p2 are won by ALGO=1 configs, p3 by ALGO=0; no config is measured on all three.
+    times = {
+        "p1": {"ALGO=1,BM=16": 1.0, "ALGO=1,BM=32": 2.0},
+        "p2": {"ALGO=1,BM=16": 4.0, "ALGO=1,BM=32": 2.0},
+        "p3": {"ALGO=0,BM=16": 1.0, "ALGO=0,BM=32": 1.6, "ALGO=1,BM=16": 0.5},  # ALGO=1 wins p3
+        "p4": {"ALGO=0,BM=16": 3.0, "ALGO=0,BM=32": 1.5},
+    }
+    report = D.analyze(times)
+    assert report["best_fixed"] is None
+    per = report["fixed_per_algorithm"]
+    # ALGO=1 serves p1, p2, p3: BM=16 scores (1 * 0.5 * 1)^(1/3), BM=32 is not ok on p3.
+    # ALGO=0 serves p4 alone: BM=32 is its winner.
+    assert [(g["algorithm"], g["problems"], g["config"]) for g in per["groups"]] == [
+        ("ALGO=0", 1, "ALGO=0,BM=32"), ("ALGO=1", 3, "ALGO=1,BM=16"),
+    ]  # fmt: skip
+    assert per["geomean_ratio"] == pytest.approx(0.5 ** (1 / 4))
+    assert (per["worst_problem"], per["worst_ratio"], per["problems_within"]) == ("p2", 0.5, 3)
+    assert "one fixed config per algorithm" in D.table(report)
+    assert D.fixed_per_first_token({"p1": {"A=1,B=1": 1.0}, "p2": {"A=1,B=2": 1.0, "A=1,B=3": 2.0},
+                                    "p3": {"A=1,B=3": 1.5}}) is None  # fmt: skip
