@@ -101,6 +101,65 @@ def tune(
     out.print(table)
 
 
+@app.command()
+def campaign(
+    shapes: Annotated[Path, typer.Option(help="corpus CSV (kptune/data/corpus.csv) or one shape per line")],
+    split: Annotated[list[str] | None, typer.Option(help="corpus split(s) to take: train, validation, test")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="only shapes of these networks (corpus CSV)")] = None,
+    dtype: Annotated[list[str] | None, typer.Option(help="tune each shape in these dtypes (default: the file's)")] = None,
+    limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    device: Annotated[list[str] | None, typer.Option(help="device(s) (default: every GPU, else the CPU device)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker slots (default: one per device / Ray GPU)")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster address, or 'local' for a private one")] = None,
+    strategy: Annotated[str, typer.Option(help="exhaustive | random")] = "exhaustive",
+    budget: Annotated[int | None, typer.Option(help="configs per shape (random)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
+    timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
+    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune every shape of a file into the perf db, on all local GPUs or a Ray cluster; resumes."""
+    import dataclasses
+
+    from kptune.backends import campaign_devices
+    from kptune.campaign import campaign as run_campaign
+    from kptune.corpus import read_shapes
+    from kptune.progress import CampaignDisplay
+
+    family = get_family(kernel)
+    get_strategy(strategy)
+    problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit)
+    if dtype:
+        problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
+    devices = [] if ray is not None else campaign_devices(device or ())
+    settings = TimingSettings(timeout_s=timeout, seed=seed)
+    label = "ray" if ray is not None else ", ".join(dict.fromkeys(d.spec for d in devices))
+    with CampaignDisplay(err, label=label) as progress:
+        result = run_campaign(problems, family, devices=devices, db=db, workers=workers, ray_address=ray,
+                              ray_device=device[0] if ray is not None and device else None, strategy=strategy,
+                              budget=budget, settings=settings, jobs=jobs, progress=progress)  # fmt: skip
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table = Table(title=f"campaign on {result.device} ({result.workers} {result.engine} workers)", show_header=False)
+    table.add_row("shapes", f"{len(result.problems)} ({result.complete} complete)")
+    table.add_row("configs", f"{result.measured} measured now, {result.resumed} from the db")
+    table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in result.outcomes.items()) or "-")
+    table.add_row("compile pass", f"{result.compiled} configs in {result.compile_s:.1f} s")
+    table.add_row("measuring", f"{result.measure_s:.1f} s, {result.configs_per_s:.1f} configs/s, "
+                               f"{result.shapes_per_gpu_minute:.2f} shapes per worker-minute")  # fmt: skip
+    if result.median_problem_s is not None:
+        table.add_row("median shape", f"{result.median_problem_s:.2f} s")
+    for failure in result.failures:
+        table.add_row("worker failed", failure)
+    table.add_row("stored in", str(result.db_path))
+    out.print(table)
+    if result.complete < len(result.problems):
+        raise KptuneError(f"{len(result.problems) - result.complete} shapes are not complete; run again to resume")
+
+
 @db_app.command("show")
 def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Counts, outcomes and the best config of every tuned problem."""

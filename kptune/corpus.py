@@ -252,6 +252,52 @@ def _networks(text: str, at: str) -> tuple[str, ...]:
     return names
 
 
+def read_shapes(
+    path: Path, *, splits: Sequence[str] = (), networks: Sequence[str] = (), limit: int | None = None
+) -> list[Conv2dProblem]:
+    """The problems of a shapes file: a corpus CSV (filtered by split and network), or one shape per line.
+
+    A line is a `--shape` string ("n=32,c=64,...") or MIOpenDriver arguments ("conv -n 32 ...");
+    blank lines and lines starting with # are skipped. Duplicates are dropped, first kept.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read the shapes file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if first.replace(" ", "").startswith("n,c,h,w"):
+        entries = parse_corpus(text.splitlines(), str(path))
+        for split in splits:
+            if split not in SPLITS:
+                raise CorpusError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        known = {name for entry in entries for name in entry.networks}
+        if unknown := [n for n in networks if n not in known]:
+            raise CorpusError(f"{path}: no network {unknown[0]!r}; it has: {', '.join(sorted(known))}")
+        problems = [e.problem for e in entries
+                    if (not splits or e.split in splits) and (not networks or set(e.networks) & set(networks))]  # fmt: skip
+    else:
+        if splits or networks:
+            raise CorpusError(f"{path}: --split and --network need a corpus CSV (header {','.join(COLUMNS)})")
+        from kptune.problem import parse_problem
+
+        problems = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                problems.append(parse_problem(miopen=line) if line.split()[0].startswith("conv") else
+                                parse_problem(shape=line))  # fmt: skip
+            except ProblemError as exc:
+                raise CorpusError(f"{path}:{number}: {exc}") from None
+    problems = list(dict.fromkeys(problems))
+    if not problems:
+        raise CorpusError(f"{path}: no shapes selected")
+    return problems[:limit] if limit is not None else problems
+
+
 # --------------------------------------------------------------------------- summary and CLI
 
 

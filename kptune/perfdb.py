@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -201,18 +202,24 @@ class PerfDB:
     # -- writing -----------------------------------------------------------------------
     def add(self, problem_id: int, device_id: int, kernel_id: int, m: Measurement, source: str) -> None:
         """Store one measurement, committed at once."""
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}")
+        self.add_many([(problem_id, device_id, kernel_id, m, source)])
+
+    def add_many(self, rows: Iterable[tuple[int, int, int, Measurement, str]]) -> None:
+        """Store (problem_id, device_id, kernel_id, measurement, source) rows in one transaction."""
+        rows = list(rows)
+        if bad := {r[4] for r in rows} - set(SOURCES):
+            raise ValueError(f"source must be one of {SOURCES}, not {sorted(bad)}")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            config_id = self.config_id(kernel_id, m.config)
-            self.conn.execute(
-                "INSERT INTO measurements (problem_id, device_id, config_id, outcome, time_ms, min_ms,"
-                " runs, rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (problem_id, device_id, config_id, str(m.outcome), m.time_ms, m.min_ms, m.runs,
-                 None if m.rel_error is None or m.rel_error != m.rel_error or m.rel_error == float("inf")
-                 else m.rel_error, m.error[:300] or None, source, time.time()),
-            )  # fmt: skip
+            for problem_id, device_id, kernel_id, m, source in rows:
+                config_id = self.config_id(kernel_id, m.config)
+                rel = m.rel_error if m.rel_error is not None and math.isfinite(m.rel_error) else None
+                self.conn.execute(
+                    "INSERT INTO measurements (problem_id, device_id, config_id, outcome, time_ms, min_ms,"
+                    " runs, rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (problem_id, device_id, config_id, str(m.outcome), m.time_ms, m.min_ms, m.runs, rel,
+                     m.error[:300] or None, source, time.time()),
+                )  # fmt: skip
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -1,4 +1,4 @@
-"""A rich progress bar for tuning runs: configs done, configs/s and the best so far."""
+"""Rich progress bars: one tuning run (configs done, configs/s, best so far) and a campaign (shapes, configs, ETA)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import time
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from kptune.measurement import Measurement
 from kptune.problem import Problem
@@ -48,3 +55,40 @@ class TuneProgress:
             tflops = self.problem.flops() / (best.time_ms * 1e-3) / 1e12
             best_text = f"{best.time_ms:.4g} ms ({tflops:.3g} TFLOP/s)"
         self._progress.update(self._task, completed=done, total=total, rate=f"{rate:.1f}", best=best_text)
+
+
+class CampaignDisplay:
+    """Use as `progress=` of `kptune.campaign.campaign` inside a `with` block: shapes done, configs/s, ETA."""
+
+    def __init__(self, console: Console | None = None, label: str = "campaign") -> None:
+        self._label = label
+        self._start = time.perf_counter()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[extra]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._shapes = self._progress.add_task("shapes", total=None, extra="", visible=False)
+        self._configs = self._progress.add_task("configs", total=None, extra="", visible=False)
+
+    def __enter__(self) -> CampaignDisplay:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def start(self, problems: int, configs: int) -> None:
+        self._start = time.perf_counter()
+        self._progress.update(self._shapes, total=problems, visible=True, description=f"{self._label}: shapes")
+        self._progress.update(self._configs, total=configs, visible=True, description=f"{self._label}: configs")
+        self._progress.start()
+
+    def advance(self, configs_done: int, problems_done: int) -> None:
+        rate = configs_done / max(time.perf_counter() - self._start, 1e-9)
+        self._progress.update(self._shapes, completed=problems_done)
+        self._progress.update(self._configs, completed=configs_done, extra=f"{rate:.1f} configs/s")

@@ -142,6 +142,18 @@ def resolve_device(spec: str | None = None) -> DeviceInfo:
     return (gpus or devices)[0]
 
 
+def campaign_devices(specs: Sequence[str] = ()) -> list[DeviceInfo]:
+    """The devices `specs` name; with none, every GPU of the first backend that has one, else the default device."""
+    if specs:
+        return [resolve_device(spec) for spec in specs]
+    devices = list_devices()
+    for backend in BACKEND_NAMES:
+        gpus = [d for d in devices if d.kind == "gpu" and d.backend == backend]
+        if gpus:
+            return gpus
+    return [resolve_device()]
+
+
 def open_backend(device: DeviceInfo) -> Backend:
     """A live backend on `device` (call in the process that will measure)."""
     module = _module(device.backend)

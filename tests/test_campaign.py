@@ -1,0 +1,142 @@
+"""Campaigns on PoCL: two local workers, two Ray workers, and a killed campaign, each checked
+against a single-process `tune()` of the same shapes (same configs, same outcomes, nothing twice)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kptune.campaign import campaign, plan
+from kptune.corpus import read_shapes
+from kptune.device import DeviceInfo
+from kptune.errors import CorpusError, KptuneError
+from kptune.kernel import get_family
+from kptune.perfdb import PerfDB
+from kptune.problem import Conv2dProblem
+from kptune.tune import tune
+
+SHAPES = """\
+# odd sizes, 1x1, stride 2 with MIOpenDriver arguments
+n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1
+n=2,c=8,h=5,w=7,k=4,r=1,s=1
+conv -n 1 -c 3 -H 9 -W 9 -k 8 -y 3 -x 3 -p 0 -q 0 -u 2 -v 2
+"""
+BUDGET = 6  # random configs per shape: the same subset in every run (seeded)
+FAMILY = get_family("conv2d_fwd")
+
+
+def _shapes(tmp_path: Path) -> list[Conv2dProblem]:
+    path = tmp_path / "shapes.txt"
+    path.write_text(SHAPES)
+    return read_shapes(path)
+
+
+def _table(db_path: Path) -> list[tuple[str, str, str]]:
+    """(problem, config, outcome) of every measurement, sorted: duplicates would show."""
+    with sqlite3.connect(db_path) as c:
+        rows = c.execute(
+            "SELECT p.key, c.key, m.outcome FROM measurements m JOIN problems p ON p.id = m.problem_id"
+            " JOIN configs c ON c.id = m.config_id"
+        ).fetchall()
+    return sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory: pytest.TempPathFactory, cpu_device: DeviceInfo) -> list[tuple[str, str, str]]:
+    """The yardstick: each shape tuned by `tune()` in this process, one after the other."""
+    tmp = tmp_path_factory.mktemp("single")
+    db = tmp / "single.db"
+    for problem in _shapes(tmp):
+        tune(problem, device=cpu_device, strategy="random", budget=BUDGET, db=db)
+    rows = _table(db)
+    assert len(rows) == 3 * BUDGET and {r[2] for r in rows} == {"ok"}
+    return rows
+
+
+def test_two_local_workers_match_a_single_process(tmp_path: Path, cpu_device: DeviceInfo,
+                                                  single_process: list[tuple[str, str, str]]) -> None:  # fmt: skip
+    result = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "c.db",
+                      strategy="random", budget=BUDGET)  # fmt: skip
+    assert (result.engine, result.workers, result.complete, result.measured) == ("local", 2, 3, 3 * BUDGET)
+    assert {p.worker for p in result.problems} <= {f"{cpu_device.spec}#0", f"{cpu_device.spec}#1"}
+    assert _table(tmp_path / "c.db") == single_process
+    again = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "c.db",
+                     strategy="random", budget=BUDGET)  # fmt: skip
+    assert (again.measured, again.resumed, again.complete) == (0, 3 * BUDGET, 3)  # a rerun measures nothing
+
+
+def test_two_ray_workers_match_a_single_process(tmp_path: Path, cpu_device: DeviceInfo,
+                                                single_process: list[tuple[str, str, str]]) -> None:  # fmt: skip
+    if os.environ.get("CI") is None:
+        pytest.importorskip("ray")
+    result = campaign(_shapes(tmp_path), FAMILY, db=tmp_path / "r.db", workers=2, ray_address="local",
+                      ray_device=cpu_device.spec, strategy="random", budget=BUDGET)  # fmt: skip
+    assert (result.engine, result.workers, result.complete, result.measured) == ("ray", 2, 3, 3 * BUDGET)
+    assert result.device == cpu_device.key
+    assert _table(tmp_path / "r.db") == single_process
+
+
+def test_killed_campaign_loses_nothing_and_resumes(tmp_path: Path, cpu_device: DeviceInfo) -> None:
+    shapes = tmp_path / "shapes.txt"
+    shapes.write_text(SHAPES)
+    db = tmp_path / "k.db"
+    budget = 30
+    args = [sys.executable, "-m", "kptune", "campaign", "--shapes", str(shapes), "--strategy", "random",
+            "--budget", str(budget), "--workers", "2", "--device", cpu_device.spec, "--db", str(db), "--jobs", "0"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_table(db) if db.exists() else []) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # driver and both measuring workers, mid-run
+    proc.wait()
+    before = _table(db)
+    assert 4 <= len(before) < 3 * budget
+    rerun = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = _table(db)
+    assert set(before) <= set(after) and len(after) == len({r[:2] for r in after})  # nothing lost, nothing twice
+    with PerfDB(db) as perfdb:
+        tasks, _, resumed = plan(_shapes(tmp_path), FAMILY, cpu_device, perfdb, "random", budget)
+    assert tasks == [] and resumed == len(after)
+
+
+def test_read_shapes_from_the_corpus_and_from_lines(tmp_path: Path) -> None:
+    test_split = read_shapes(Path("kptune/data/corpus.csv"), splits=["test"], networks=["resnet34"])
+    assert test_split and all(p.dtype == "fp32" for p in test_split)
+    assert len(read_shapes(Path("kptune/data/corpus.csv"), splits=["test"], limit=5)) == 5
+    problems = _shapes(tmp_path)
+    assert [p.stride_h for p in problems] == [1, 1, 2] and problems[2].c == 3
+    bad = tmp_path / "bad.txt"
+    bad.write_text("n=1,c=4,h=6,w=6,k=8,r=1,s=1\nn=1,c=0,h=6,w=6,k=8,r=1,s=1\n")
+    with pytest.raises(CorpusError, match=r"bad.txt:2: "):
+        read_shapes(bad)
+    with pytest.raises(CorpusError, match="need a corpus CSV"):
+        read_shapes(tmp_path / "shapes.txt", splits=["test"])
+    with pytest.raises(CorpusError, match="no network 'nope'"):
+        read_shapes(Path("kptune/data/corpus.csv"), networks=["nope"])
+    with pytest.raises(CorpusError, match="cannot read"):
+        read_shapes(tmp_path / "missing.txt")
+
+
+def test_campaign_refuses_bad_input(tmp_path: Path, cpu_device: DeviceInfo) -> None:
+    with pytest.raises(KptuneError, match="no problems"):
+        campaign([], FAMILY, devices=[cpu_device], db=tmp_path / "x.db")
+    with pytest.raises(KptuneError, match="--workers must be at least 1"):
+        campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=0, db=tmp_path / "x.db")
+    with pytest.raises(KptuneError, match="--ray takes"):
+        campaign(_shapes(tmp_path), FAMILY, ray_address="not an address", db=tmp_path / "x.db")
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    for args in (["--shapes", str(tmp_path / "none.txt")], ["--shapes", "kptune/data/corpus.csv", "--split", "dev"],
+                 ["--shapes", "kptune/data/corpus.csv", "--dtype", "int4"]):  # fmt: skip
+        run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
+        assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1
