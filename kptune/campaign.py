@@ -226,6 +226,14 @@ def plan(
     return tasks, reports, resumed
 
 
+def split_tasks(tasks: Sequence[Task], chunk: int | None) -> list[Task]:
+    """Each task cut into runs of at most `chunk` configs (order kept), so several workers can share a problem."""
+    if not chunk:
+        return list(tasks)
+    return [dataclasses.replace(t, configs=t.configs[i : i + chunk]) for t in tasks
+            for i in range(0, len(t.configs), chunk)]  # fmt: skip
+
+
 def _union_defines(tasks: Sequence[Task], family: KernelFamily) -> list[dict[str, int]]:
     wanted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
     for task in tasks:
@@ -333,13 +341,16 @@ class _RayEngine:
 
 
 def _work(measurer: Measurer, tasks: queue.Queue[Task], results: queue.Queue[tuple[Any, ...]],
-          stop: threading.Event) -> None:  # fmt: skip
+          best_ms: dict[int, float], stop: threading.Event) -> None:  # fmt: skip
     """A driver thread: feeds one worker slot whole problems until none is left."""
     while not stop.is_set():
         try:
             task = tasks.get_nowait()
         except queue.Empty:
             break
+        best = best_ms.get(task.index)  # the best so far, other workers' chunks of this problem included
+        if best is not None and (task.best_ms is None or best < task.best_ms):
+            task = dataclasses.replace(task, best_ms=best)
         t0 = time.perf_counter()
         n = 0
         try:
@@ -371,6 +382,7 @@ def campaign(
     budget: int | None = None,
     settings: TimingSettings | None = None,
     jobs: int | None = None,
+    chunk: int | None = None,
     progress: CampaignProgress | None = None,
 ) -> CampaignResult:
     """Measure every config `strategy` picks for each problem (exhaustive: all valid ones), resuming from `db`.
@@ -378,6 +390,8 @@ def campaign(
     Locally: one worker per device in `devices` (or `workers` slots spread over them).
     With `ray_address` ("local" starts a private Ray instance): one Ray actor per cluster
     GPU, or `workers` CPU actors on a cluster without GPUs, each opening `ray_device`.
+    With `chunk`, a problem's configs go out in runs of that many, so that workers share
+    large problems (each computes the problem's reference once); else whole problems.
     """
     t0 = time.perf_counter()
     settings = settings or TimingSettings()
@@ -418,10 +432,11 @@ def campaign(
         if tasks:
             measurers = engine.measurers()
             work: queue.Queue[Task] = queue.Queue()
-            for task in tasks:
+            for task in split_tasks(tasks, chunk):
                 work.put(task)
+            best_ms = {t.index: t.best_ms for t in tasks if t.best_ms is not None}
             results: queue.Queue[tuple[Any, ...]] = queue.Queue()
-            threads = [threading.Thread(target=_work, args=(m, work, results, stop), daemon=True) for m in measurers]
+            threads = [threading.Thread(target=_work, args=(m, work, results, best_ms, stop), daemon=True) for m in measurers]
             for thread in threads:
                 thread.start()
             running = len(threads)
@@ -445,6 +460,7 @@ def campaign(
                         outcomes[str(m.outcome)] += 1
                         if m.ok and m.time_ms is not None and (report.best_ms is None or m.time_ms < report.best_ms):
                             report.best_ms, report.best_config = m.time_ms, m.config.key()
+                            best_ms[event[1]] = m.time_ms
                     elif kind == "done":
                         report = reports[event[1]]
                         report.seconds += event[2]

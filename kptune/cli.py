@@ -117,6 +117,7 @@ def campaign(
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: whole shapes)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -139,7 +140,7 @@ def campaign(
     with CampaignDisplay(err, label=label) as progress:
         result = run_campaign(problems, family, devices=devices, db=db, workers=workers, ray_address=ray,
                               ray_device=device[0] if ray is not None and device else None, strategy=strategy,
-                              budget=budget, settings=settings, jobs=jobs, progress=progress)  # fmt: skip
+                              budget=budget, settings=settings, jobs=jobs, chunk=chunk, progress=progress)  # fmt: skip
     if as_json:
         _print_json(result.to_json())
         return

@@ -63,7 +63,7 @@ def single_process(tmp_path_factory: pytest.TempPathFactory, cpu_device: DeviceI
 def test_two_local_workers_match_a_single_process(tmp_path: Path, cpu_device: DeviceInfo,
                                                   single_process: list[tuple[str, str, str]]) -> None:  # fmt: skip
     result = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "c.db",
-                      strategy="random", budget=BUDGET)  # fmt: skip
+                      strategy="random", budget=BUDGET, chunk=4)  # fmt: skip (chunks: workers share problems)
     assert (result.engine, result.workers, result.complete, result.measured) == ("local", 2, 3, 3 * BUDGET)
     assert {p.worker for p in result.problems} <= {f"{cpu_device.spec}#0", f"{cpu_device.spec}#1"}
     assert _table(tmp_path / "c.db") == single_process
