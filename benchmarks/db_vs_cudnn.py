@@ -1,6 +1,12 @@
 """Best tuned times in a perf db against cuDNN times recorded by an earlier vs_cudnn.py run.
 
     python benchmarks/db_vs_cudnn.py --db results/X.db.gz --cudnn results/Y-vs_cudnn.json [--out Z.json]
+    python benchmarks/db_vs_cudnn.py --db results/X.db.gz --cudnn-log shard-logs.txt --cudnn results/Y.json
+
+cuDNN times come from vs_cudnn.json files (--cudnn) and from the per-layer lines that
+vs_cudnn.py prints to stderr ("resnet50 b32 fp32 layer1.0.conv1: ours ... cuDNN 0.1 ms ...",
+--cudnn-log, e.g. vs_cudnn_gpus.sh's shard-logs.txt: cuDNN timed in the same process as the
+tuning); a log line wins over a JSON row for the same problem.
 
 For when a device session ended before vs_cudnn.py printed its own table: every problem of
 the db that was tuned exhaustively (every valid config measured) is matched by shape to a
@@ -13,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import re
 import gzip
 import json
 import shutil
@@ -23,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from common import geomean, provenance, write_json
+from layers import layers
+from vs_cudnn import short_shape
 
 from kptune.kernel import get_family
 from kptune.perfdb import PerfDB
@@ -42,6 +52,24 @@ def open_db(path: Path) -> Iterator[PerfDB]:
             yield db
 
 
+_LOG_ROW = re.compile(r"^(?P<net>\w+) b(?P<batch>\d+) (?P<dtype>\w+) (?P<layer>[\w.]+): ours .*?, "
+                      r"cuDNN (?P<ms>[\d.]+) ms")
+
+
+def cudnn_rows_from_log(text: str) -> dict[str, dict[str, Any]]:
+    """{problem key: row} from vs_cudnn.py's per-layer stderr lines (rows without a cuDNN time are skipped)."""
+    rows = {}
+    for line in text.splitlines():
+        match = _LOG_ROW.match(line.strip())
+        if match is None:
+            continue
+        named = dict(layers(match["net"], int(match["batch"])))
+        problem = dataclasses.replace(named[match["layer"]], dtype=match["dtype"])
+        rows[problem.key()] = {"problem": problem.key(), "layer": match["layer"], "shape": short_shape(problem),
+                               "cudnn": {"time_ms": float(match["ms"])}, "from": "log"}  # fmt: skip
+    return rows
+
+
 def compare(db: PerfDB, family_name: str, cudnn: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """A row per exhaustively tuned problem (every valid config measured ok) that has a cuDNN time."""
     family = get_family(family_name)
@@ -58,7 +86,7 @@ def compare(db: PerfDB, family_name: str, cudnn: dict[str, dict[str, Any]]) -> l
             continue
         rows.append({"layer": ref["layer"], "batch": problem.n, "dtype": problem.dtype, "shape": ref["shape"],
                      "configs": n_ok, "ours_ms": best.time_ms, "cudnn_ms": ref["cudnn"]["time_ms"],
-                     "ratio": ref["cudnn"]["time_ms"] / best.time_ms,
+                     "ratio": ref["cudnn"]["time_ms"] / best.time_ms, "cudnn_from": ref.get("from", "json"),
                      "ours_tflops": problem.flops() / best.time_ms / 1e9, "device": t.device_key})  # fmt: skip
     return rows
 
@@ -79,12 +107,15 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", type=Path, required=True)
-    ap.add_argument("--cudnn", type=Path, nargs="+", required=True, help="vs_cudnn.json file(s) with cuDNN times")
+    ap.add_argument("--cudnn", type=Path, nargs="*", default=[], help="vs_cudnn.json file(s) with cuDNN times")
+    ap.add_argument("--cudnn-log", type=Path, nargs="*", default=[], help="vs_cudnn.py stderr logs (win over JSON)")
     ap.add_argument("--family", default="conv2d_fwd")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     cudnn = {row["problem"]: row for path in args.cudnn for row in json.loads(path.read_text())["rows"]
              if row["cudnn"].get("time_ms")}  # fmt: skip
+    for path in args.cudnn_log:
+        cudnn.update(cudnn_rows_from_log(path.read_text()))
     with open_db(args.db) as db:
         rows = compare(db, args.family, cudnn)
     if not rows:
@@ -101,7 +132,7 @@ def main() -> int:
               f"{line['geomean']:.3f}, min {line['min']:.3f} ({line['min_layer']})")  # fmt: skip
     if args.out:
         doc = {"benchmark": "db_vs_cudnn", **provenance(), "db": str(args.db),
-               "cudnn_from": [str(p) for p in args.cudnn], "rows": rows, "summary": summary}  # fmt: skip
+               "cudnn_from": [str(p) for p in args.cudnn + args.cudnn_log], "rows": rows, "summary": summary}  # fmt: skip
         write_json(args.out, doc)
     return 0
 

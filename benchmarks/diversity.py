@@ -25,6 +25,7 @@ from typing import Any
 from common import geomean, provenance, write_json
 
 from kptune.errors import KptuneError
+from kptune.kernel import get_family
 from kptune.perfdb import PerfDB, TunedProblem
 from kptune.problem import problem_from_key
 
@@ -191,8 +192,12 @@ def pick_device(keys: Sequence[str], wanted: str) -> str:
     return matches[0]
 
 
-def load(db: PerfDB, device: str | None, family: str | None) -> tuple[TunedProblem, Times, list[str]]:
+def load(db: PerfDB, device: str | None, family: str | None,
+         exhaustive_only: bool = True) -> tuple[TunedProblem, Times, list[str]]:  # fmt: skip
     """The ok times of every problem of one (device, kernel): the first such pair left by --device and --family.
+
+    With `exhaustive_only`, problems with fewer measured configs than the family has valid ones
+    (when the family is registered here with the same source) are left out.
 
     Also returns the other (device, kernel) pairs the db holds, so the user can ask for them.
     """
@@ -209,12 +214,24 @@ def load(db: PerfDB, device: str | None, family: str | None) -> tuple[TunedProbl
     group = [t for t in chosen if (t.device_id, t.kernel_id) == (first.device_id, first.kernel_id)]
     others = sorted({f"{t.device_key} / {t.family} ({t.source_hash[:12]})" for t in tuned
                      if (t.device_id, t.kernel_id) != (first.device_id, first.kernel_id)})  # fmt: skip
-    times = {
-        t.problem_key: {m.config.key(): m.time_ms for m in db.measurements(t.problem_id, t.device_id, t.kernel_id)
-                        if m.ok and m.time_ms}
-        for t in group
-    }  # fmt: skip
+    times = {}
+    for t in group:
+        measured = db.measurements(t.problem_id, t.device_id, t.kernel_id)
+        if exhaustive_only and len(measured) < _valid_count(t, db):
+            continue  # a problem whose tuning was cut short has no trustworthy winner
+        times[t.problem_key] = {m.config.key(): m.time_ms for m in measured if m.ok and m.time_ms}
     return first, times, others
+
+
+def _valid_count(t: TunedProblem, db: PerfDB) -> int:
+    """How many configs the kernel family (if registered here, same source) has for the problem; 0 if unknown."""
+    try:
+        family = get_family(t.family)
+    except KptuneError:
+        return 0
+    if family.source_hash != t.source_hash:
+        return 0
+    return len(family.space.configs(problem_from_key(t.problem_key), db.device_info(t.device_id)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,12 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="device key as stored (e.g. 'cupy:NVIDIA H200') or a unique part")
     ap.add_argument("--family", default=None, help="kernel family (default: the db's first)")
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--partial", action="store_true", help="also count problems not tuned exhaustively")
     args = ap.parse_args(argv)
     try:
         if not args.db.is_file():
             raise KptuneError(f"no perf db at {args.db}")
         with PerfDB(args.db) as db:
-            first, times, others = load(db, args.device, args.family)
+            first, times, others = load(db, args.device, args.family, not args.partial)
     except KptuneError as exc:
         print(f"diversity: {exc}", file=sys.stderr)
         return 2

@@ -182,6 +182,80 @@ def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+def _db_device(perfdb: PerfDB, wanted: str | None) -> tuple[int, str]:
+    """(id, key) of the db device `wanted` names (its key, or a unique part of it); the only one if None."""
+    rows = perfdb.conn.execute("SELECT id, key FROM devices ORDER BY id").fetchall()
+    matches = [r for r in rows if wanted is None or r[1] == wanted or wanted.lower() in r[1].lower()]
+    if len(matches) != 1:
+        known = ", ".join(r[1] for r in rows) or "none"
+        raise KptuneError(f"--device {wanted!r} matches {len(matches)} devices of the db (it has: {known})")
+    return int(matches[0][0]), str(matches[0][1])
+
+
+@db_app.command("export")
+def db_export(
+    fmt: Annotated[str, typer.Option("--format", help="t4 | kt-cache | miopen")],
+    out_path: Annotated[Path, typer.Option("--out", help="file to write")],
+    shape: Annotated[str | None, typer.Option(help="the problem (t4, kt-cache)")] = None,
+    device: Annotated[str | None, typer.Option(help="device key as stored, or a unique part of it")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    db: DbOpt = None,
+) -> None:
+    """Write measurements in another tool's format: Kernel Tuner T4 or cache JSON, or a MIOpen perf db."""
+    from kptune import interop
+
+    if fmt not in ("t4", "kt-cache", "miopen"):
+        raise KptuneError(f"--format must be t4, kt-cache or miopen, not {fmt!r}")
+    family = get_family(kernel)
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise KptuneError(f"no perf db at {path}")
+    with PerfDB(path) as perfdb:
+        device_id, device_key = _db_device(perfdb, device)
+        if fmt == "miopen":
+            lines = interop.to_miopen_perfdb(perfdb, device_key, family)
+            try:
+                out_path.write_text("".join(line + "\n" for line in lines))
+            except OSError as exc:
+                raise KptuneError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+            err.print(f"wrote {len(lines)} problems' best configs to {out_path}", markup=False)
+            return
+        if shape is None:
+            raise KptuneError(f"--format {fmt} exports one problem: give --shape")
+        problem = parse_problem(shape)
+        if fmt == "t4":
+            doc = interop.to_t4(perfdb, problem, device_key, family)
+        else:
+            doc = interop.to_kernel_tuner_cache(perfdb, problem, perfdb.device_info(device_id), family)
+    interop.write_json(out_path, doc)
+    count = len(doc["results"]) if fmt == "t4" else len(doc["cache"])
+    err.print(f"wrote {count} configs of {problem.key()} to {out_path}", markup=False)
+
+
+@db_app.command("import")
+def db_import(
+    file: Annotated[Path, typer.Argument(help="a Kernel Tuner T4 results file")],
+    shape: Annotated[str, typer.Option(help="the problem the file measured")],
+    device: Annotated[str, typer.Option(help="device key already in the db, or a local device spec")],
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    db: DbOpt = None,
+) -> None:
+    """Add a T4 results file's measurements to the perf db (source: import)."""
+    from kptune import interop
+    from kptune.backends import resolve_device
+
+    family = get_family(kernel)
+    problem = parse_problem(shape)
+    measurements = interop.from_t4(interop.read_json(file), family, str(file))
+    with PerfDB(db) as perfdb:
+        known = {k: i for i, k in perfdb.conn.execute("SELECT id, key FROM devices")}
+        dev = perfdb.device_info(known[device]) if device in known else resolve_device(device)
+        pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
+        kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
+        perfdb.add_many((pid, did, kid, m, "import") for m in measurements)
+    err.print(f"imported {len(measurements)} measurements of {problem.key()} on {dev.key}", markup=False)
+
+
 def _usage_error_types() -> tuple[type[BaseException], ...]:
     # typer >= 0.29 vendors click (its errors derive from TyperException); older typer uses click.
     types: list[type[BaseException]] = []

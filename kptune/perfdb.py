@@ -24,7 +24,7 @@ from kptune.problem import Problem
 from kptune.space import Config
 
 SCHEMA_VERSION = 1
-SOURCES = ("exhaustive", "random", "model", "manual")
+SOURCES = ("exhaustive", "random", "model", "manual", "import")
 
 _SCHEMA_V1 = """
 CREATE TABLE devices (
