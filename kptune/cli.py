@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Inspect the perf db.")
 app.add_typer(db_app, name="db")
+dataset_app = typer.Typer(no_args_is_help=True, help="The recorded dataset the predictor learns from.")
+app.add_typer(dataset_app, name="dataset")
 
 out = Console()
 err = Console(stderr=True)
@@ -254,6 +256,41 @@ def db_import(
         kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
         perfdb.add_many((pid, did, kid, m, "import") for m in measurements)
     err.print(f"imported {len(measurements)} measurements of {problem.key()} on {dev.key}", markup=False)
+
+
+@dataset_app.command("build")
+def dataset_build(
+    out_path: Annotated[Path, typer.Option("--out", help="dataset file to write (.db.gz)")],
+    device: Annotated[str | None, typer.Option(help="device key as stored, or a unique part of it")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    top: Annotated[int, typer.Option(help="configs kept per train/validation problem")] = 32,
+    db: DbOpt = None,
+) -> None:
+    """Cut the dataset from a perf db: exhaustively tuned problems, top configs, all of them for test."""
+    from kptune import dataset
+
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise KptuneError(f"no perf db at {path}")
+    if top < 1:
+        raise KptuneError(f"--top must be at least 1, not {top}")
+    with PerfDB(path) as perfdb:
+        _, device_key = _db_device(perfdb, device)
+        data, counts = dataset.build(perfdb, device_key, kernel, top)
+    try:
+        out_path.write_bytes(data)
+    except OSError as exc:
+        raise KptuneError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    err.print(f"wrote {out_path} ({len(data) / 1e6:.2f} MB): " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+              markup=False)  # fmt: skip
+
+
+@dataset_app.command("show")
+def dataset_show(path: Annotated[Path, typer.Argument(help="dataset file")]) -> None:
+    """Counts of a dataset file: problems, shapes, dtypes, splits, device."""
+    from kptune import dataset
+
+    out.print("\n".join(dataset.summary(dataset.load(path))), markup=False, highlight=False)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

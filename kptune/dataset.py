@@ -1,0 +1,165 @@
+"""The recorded dataset: what the predictor trains and is judged on, cut from a perf db.
+
+    kptune dataset build --db perf.db --out kptune/data/dataset-h200.db.gz
+    kptune dataset show kptune/data/dataset-h200.db.gz
+
+One gzipped SQLite file per (device, kernel family). Only problems tuned exhaustively (every
+valid config measured) go in; each carries its corpus split and networks (fp16 problems take
+their fp32 shape's split; a problem outside the corpus is split "extra"). Train and validation
+problems keep their `top` fastest configs with times; test problems keep every config that ran
+correctly, so any prediction can be scored offline. Failed configs are left out (the space's
+rules already exclude what cannot run; a config absent from a test problem failed there).
+
+Tables: meta (device, limits, family, source hash, parameter order, top, created),
+problems (key, split, networks, valid configs, ok configs), configs (key), times
+(problem, config, rank, median ms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gzip
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kptune.corpus import CorpusEntry, load_corpus
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.perfdb import PerfDB
+from kptune.problem import problem_from_key
+
+FORMAT_VERSION = 1
+TOP = 32
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE problems (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, split TEXT NOT NULL,
+                       networks TEXT NOT NULL, valid_configs INTEGER NOT NULL, ok_configs INTEGER NOT NULL);
+CREATE TABLE configs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+CREATE TABLE times (problem_id INTEGER NOT NULL, config_id INTEGER NOT NULL, rank INTEGER NOT NULL,
+                    time_ms REAL NOT NULL, PRIMARY KEY (problem_id, rank)) WITHOUT ROWID;
+"""
+
+
+class DatasetError(KptuneError):
+    """A dataset file is missing, corrupted or of another format version."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetProblem:
+    key: str
+    split: str
+    networks: tuple[str, ...]
+    valid_configs: int
+    ok_configs: int
+    times: tuple[tuple[str, float], ...]  # (config key, median ms), fastest first
+
+    @property
+    def winner(self) -> str:
+        return self.times[0][0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    meta: dict[str, Any]
+    problems: tuple[DatasetProblem, ...]
+
+    def split(self, name: str) -> list[DatasetProblem]:
+        return [p for p in self.problems if p.split == name]
+
+
+def _corpus_index(entries: Sequence[CorpusEntry]) -> dict[str, CorpusEntry]:
+    """fp32 problem key -> corpus entry."""
+    return {e.problem.key(): e for e in entries}
+
+
+def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int = TOP,
+          corpus: Sequence[CorpusEntry] | None = None) -> tuple[bytes, dict[str, int]]:  # fmt: skip
+    """The dataset as gzipped SQLite bytes, and counts per split."""
+    family = get_family(family_name)
+    index = _corpus_index(corpus if corpus is not None else load_corpus())
+    tuned = [t for t in db.tuned_problems(device_key, family.name) if t.source_hash == family.source_hash]
+    if not tuned:
+        raise KptuneError(f"no ok measurements of {family.name} (source {family.source_hash}) on {device_key}")
+    device = db.device_info(tuned[0].device_id)
+    out = sqlite3.connect(":memory:")
+    out.executescript(_SCHEMA)
+    meta = {"format_version": FORMAT_VERSION, "device": device_key, "device_limits": device.limits(),
+            "family": family.name, "source_hash": family.source_hash, "parameters": list(family.space.names),
+            "top": top, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+    out.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+    config_ids: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for t in tuned:
+        problem = problem_from_key(t.problem_key)
+        valid = len(family.space.configs(problem, device))
+        measured = db.measurements(t.problem_id, t.device_id, t.kernel_id)
+        if len(measured) < valid:
+            continue  # not exhaustive: its winner is not known
+        entry = index.get(dataclasses.replace(problem, dtype="fp32").key()) if hasattr(problem, "dtype") else None
+        split = entry.split if entry else "extra"
+        ok = sorted((m for m in measured if m.ok and m.time_ms), key=lambda m: (m.time_ms, m.config.key()))
+        keep = ok if split == "test" else ok[:top]
+        cur = out.execute("INSERT INTO problems (key, split, networks, valid_configs, ok_configs) VALUES (?,?,?,?,?)",
+                          (t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok)))  # fmt: skip
+        rows = []
+        for rank, m in enumerate(keep):
+            key = m.config.key()
+            if key not in config_ids:
+                config_ids[key] = len(config_ids) + 1
+                out.execute("INSERT INTO configs VALUES (?, ?)", (config_ids[key], key))
+            rows.append((cur.lastrowid, config_ids[key], rank, m.time_ms))
+        out.executemany("INSERT INTO times VALUES (?,?,?,?)", rows)
+        counts[split] = counts.get(split, 0) + 1
+    out.commit()
+    data = gzip.compress(out.serialize(), compresslevel=9, mtime=0)
+    out.close()
+    return data, counts
+
+
+def load(path: Path) -> Dataset:
+    """Read a dataset file written by `build` (gzipped SQLite); DatasetError if it is not one."""
+    try:
+        raw = gzip.decompress(Path(path).read_bytes())
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{path}: not a gzipped kptune dataset ({exc})") from None
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.deserialize(raw)
+        meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(f"{path}: dataset format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}")
+        configs = dict(conn.execute("SELECT id, key FROM configs"))
+        times: dict[int, list[tuple[str, float]]] = {}
+        for pid, cid, _, ms in conn.execute("SELECT problem_id, config_id, rank, time_ms FROM times ORDER BY problem_id, rank"):
+            times.setdefault(pid, []).append((configs[cid], ms))
+        problems = tuple(
+            DatasetProblem(key, split, tuple(n for n in nets.split(";") if n), valid, ok, tuple(times.get(pid, ())))
+            for pid, key, split, nets, valid, ok in conn.execute(
+                "SELECT id, key, split, networks, valid_configs, ok_configs FROM problems ORDER BY id")
+        )  # fmt: skip
+    except (sqlite3.DatabaseError, json.JSONDecodeError, KeyError, ValueError) as exc:
+        raise DatasetError(f"{path}: corrupted dataset ({exc})") from None
+    finally:
+        conn.close()
+    return Dataset(meta, problems)
+
+
+def summary(data: Dataset) -> list[str]:
+    by_split: dict[str, int] = {}
+    for p in data.problems:
+        by_split[p.split] = by_split.get(p.split, 0) + 1
+    dtypes = {p.key.split("dtype=")[1].split(",")[0] for p in data.problems if "dtype=" in p.key}
+    shapes = {p.key.replace("dtype=fp16", "dtype=fp32") for p in data.problems}
+    times = sum(len(p.times) for p in data.problems)
+    return [f"{data.meta['device']}, kernel {data.meta['family']} (source {data.meta['source_hash']}), "
+            f"created {data.meta['created']}",
+            f"{len(data.problems)} problems ({len(shapes)} distinct shapes; dtypes {', '.join(sorted(dtypes))}), "
+            f"{times} config times (top {data.meta['top']}; every ok config for test)",
+            "per split: " + ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))]  # fmt: skip

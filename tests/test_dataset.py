@@ -1,0 +1,68 @@
+"""The dataset cut from a perf db: exhaustive problems only, top-k for train, every ok config for test."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kptune import dataset
+from kptune.corpus import load_corpus
+from kptune.device import DeviceInfo
+from kptune.kernel import get_family
+from kptune.measurement import Measurement, Outcome
+from kptune.perfdb import PerfDB
+
+GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
+FAMILY = get_family("conv2d_fwd")
+CORPUS = load_corpus()
+TEST = next(e.problem for e in CORPUS if e.split == "test" and e.problem.c >= 64 and e.problem.n == 1)
+TRAIN = next(e.problem for e in CORPUS if e.split == "train" and e.problem.c >= 64 and e.problem.n == 1)
+
+
+def _build(path: Path) -> None:
+    with PerfDB(path) as db:
+        did, kid = db.device_id(GPU), db.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)
+        for problem, complete in ((TEST, True), (TRAIN, True), (dataclasses.replace(TRAIN, dtype="fp16"), False)):
+            configs = FAMILY.space.configs(problem, GPU)
+            if not complete:
+                configs = configs[:-1]
+            rows = []
+            for i, c in enumerate(configs):
+                m = (Measurement(c, Outcome.WRONG_RESULT) if i % 10 == 3 else
+                     Measurement(c, Outcome.OK, 1.0 + (i * 7919 % 1000) / 100, 1.0, 5))  # fmt: skip
+                rows.append((db.problem_id(problem), did, kid, m, "exhaustive"))
+            db.add_many(rows)
+
+
+def test_build_and_load(tmp_path: Path) -> None:
+    _build(tmp_path / "perf.db")
+    with PerfDB(tmp_path / "perf.db") as db:
+        data, counts = dataset.build(db, GPU.key, top=32, corpus=CORPUS)
+    assert counts == {"test": 1, "train": 1}  # the incomplete fp16 problem is left out
+    (tmp_path / "d.db.gz").write_bytes(data)
+    d = dataset.load(tmp_path / "d.db.gz")
+    assert d.meta["device"] == GPU.key and d.meta["parameters"] == list(FAMILY.space.names)
+    test, train = d.split("test")[0], d.split("train")[0]
+    n_test = len(FAMILY.space.configs(TEST, GPU))
+    assert test.valid_configs == n_test and len(test.times) == test.ok_configs == n_test - len(range(3, n_test, 10))
+    assert len(train.times) == 32 and train.ok_configs > 32
+    assert [t for _, t in train.times] == sorted(t for _, t in train.times) and train.winner == train.times[0][0]
+    assert "resnet34" in test.networks or test.networks
+
+
+def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "x.gz").write_bytes(b"not gzip")
+    with pytest.raises(dataset.DatasetError, match="not a gzipped kptune dataset|cannot read"):
+        dataset.load(tmp_path / "x.gz")
+    import gzip
+
+    (tmp_path / "y.gz").write_bytes(gzip.compress(b"SQLite format 3\x00 but not really"))
+    with pytest.raises(dataset.DatasetError, match="corrupted"):
+        dataset.load(tmp_path / "y.gz")
+    run = subprocess.run([sys.executable, "-m", "kptune", "dataset", "show", str(tmp_path / "missing.gz")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and run.stderr.startswith("kptune: error: cannot read dataset")
