@@ -51,3 +51,23 @@ def test_faults_on_the_gpu_cost_one_config(device) -> None:  # type: ignore[no-u
         assert wild.outcome in (Outcome.LAUNCH_ERROR, Outcome.WRONG_RESULT), wild
         assert runner.measure(faulty(3)).outcome is Outcome.TIMEOUT
         assert runner.measure(faulty(0)).outcome is Outcome.OK
+
+
+CUPY_GPUS = [d for d in GPUS if d.backend == "cupy"]
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+@pytest.mark.parametrize("n", [1000, 4096 * 37 + 123])
+def test_device_relative_error_matches_the_host(n: int) -> None:
+    from kptune.backends import host_relative_error
+
+    backend = open_backend(CUPY_GPUS[0])
+    ref = np.random.default_rng(1).standard_normal(n)
+    for index in (5, n - 3):  # in the parallel rows and in the tail
+        out = ref.astype(np.float32)
+        out[index] += 1.0
+        got = backend.relative_error(backend.upload(out), backend.upload_reference(ref), (n,), np.dtype(np.float32))
+        assert got == pytest.approx(host_relative_error(out, ref), rel=1e-6)
+    out = ref.astype(np.float32)
+    out[n - 1] = np.nan
+    assert backend.relative_error(backend.upload(out), backend.upload_reference(ref), (n,), np.dtype(np.float32)) == np.inf
