@@ -194,6 +194,22 @@ def _db_device(perfdb: PerfDB, wanted: str | None) -> tuple[int, str]:
     return int(matches[0][0]), str(matches[0][1])
 
 
+@db_app.command("merge")
+def db_merge(
+    sources: Annotated[list[Path], typer.Argument(help="perf db files to copy from (never written)")],
+    db: DbOpt = None,
+) -> None:
+    """Copy the measurements of other perf dbs (e.g. each device session's) into this one; reruns add nothing."""
+    for source in sources:
+        if not source.is_file():
+            raise KptuneError(f"no perf db at {source}")
+    with PerfDB(db) as target:
+        for source in sources:
+            with PerfDB(source) as other:
+                added = target.merge_from(other)
+            err.print(f"{source}: {added} measurements added to {target.path}", markup=False)
+
+
 @db_app.command("export")
 def db_export(
     fmt: Annotated[str, typer.Option("--format", help="t4 | kt-cache | miopen")],

@@ -225,6 +225,38 @@ class PerfDB:
             self.conn.execute("ROLLBACK")
             raise
 
+    def merge_from(self, other: PerfDB) -> int:
+        """Copy every measurement of `other` that this db lacks (same problem, device, config, time and
+        creation time), mapping its ids onto this db's; one transaction. Returns how many were added."""
+        devices = {i: self.device_id(other.device_info(i)) for (i,) in other.conn.execute("SELECT id FROM devices")}
+        kernels = {i: self.kernel_id(f, h, json.loads(ps)) for i, f, h, ps in
+                   other.conn.execute("SELECT id, family, source_hash, params FROM kernels")}  # fmt: skip
+        problems = {i: self._id("problems", {"key": k}, {"kind": kind, "flops": fl}) for i, k, kind, fl in
+                    other.conn.execute("SELECT id, key, kind, flops FROM problems")}  # fmt: skip
+        configs = {i: self.config_id(kernels[k], Config.parse(key)) for i, k, key in
+                   other.conn.execute("SELECT id, kernel_id, key FROM configs")}  # fmt: skip
+        seen = set(self.conn.execute("SELECT problem_id, device_id, config_id, created FROM measurements"))
+        added = 0
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for row in other.conn.execute(
+                "SELECT problem_id, device_id, config_id, outcome, time_ms, min_ms, runs, rel_error, error, source,"
+                " created FROM measurements ORDER BY id"
+            ):
+                mapped = (problems[row[0]], devices[row[1]], configs[row[2]], *row[3:])
+                if (mapped[0], mapped[1], mapped[2], mapped[10]) in seen:
+                    continue
+                self.conn.execute(
+                    "INSERT INTO measurements (problem_id, device_id, config_id, outcome, time_ms, min_ms, runs,"
+                    " rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)", mapped,
+                )  # fmt: skip
+                added += 1
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return added
+
     # -- reading -----------------------------------------------------------------------
     def measurements(self, problem_id: int, device_id: int, kernel_id: int) -> list[Measurement]:
         """The latest measurement of each config for this problem, device and kernel."""

@@ -67,3 +67,19 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path: Path) -> None:
         c.execute("CREATE TABLE t (x)")
     with pytest.raises(DatabaseError, match="not a kptune perf db"):
         PerfDB(other)
+
+
+def test_merge_copies_what_is_missing_once(tmp_path: Path) -> None:
+    other_problem = Conv2dProblem.parse("n=2,c=3,h=5,w=5,k=4,r=1,s=1")
+    with PerfDB(tmp_path / "a.db") as a:
+        _fill(a)
+    with PerfDB(tmp_path / "b.db") as b:  # another problem first, so its ids differ from a's
+        b.add(b.problem_id(other_problem), b.device_id(DEV), b.kernel_id("conv", "abc", ["A", "B"]),
+              Measurement(Config.of({"A": 1, "B": 1}), Outcome.OK, 3.0, 3.0, 5), "random")  # fmt: skip
+        with PerfDB(tmp_path / "a.db") as a:
+            assert b.merge_from(a) == 3
+            assert b.merge_from(a) == 0  # a rerun adds nothing
+        ids = b.problem_id(PROBLEM), b.device_id(DEV), b.kernel_id("conv", "abc", ["A", "B"])
+        best = b.best(*ids)
+        assert best is not None and best.config == Config.of({"A": 2, "B": 2}) and best.time_ms == 1.0
+        assert len(b.measurements(*ids)) == 3 and b.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 4
