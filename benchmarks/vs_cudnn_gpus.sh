@@ -2,7 +2,8 @@
 # vs_cudnn.py over every GPU of one host, for one or more selections (SELS, ";"-separated):
 # one compile pass on all cores per selection (configs not yet measured only), then per selection one
 # shard per GPU over a shared perf db (saved gzipped to $OUT every 45 s, so a killed run keeps what it
-# measured; each shard logs its rows, cuDNN timed in the same process, to $OUT/shard-logs.txt), then
+# measured; each shard logs its rows, cuDNN timed in the same process, to $OUT/shard-logs.txt, saved
+# with the db), then
 # one same-run pass per selection that tunes nothing already measured and writes $OUT/fK/vs_cudnn.json.
 #   SELS="--nets resnet50 --batches 32 --dtype fp32 fp16; --nets vgg16 --batches 1 --dtype fp32" \
 #     LIMIT=300 bash benchmarks/vs_cudnn_gpus.sh
@@ -12,9 +13,10 @@ OUT=${OUT:-out}; W=${WORK:-/tmp/vs}; mkdir -p $W $OUT
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
 IFS=';' read -ra SEL_LIST <<< "$SELS"
 COMMON="--target-ms ${TARGET_MS:-2} --db $W/vs.db --device cupy:0"
-save() {
+save() {  # the db (gzipped) and every shard's log so far: a run killed at any point keeps both
   python3 -c "import sqlite3; sqlite3.connect('$W/vs.db', timeout=60).execute('PRAGMA wal_checkpoint(PASSIVE)')"
   gzip -c $W/vs.db > $OUT/vs_cudnn.db.gz.tmp && mv $OUT/vs_cudnn.db.gz.tmp $OUT/vs_cudnn.db.gz
+  for f in $W/s*.log; do [ -e "$f" ] && { echo "=== $f"; cat "$f"; }; done > $OUT/shard-logs.txt
 }
 t0=$(date +%s)
 if [ -n "${DB_IN:-}" ] && [ ! -e $W/vs.db ]; then gunzip -c "$DB_IN" > $W/vs.db; fi
@@ -32,7 +34,6 @@ for k in "${!SEL_LIST[@]}"; do
   done
   wait "${pids[@]}"
   echo "[$SEL] shards done at $(( $(date +%s) - t0 )) s"
-  for f in $W/s*.log; do echo "=== $f"; cat $f; done > $OUT/shard-logs.txt
 done
 kill $saver; save
 for k in "${!SEL_LIST[@]}"; do
