@@ -20,9 +20,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import re
 import gzip
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -52,8 +52,10 @@ def open_db(path: Path) -> Iterator[PerfDB]:
             yield db
 
 
-_LOG_ROW = re.compile(r"^(?P<net>\w+) b(?P<batch>\d+) (?P<dtype>\w+) (?P<layer>[\w.]+): ours .*?, "
-                      r"cuDNN (?P<ms>[\d.]+) ms")
+_LOG_ROW = re.compile(
+    r"^(?P<net>\w+) b(?P<batch>\d+) (?P<dtype>\w+) (?P<layer>[\w.]+): ours .*?, "
+    r"cuDNN (?P<ms>[\d.]+) ms"
+)
 
 
 def cudnn_rows_from_log(text: str) -> dict[str, dict[str, Any]]:
@@ -131,8 +133,14 @@ def main() -> int:
         print(f"batch {line['batch']} {line['dtype']}: {line['layers']} layers, cuDNN/ours geomean "
               f"{line['geomean']:.3f}, min {line['min']:.3f} ({line['min_layer']})")  # fmt: skip
     if args.out:
-        doc = {"benchmark": "db_vs_cudnn", **provenance(), "db": str(args.db),
-               "cudnn_from": [str(p) for p in args.cudnn + args.cudnn_log], "rows": rows, "summary": summary}  # fmt: skip
+        doc = {
+            "benchmark": "db_vs_cudnn",
+            **provenance(),
+            "db": str(args.db),
+            "cudnn_from": [str(p) for p in args.cudnn + args.cudnn_log],
+            "rows": rows,
+            "summary": summary,
+        }
         write_json(args.out, doc)
     return 0
 

@@ -9,7 +9,8 @@ with the highest geometric mean over problems of t_best / t_config (the DESIGN.m
 performance ratio of using that one config everywhere; 1.0 would mean one config
 is best for all), with its worst problem; and, since no config is valid for every
 problem once the algorithm is a parameter, one fixed config per algorithm (see
-`fixed_per_first_token`). A low ratio is what makes a per-shape predictor worth having. Prints a short table and writes diversity.json under --out.
+`fixed_per_first_token`). A low ratio is what makes a per-shape predictor worth having.
+Prints a short table and writes diversity.json under --out.
 """
 
 from __future__ import annotations

@@ -254,8 +254,10 @@ class _LocalEngine:
         if not devices:
             raise DeviceError("no device for the campaign")
         if len({d.key for d in devices}) > 1:
-            raise KptuneError("campaign devices must be one model (one perf-db device); "
-                              f"got {', '.join(sorted({d.key for d in devices}))}: run one campaign per model")  # fmt: skip
+            raise KptuneError(
+                "campaign devices must be one model (one perf-db device); "
+                f"got {', '.join(sorted({d.key for d in devices}))}: run one campaign per model"
+            )
         self.family, self.settings = family, settings
         slots = workers if workers is not None else len(devices)
         if slots < 1:
@@ -436,7 +438,9 @@ def campaign(
                 work.put(task)
             best_ms = {t.index: t.best_ms for t in tasks if t.best_ms is not None}
             results: queue.Queue[tuple[Any, ...]] = queue.Queue()
-            threads = [threading.Thread(target=_work, args=(m, work, results, best_ms, stop), daemon=True) for m in measurers]
+            threads = [
+                threading.Thread(target=_work, args=(m, work, results, best_ms, stop), daemon=True) for m in measurers
+            ]
             for thread in threads:
                 thread.start()
             running = len(threads)

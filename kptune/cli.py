@@ -38,6 +38,7 @@ err = Console(stderr=True)
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz"
 
 
 def _print_json(data: Any) -> None:
@@ -108,10 +109,10 @@ def campaign(
     shapes: Annotated[Path, typer.Option(help="corpus CSV (kptune/data/corpus.csv) or one shape per line")],
     split: Annotated[list[str] | None, typer.Option(help="corpus split(s) to take: train, validation, test")] = None,
     network: Annotated[list[str] | None, typer.Option(help="only shapes of these networks (corpus CSV)")] = None,
-    dtype: Annotated[list[str] | None, typer.Option(help="tune each shape in these dtypes (default: the file's)")] = None,
+    dtype: Annotated[list[str] | None, typer.Option(help="tune each shape in these dtypes (default: file's)")] = None,
     limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
     kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
-    device: Annotated[list[str] | None, typer.Option(help="device(s) (default: every GPU, else the CPU device)")] = None,
+    device: Annotated[list[str] | None, typer.Option(help="device(s) (default: every GPU, else the CPU)")] = None,
     workers: Annotated[int | None, typer.Option(help="worker slots (default: one per device / Ray GPU)")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster address, or 'local' for a private one")] = None,
     strategy: Annotated[str, typer.Option(help="exhaustive | random")] = "exhaustive",
@@ -119,7 +120,7 @@ def campaign(
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
-    chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: whole shapes)")] = None,
+    chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -161,6 +162,95 @@ def campaign(
     out.print(table)
     if result.complete < len(result.problems):
         raise KptuneError(f"{len(result.problems) - result.complete} shapes are not complete; run again to resume")
+
+
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[Path, typer.Option(help="dataset file (kptune dataset build)")] = DEFAULT_DATASET,
+    out_path: Annotated[Path, typer.Option("--out", help="checkpoint (.safetensors); curve beside it")] = Path(
+        "model.safetensors"
+    ),
+    arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
+    epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
+    seed: Annotated[int, typer.Option(help="seed for initialisation and batches")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the seq2seq predictor on the CPU, early-stopping on validation loss."""
+    from kptune.predict.api import train_checkpoint
+    from kptune.predict.models import ModelConfig
+
+    if arch not in ("lstm", "transformer"):
+        raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
+    if epochs < 1:
+        raise KptuneError(f"--epochs must be at least 1, not {epochs}")
+    info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed),
+                            log=lambda line: err.print(line, markup=False))  # fmt: skip
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"wrote {info['checkpoint']} (best epoch {info['best_epoch']} of {info['epochs_run']}, "
+              f"validation loss {info['val_loss']:.4f} on {info['validation']}; {info['seconds']} s); "
+              f"curve {info['curve']}", markup=False, highlight=False)  # fmt: skip
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[Path, typer.Option(help="checkpoint")] = Path("model.safetensors"),
+    dataset: Annotated[Path, typer.Option(help="dataset file")] = DEFAULT_DATASET,
+    k: Annotated[int, typer.Option("-k", help="candidates per problem")] = 5,
+    dtype: Annotated[str, typer.Option(help="fp32, fp16 or all")] = "fp32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the model on the test networks beside the baselines (exact, top-k hit, ratio, TenSet score)."""
+    from kptune.predict.api import evaluate
+
+    if k < 1:
+        raise KptuneError(f"-k must be at least 1, not {k}")
+    doc = evaluate(model, dataset, k, None if dtype == "all" else dtype)
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table(
+        "method",
+        "exact",
+        f"top-{k} hit",
+        "ratio top-1",
+        f"ratio top-{k}",
+        "share >= 0.95",
+        "TenSet score_1",
+        title=f"{doc['test_problems']} test problems ({dtype}), {doc['device']}",
+    )
+    for name, r in doc["results"].items():
+        table.add_row(name, f"{r['exact_match']:.2f}", f"{r[f'top{k}_hit']:.2f}", f"{r['ratio_top1_geomean']:.3f}",
+                      f"{r[f'ratio_top{k}_geomean']:.3f}", f"{r['share_top1_ge_0.95']:.2f}",
+                      f"{r['tenset_score_1']:.3f}")  # fmt: skip
+    out.print(table)
+
+
+@app.command("predict")
+def predict_cmd(
+    shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')] = None,
+    miopen: Annotated[str | None, typer.Option(help="MIOpenDriver arguments")] = None,
+    k: Annotated[int, typer.Option("-k", help="configs to return")] = 5,
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped one)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The model's top-k configs for a shape (no device needed; valid for the checkpoint's GPU)."""
+    from kptune.predict.api import predict
+
+    if k < 1:
+        raise KptuneError(f"-k must be at least 1, not {k}")
+    problem = parse_problem(shape, miopen)
+    found, pred = predict(problem, k, model)
+    rows = [{"rank": i + 1, "config": c.config.as_dict(), "key": c.config.key(), "log_prob": round(c.log_prob, 4)}
+            for i, c in enumerate(found)]  # fmt: skip
+    if as_json:
+        _print_json({"problem": problem.key(), "device": pred.meta["device"], "candidates": rows})
+        return
+    table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}")
+    for r in rows:
+        table.add_row(str(r["rank"]), r["key"], f"{r['log_prob']:.3f}")
+    out.print(table)
 
 
 @db_app.command("show")

@@ -275,8 +275,11 @@ def read_shapes(
         known = {name for entry in entries for name in entry.networks}
         if unknown := [n for n in networks if n not in known]:
             raise CorpusError(f"{path}: no network {unknown[0]!r}; it has: {', '.join(sorted(known))}")
-        problems = [e.problem for e in entries
-                    if (not splits or e.split in splits) and (not networks or set(e.networks) & set(networks))]  # fmt: skip
+        problems = [
+            e.problem
+            for e in entries
+            if (not splits or e.split in splits) and (not networks or set(e.networks) & set(networks))
+        ]
     else:
         if splits or networks:
             raise CorpusError(f"{path}: --split and --network need a corpus CSV (header {','.join(COLUMNS)})")

@@ -104,8 +104,10 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         split = entry.split if entry else "extra"
         ok = sorted((m for m in measured if m.ok and m.time_ms), key=lambda m: (m.time_ms, m.config.key()))
         keep = ok if split == "test" else ok[:top]
-        cur = out.execute("INSERT INTO problems (key, split, networks, valid_configs, ok_configs) VALUES (?,?,?,?,?)",
-                          (t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok)))  # fmt: skip
+        cur = out.execute(
+            "INSERT INTO problems (key, split, networks, valid_configs, ok_configs) VALUES (?,?,?,?,?)",
+            (t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok)),
+        )
         rows = []
         for rank, m in enumerate(keep):
             key = m.config.key()
@@ -134,10 +136,14 @@ def load(path: Path) -> Dataset:
         conn.deserialize(raw)
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
         if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{path}: dataset format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}")
+            raise DatasetError(
+                f"{path}: dataset format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}"
+            )
         configs = dict(conn.execute("SELECT id, key FROM configs"))
         times: dict[int, list[tuple[str, float]]] = {}
-        for pid, cid, _, ms in conn.execute("SELECT problem_id, config_id, rank, time_ms FROM times ORDER BY problem_id, rank"):
+        for pid, cid, _, ms in conn.execute(
+            "SELECT problem_id, config_id, rank, time_ms FROM times ORDER BY problem_id, rank"
+        ):
             times.setdefault(pid, []).append((configs[cid], ms))
         problems = tuple(
             DatasetProblem(key, split, tuple(n for n in nets.split(";") if n), valid, ok, tuple(times.get(pid, ())))

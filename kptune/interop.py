@@ -74,9 +74,19 @@ def to_t4(db: PerfDB, problem: Problem, device_key: str, family: KernelFamily) -
             "configuration": m.config.as_dict(), "objectives": ["time"], "times": {"runtimes": []},
             "invalidity": T4_INVALIDITY[m.outcome], "correctness": 1 if m.ok else 0, "measurements": measurements,
         })  # fmt: skip
-    return {"schema_version": T4_VERSION, "results": results,
-            "metadata": {"kptune": {"problem": problem.key(), "device": device_key, "kernel": family.name,
-                                    "source_hash": family.source_hash, "parameters": list(family.space.names)}}}  # fmt: skip
+    return {
+        "schema_version": T4_VERSION,
+        "results": results,
+        "metadata": {
+            "kptune": {
+                "problem": problem.key(),
+                "device": device_key,
+                "kernel": family.name,
+                "source_hash": family.source_hash,
+                "parameters": list(family.space.names),
+            }
+        },
+    }
 
 
 def from_t4(doc: Mapping[str, Any], family: KernelFamily, where: str = "<T4>") -> list[Measurement]:
@@ -134,8 +144,23 @@ def miopen_key(problem: Conv2dProblem) -> str:
     p = problem
     if p.direction != "fwd":
         raise KptuneError(f"MIOpen keys of {p.direction} problems are not written yet")
-    parts = [p.c, p.h, p.w, f"{p.r}x{p.s}", p.k, p.out_h, p.out_w, p.n, f"{p.pad_h}x{p.pad_w}",
-             f"{p.stride_h}x{p.stride_w}", f"{p.dil_h}x{p.dil_w}", 0, p.layout.upper(), p.dtype.upper(), "F"]  # fmt: skip
+    parts = [
+        p.c,
+        p.h,
+        p.w,
+        f"{p.r}x{p.s}",
+        p.k,
+        p.out_h,
+        p.out_w,
+        p.n,
+        f"{p.pad_h}x{p.pad_w}",
+        f"{p.stride_h}x{p.stride_w}",
+        f"{p.dil_h}x{p.dil_w}",
+        0,
+        p.layout.upper(),
+        p.dtype.upper(),
+        "F",
+    ]
     key = "-".join(str(x) for x in parts)
     return key + (f"_g{p.groups}" if p.groups != 1 else "")
 

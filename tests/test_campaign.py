@@ -62,8 +62,16 @@ def single_process(tmp_path_factory: pytest.TempPathFactory, cpu_device: DeviceI
 
 def test_two_local_workers_match_a_single_process(tmp_path: Path, cpu_device: DeviceInfo,
                                                   single_process: list[tuple[str, str, str]]) -> None:  # fmt: skip
-    result = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "c.db",
-                      strategy="random", budget=BUDGET, chunk=4)  # fmt: skip (chunks: workers share problems)
+    result = campaign(
+        _shapes(tmp_path),
+        FAMILY,
+        devices=[cpu_device],
+        workers=2,
+        db=tmp_path / "c.db",
+        strategy="random",
+        budget=BUDGET,
+        chunk=4,
+    )  # fmt: skip (chunks: workers share problems)
     assert (result.engine, result.workers, result.complete, result.measured) == ("local", 2, 3, 3 * BUDGET)
     assert {p.worker for p in result.problems} <= {f"{cpu_device.spec}#0", f"{cpu_device.spec}#1"}
     assert _table(tmp_path / "c.db") == single_process
@@ -88,8 +96,26 @@ def test_killed_campaign_loses_nothing_and_resumes(tmp_path: Path, cpu_device: D
     shapes.write_text(SHAPES)
     db = tmp_path / "k.db"
     budget = 30
-    args = [sys.executable, "-m", "kptune", "campaign", "--shapes", str(shapes), "--strategy", "random",
-            "--budget", str(budget), "--workers", "2", "--device", cpu_device.spec, "--db", str(db), "--jobs", "0"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "kptune",
+        "campaign",
+        "--shapes",
+        str(shapes),
+        "--strategy",
+        "random",
+        "--budget",
+        str(budget),
+        "--workers",
+        "2",
+        "--device",
+        cpu_device.spec,
+        "--db",
+        str(db),
+        "--jobs",
+        "0",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while len(_table(db) if db.exists() else []) < 4 and time.monotonic() < deadline and proc.poll() is None:

@@ -56,7 +56,7 @@ def test_build_and_load(tmp_path: Path) -> None:
 
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "x.gz").write_bytes(b"not gzip")
-    with pytest.raises(dataset.DatasetError, match="not a gzipped kptune dataset|cannot read"):
+    with pytest.raises(dataset.DatasetError, match=r"not a gzipped kptune dataset|cannot read"):
         dataset.load(tmp_path / "x.gz")
     import gzip
 

@@ -70,4 +70,6 @@ def test_device_relative_error_matches_the_host(n: int) -> None:
         assert got == pytest.approx(host_relative_error(out, ref), rel=1e-6)
     out = ref.astype(np.float32)
     out[n - 1] = np.nan
-    assert backend.relative_error(backend.upload(out), backend.upload_reference(ref), (n,), np.dtype(np.float32)) == np.inf
+    assert (
+        backend.relative_error(backend.upload(out), backend.upload_reference(ref), (n,), np.dtype(np.float32)) == np.inf
+    )

@@ -24,8 +24,12 @@ SHAPE = "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"
 
 def _build(path: Path) -> list[Measurement]:
     configs = FAMILY.space.configs(PROBLEM, GPU)[:4]
-    ms = [Measurement(configs[0], Outcome.OK, 1.5, 1.4, 7, 1e-7), Measurement(configs[1], Outcome.OK, 0.9, 0.88, 9),
-          Measurement(configs[2], Outcome.COMPILE_ERROR, error="x"), Measurement(configs[3], Outcome.WRONG_RESULT)]  # fmt: skip
+    ms = [
+        Measurement(configs[0], Outcome.OK, 1.5, 1.4, 7, 1e-7),
+        Measurement(configs[1], Outcome.OK, 0.9, 0.88, 9),
+        Measurement(configs[2], Outcome.COMPILE_ERROR, error="x"),
+        Measurement(configs[3], Outcome.WRONG_RESULT),
+    ]
     with PerfDB(path) as db:
         pid, did = db.problem_id(PROBLEM), db.device_id(GPU)
         kid = db.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)

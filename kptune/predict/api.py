@@ -1,0 +1,91 @@
+"""The predictor's entry points: train a checkpoint, evaluate it against the baselines, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kptune import dataset as ds
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.predict import checkpoint, evaluation
+from kptune.predict.beam import Candidate, all_allowed, beam_search, constrained_allowed
+from kptune.predict.models import ModelConfig
+from kptune.predict.tokenizer import encode_source
+from kptune.predict.training import dataset_hash, plot_curve, summary, train
+from kptune.problem import Conv2dProblem
+
+#: The checkpoint shipped with the package, for the GPU the dataset came from.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model-h200.safetensors"
+
+
+def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any = print) -> dict[str, Any]:
+    """Train on a dataset file, write the checkpoint and its training curve (PNG beside it)."""
+    data = ds.load(dataset_path)
+    family = get_family(data.meta["family"])
+    if family.source_hash != data.meta["source_hash"]:
+        log(f"note: the dataset was measured with kernel source {data.meta['source_hash']}, "
+            f"this kptune has {family.source_hash}")  # fmt: skip
+    result = train(data, cfg, log)
+    info = summary(result)
+    curve = out.with_suffix(".png")
+    plot_curve(result.history, curve, f"{cfg.arch}, {len(data.split('train'))} train problems")
+    meta = {"family": data.meta["family"], "source_hash": data.meta["source_hash"], "device": data.meta["device"],
+            "device_limits": data.meta["device_limits"], "dataset": str(dataset_path),
+            "dataset_hash": dataset_hash(data), "training": info}  # fmt: skip
+    checkpoint.save(out, result.model, cfg, result.vocab, meta)
+    return {**info, "checkpoint": str(out), "curve": str(curve)}
+
+
+def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None = "fp32",
+             width: int = 8) -> dict[str, Any]:  # fmt: skip
+    """Every metric on the test split, for the model (beam, greedy, unconstrained) and the baselines."""
+    data = ds.load(dataset_path)
+    family = get_family(data.meta["family"])
+    pred = checkpoint.load(model_path, family.name)
+    device = pred.device
+    test = [p for p in data.split("test") if dtype is None or f"dtype={dtype}," in p.key]
+    if not test:
+        raise KptuneError(f"{dataset_path} has no test problems{f' in {dtype}' if dtype else ''}")
+    train_set = data.split("train")
+    space = family.space
+    rankers = {
+        "seq2seq constrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam", width),
+        "seq2seq greedy constrained": evaluation.model_ranker(pred.model, pred.vocab, space, device, "greedy"),
+        "seq2seq unconstrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device,
+                                                              "unconstrained", width),
+        "most frequent winner": evaluation.most_frequent_winner(train_set, space, device),
+        "nearest tuned shape": evaluation.nearest_shape(train_set, space, device),
+        "tree per parameter": evaluation.tree_per_parameter(train_set, space, device),
+    }  # fmt: skip
+    results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
+    return {
+        "model": str(model_path),
+        "arch": pred.cfg.arch,
+        "dataset": str(dataset_path),
+        "device": data.meta["device"],
+        "dtype": dtype,
+        "k": k,
+        "width": width,
+        "test_problems": len(test),
+        "results": results,
+    }
+
+
+def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
+            constrained: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
+    """The top-k configs for `problem` on the checkpoint's device; valid by construction when constrained."""
+    path = model_path or DEFAULT_MODEL
+    family = get_family("conv2d_fwd")
+    pred = checkpoint.load(path, family.name, family.source_hash)
+    source = encode_source(problem)
+    allowed = constrained_allowed(family.space, problem, pred.device) if constrained else all_allowed(pred.vocab)
+    found = beam_search(pred.model, pred.vocab, source, allowed, max(width, k), k)
+    if not found:
+        raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {pred.meta['device']}")
+    return found, pred
+
+
+def to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,113 @@
+"""Tokens: the problem as the source sentence, the config as the target sentence.
+
+Source: one field-tagged token per categorical field (r, s, pads, strides, dilations, groups,
+dtype: "r=3", "dtype=fp16"; values above 7 fall back to a power-of-two bucket token, "r=2^3"),
+and two per size field (n, c, h, w, k and the derived out_h, out_w): its octave and its quarter
+within the octave on a log2 scale ("c:e6" "c:q2" for c = 96). Tile choices depend on sizes
+multiplicatively (how many tiles, how full the last one is), so a log scale is the natural
+metric, and the vocabulary is closed: any size up to 2^31 maps onto tokens seen in training,
+between its neighbours, instead of becoming an unknown word.
+
+Target: one token per tuning parameter in the space's order (the kernel family's algorithm
+first), from per-position vocabularies (the parameter's values), framed by <s> and </s>.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from kptune.problem import Conv2dProblem
+from kptune.space import Config, SearchSpace
+
+PAD, BOS, EOS = 0, 1, 2
+SIZE_FIELDS = ("n", "c", "h", "w", "k", "out_h", "out_w")
+SMALL_FIELDS = ("r", "s", "pad_h", "pad_w", "stride_h", "stride_w", "dil_h", "dil_w", "groups")
+DTYPES = ("fp32", "fp16", "bf16", "int8")
+MAX_OCTAVE = 31
+SMALL_EXACT = 8  # 0..7 exactly; above, a power-of-two bucket
+
+
+def _source_vocab() -> list[str]:
+    words = ["<pad>", "<s>", "</s>"]
+    for f in SIZE_FIELDS:
+        words += [f"{f}:e{e}" for e in range(MAX_OCTAVE + 1)] + [f"{f}:q{q}" for q in range(4)]
+    for f in SMALL_FIELDS:
+        words += [f"{f}={v}" for v in range(SMALL_EXACT)] + [f"{f}=2^{e}" for e in range(3, MAX_OCTAVE + 1)]
+    words += [f"dtype={d}" for d in DTYPES]
+    return words
+
+
+SOURCE_VOCAB = _source_vocab()
+SOURCE_INDEX = {w: i for i, w in enumerate(SOURCE_VOCAB)}
+
+
+def _size_tokens(field: str, value: int) -> list[str]:
+    x = math.log2(max(value, 1))
+    octave = min(math.floor(x), MAX_OCTAVE)
+    quarter = min(int((x - octave) * 4), 3)
+    return [f"{field}:e{octave}", f"{field}:q{quarter}"]
+
+
+def _small_token(field: str, value: int) -> str:
+    if 0 <= value < SMALL_EXACT:
+        return f"{field}={value}"
+    return f"{field}=2^{min(max(int(math.log2(value)), 3), MAX_OCTAVE)}"
+
+
+def source_words(problem: Conv2dProblem) -> list[str]:
+    words: list[str] = []
+    for field in SIZE_FIELDS:
+        words += _size_tokens(field, int(getattr(problem, field)))
+    words += [_small_token(field, int(getattr(problem, field))) for field in SMALL_FIELDS]
+    words.append(f"dtype={problem.dtype}")
+    return words
+
+
+def encode_source(problem: Conv2dProblem) -> list[int]:
+    """Token ids of the problem, without <s>/</s> (the encoder reads a fixed-length sentence)."""
+    return [SOURCE_INDEX[w] for w in source_words(problem)]
+
+
+SOURCE_LENGTH = 2 * len(SIZE_FIELDS) + len(SMALL_FIELDS) + 1
+
+
+class TargetVocab:
+    """Per-position vocabularies of one search space, laid out in one id range after <pad> <s> </s>.
+
+    Position i's tokens are `offsets[i] + j` for the j-th value of parameter i.
+    """
+
+    def __init__(self, names: Sequence[str], values: Sequence[Sequence[int]]) -> None:
+        self.names = tuple(names)
+        self.values = tuple(tuple(int(v) for v in vs) for vs in values)
+        self.offsets: list[int] = []
+        size = 3
+        for vs in self.values:
+            self.offsets.append(size)
+            size += len(vs)
+        self.size = size
+
+    @classmethod
+    def of(cls, space: SearchSpace) -> TargetVocab:
+        return cls(space.names, [p.values for p in space.params])
+
+    def to_json(self) -> dict[str, list[object]]:
+        return {"names": list(self.names), "values": [list(v) for v in self.values]}
+
+    def token(self, position: int, value: int) -> int:
+        return self.offsets[position] + self.values[position].index(value)
+
+    def value(self, position: int, token: int) -> int:
+        return self.values[position][token - self.offsets[position]]
+
+    def span(self, position: int) -> range:
+        return range(self.offsets[position], self.offsets[position] + len(self.values[position]))
+
+    def encode(self, config: Config) -> list[int]:
+        """<s> + one token per parameter + </s>."""
+        values = config.values()
+        return [BOS, *(self.token(i, v) for i, v in enumerate(values)), EOS]
+
+    def decode(self, tokens: Sequence[int]) -> Config:
+        return Config(tuple((n, self.value(i, t)) for i, (n, t) in enumerate(zip(self.names, tokens, strict=True))))

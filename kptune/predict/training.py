@@ -1,0 +1,174 @@
+"""Training: teacher forcing on each train problem's best configs, early stopping on validation loss.
+
+Targets of a problem: its configs within `targets_within` of its best time (at most
+`max_targets`, fastest first), each a full target sentence; they teach the model which
+near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). The
+validation split's winners give the early-stopping loss; with no validation problems a seeded
+tenth of the train problems is held out instead (and the checkpoint says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kptune.dataset import Dataset, DatasetProblem
+from kptune.predict.models import ModelConfig, build_model
+from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
+from kptune.problem import problem_from_key
+from kptune.space import Config
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: nn.Module
+    vocab: TargetVocab
+    history: list[dict[str, float]]
+    best_epoch: int
+    validation: str  # "validation split" or "held-out train"
+    seconds: float
+
+
+def dataset_hash(data: Dataset) -> str:
+    h = hashlib.sha256()
+    for p in data.problems:
+        h.update(p.key.encode())
+        for c, t in p.times[:32]:
+            h.update(f"{c}={t:.6g}".encode())
+    return h.hexdigest()[:16]
+
+
+def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
+    best = problem.times[0][1]
+    return [c for c, t in problem.times[:limit] if t <= best * within]
+
+
+def _tensors(problems: Sequence[DatasetProblem], vocab: TargetVocab, within: float,
+             limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    src, tin, tout = [], [], []
+    for p in problems:
+        source = encode_source(problem_from_key(p.key))  # type: ignore[arg-type]
+        for key in targets(p, within, limit):
+            tokens = vocab.encode(Config.parse(key))[1:-1]  # the parameters, no <s> </s>
+            src.append(source)
+            tin.append([BOS, *tokens[:-1]])
+            tout.append(tokens)
+    return torch.tensor(src), torch.tensor(tin), torch.tensor(tout)
+
+
+def position_mask(vocab: TargetVocab) -> torch.Tensor:
+    """[positions, vocab]: 0 where the token belongs to the position, -inf elsewhere."""
+    mask = torch.full((len(vocab.values), vocab.size), float("-inf"))
+    for t in range(len(vocab.values)):
+        mask[t, vocab.span(t).start : vocab.span(t).stop] = 0.0
+    return mask
+
+
+def _loss(model: nn.Module, batch: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+    src, tin, tout = batch
+    logits = model(src, tin) + mask
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1))
+
+
+def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s: None) -> TrainResult:
+    t0 = time.perf_counter()
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    vocab = TargetVocab(data.meta["parameters"], _values(data))
+    train_set, val_set = data.split("train"), data.split("validation")
+    validation = "validation split"
+    if len(val_set) < 4:
+        rng = random.Random(cfg.seed)
+        held = set(rng.sample(range(len(train_set)), max(1, len(train_set) // 10)))
+        val_set = [p for i, p in enumerate(train_set) if i in held]
+        train_set = [p for i, p in enumerate(train_set) if i not in held]
+        validation = "held-out train (the validation split has fewer than 4 problems)"
+    tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets)
+    va = _tensors(val_set, vocab, 1.0, 1)
+    mask = position_mask(vocab)
+    model = build_model(cfg, vocab.size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict[str, float]] = []
+    best, best_epoch, best_state = float("inf"), 0, None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(tr[0].shape[0], generator=gen)
+        total, n = 0.0, 0
+        for i in range(0, len(order), cfg.batch):
+            idx = order[i : i + cfg.batch]
+            loss = _loss(model, tuple(x[idx] for x in tr), mask)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        model.eval()
+        with torch.no_grad():
+            val = _loss(model, va, mask).item()
+        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val})
+        if val < best - 1e-4:
+            best, best_epoch = val, epoch
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if epoch % 20 == 0:
+            log(f"epoch {epoch}: train {total / max(n, 1):.4f}, validation {val:.4f}")
+        if epoch - best_epoch >= cfg.patience:
+            log(f"early stop at epoch {epoch}: best validation {best:.4f} at epoch {best_epoch}")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, vocab, history, best_epoch, validation, time.perf_counter() - t0)
+
+
+def _values(data: Dataset) -> list[list[int]]:
+    """Each parameter's values: from the kernel family when registered, else those seen in the data."""
+    from kptune.kernel import get_family
+
+    family = get_family(data.meta["family"])
+    if list(family.space.names) == list(data.meta["parameters"]):
+        return [list(p.values) for p in family.space.params]
+    seen: list[set[int]] = [set() for _ in data.meta["parameters"]]
+    for p in data.problems:
+        for c, _ in p.times:
+            for i, v in enumerate(Config.parse(c).values()):
+                seen[i].add(v)
+    return [sorted(s) for s in seen]
+
+
+def plot_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], label="train")
+    ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy per token")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary(result: TrainResult) -> dict[str, Any]:
+    last = result.history[result.best_epoch]
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "train_loss": last["train_loss"],
+        "val_loss": last["val_loss"],
+        "validation": result.validation,
+        "seconds": round(result.seconds, 1),
+    }
