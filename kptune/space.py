@@ -242,6 +242,85 @@ class SearchSpace:
         return frozenset(prefixes), tuple(complete)
 
 
+class Completer:
+    """Which values may follow a prefix, for one problem and device, without enumerating the space.
+
+    `completable(prefix)` checks the rules bound so far, then searches depth-first for one valid
+    completion; every answer is memoized (a found completion marks its whole path), so a beam
+    search asks a few hundred cheap questions where `configs()` would visit every valid config.
+    Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
+    """
+
+    def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
+        self.space = space
+        self._env = space._env(problem, device)
+        self._memo: dict[tuple[int, ...], bool] = {}
+
+    def _ok(self, depth: int) -> bool:
+        for c in self.space._by_depth[depth]:
+            try:
+                if not c.check(self._env):
+                    return False
+            except (ArithmeticError, ValueError):
+                return False
+        return True
+
+    def _search(self, prefix: tuple[int, ...]) -> bool:
+        depth = len(prefix)
+        if depth == len(self.space.params):
+            return True
+        param = self.space.params[depth]
+        for v in param.values:
+            longer = (*prefix, v)
+            known = self._memo.get(longer)
+            if known is None:
+                self._env[param.name] = v
+                known = self._ok(depth + 1) and self._search(longer)
+                self._memo[longer] = known
+            if known:
+                return True
+        return False
+
+    def completable(self, prefix: Sequence[int]) -> bool:
+        prefix = tuple(prefix)
+        known = self._memo.get(prefix)
+        if known is not None:
+            return known
+        names = self.space.names
+        if len(prefix) > len(names):
+            return False
+        ok = self._ok(0)
+        for depth, value in enumerate(prefix):
+            if not ok or value not in self.space.params[depth].values:
+                ok = False
+                break
+            self._env[names[depth]] = value
+            ok = self._ok(depth + 1)
+        ok = ok and self._search(prefix)
+        self._memo[prefix] = ok
+        return ok
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """The values of the next parameter that keep `prefix` completable."""
+        prefix = tuple(prefix)
+        if len(prefix) >= len(self.space.params) or not self.completable(prefix):
+            return []
+        names, depth = self.space.names, len(prefix)
+        for d, value in enumerate(prefix):  # the prefix's rules held (completable): bind, skip re-checking
+            self._env[names[d]] = value
+        out = []
+        for v in self.space.params[depth].values:
+            longer = (*prefix, v)
+            known = self._memo.get(longer)
+            if known is None:
+                self._env[names[depth]] = v
+                known = self._ok(depth + 1) and self._search(longer)
+                self._memo[longer] = known
+            if known:
+                out.append(v)
+        return out
+
+
 @functools.lru_cache(maxsize=256)
 def _enumerated(
     space: SearchSpace, problem: Problem, device: DeviceInfo

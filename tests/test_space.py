@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
 from kptune.problem import Conv2dProblem
-from kptune.space import Config, Constraint, Param, SearchSpace
+from kptune.space import Completer, Config, Constraint, Param, SearchSpace
 
 # Limits as drivers report them for two real devices (an H100 through CUDA, PoCL on a CPU).
 H100 = DeviceInfo("cupy", "0", "NVIDIA H100 80GB HBM3", "NVIDIA", "gpu", "", "", 1024, 49152, 65536, 132, 32,
@@ -49,9 +49,11 @@ SUB_SPACE = SearchSpace(
 @given(problem=problems, device=st.sampled_from([H100, POCL]))
 def test_prefix_valid_agrees_with_valid(problem: Conv2dProblem, device: DeviceInfo) -> None:
     expected = _brute_force_prefixes(SUB_SPACE, problem, device)
+    completer = Completer(SUB_SPACE, problem, device)  # the beam search's lazy check: same answers
     for depth in range(len(SUB_SPACE.names) + 1):
         for prefix in itertools.product(*(p.values for p in SUB_SPACE.params[:depth])):
             assert SUB_SPACE.prefix_valid(problem, device, prefix) == (prefix in expected), prefix
+            assert completer.completable(prefix) == (prefix in expected), prefix
     configs = SUB_SPACE.configs(problem, device)
     assert {c.values() for c in configs} == {p for p in expected if len(p) == len(SUB_SPACE.names)}
     assert all(SUB_SPACE.valid(problem, device, c) for c in configs)
@@ -103,3 +105,18 @@ def test_callable_constraints_and_from_dict() -> None:
     loaded = SearchSpace.from_dict({"params": [{"name": "A", "values": [1, 2]}],
                                     "constraints": [{"expr": "A < device.compute_units", "why": "w"}]})  # fmt: skip
     assert [c.values() for c in loaded.configs(problem, POCL)] == [(1,)]
+
+
+@settings(max_examples=10, deadline=None)
+@given(problem=problems, device=st.sampled_from([H100, POCL]))
+def test_completer_allowed_matches_prefix_valid(problem: Conv2dProblem, device: DeviceInfo) -> None:
+    completer = Completer(SUB_SPACE, problem, device)
+    frontier: list[tuple[int, ...]] = [()]
+    for depth in range(len(SUB_SPACE.names)):
+        param = SUB_SPACE.params[depth]
+        nxt = []
+        for prefix in frontier:
+            expect = [v for v in param.values if SUB_SPACE.prefix_valid(problem, device, (*prefix, v))]
+            assert completer.allowed(prefix) == expect, prefix
+            nxt += [(*prefix, v) for v in expect]
+        frontier = nxt[:6]

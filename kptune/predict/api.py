@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,25 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
             constrained: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
     """The top-k configs for `problem` on the checkpoint's device; valid by construction when constrained."""
-    path = model_path or DEFAULT_MODEL
+    path = Path(model_path or DEFAULT_MODEL)
     family = get_family("conv2d_fwd")
-    pred = checkpoint.load(path, family.name, family.source_hash)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = 0  # load() says what is wrong
+    pred = _loaded(str(path), stamp, family.name, family.source_hash)
     source = encode_source(problem)
     allowed = constrained_allowed(family.space, problem, pred.device) if constrained else all_allowed(pred.vocab)
     found = beam_search(pred.model, pred.vocab, source, allowed, max(width, k), k)
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {pred.meta['device']}")
     return found, pred
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(path: str, stamp: int, family: str, source_hash: str) -> checkpoint.Predictor:
+    """A checkpoint loaded once per (path, modification time): a service predicts without reloading."""
+    return checkpoint.load(Path(path), family, source_hash)
 
 
 def to_json(doc: Any) -> str:

@@ -1,7 +1,8 @@
 """Decoding: beam search whose every step keeps only tokens that leave a completable prefix.
 
-`constrained_allowed(space, problem, device)` asks `SearchSpace.prefix_valid` (hardware limits
-and expert rules), so every config returned is valid by construction. `all_allowed` is the
+`constrained_allowed(space, problem, device)` asks a `Completer` (the same answers as
+`SearchSpace.prefix_valid`: hardware limits and expert rules, lazily), so every config returned
+is valid by construction. `all_allowed` is the
 unconstrained beam (only the position's own vocabulary), and width 1 with the constraint is
 MIOpen KTN's greedy decoding.
 """
@@ -9,6 +10,7 @@ MIOpen KTN's greedy decoding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -16,7 +18,7 @@ import torch
 from kptune.device import DeviceInfo
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
-from kptune.space import Config, SearchSpace
+from kptune.space import Completer, Config, SearchSpace
 
 #: values of parameter len(prefix) that may follow `prefix` (a tuple of values)
 Allowed = Callable[[tuple[int, ...]], Sequence[int]]
@@ -29,11 +31,13 @@ class Candidate:
 
 
 def constrained_allowed(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Allowed:
-    def allowed(prefix: tuple[int, ...]) -> list[int]:
-        param = space.params[len(prefix)]
-        return [v for v in param.values if space.prefix_valid(problem, device, (*prefix, v))]
+    """Values that keep the prefix completable (a lazy, memoized search: no enumeration of the space)."""
+    return _completer(space, problem, device).allowed
 
-    return allowed
+
+@functools.lru_cache(maxsize=1024)
+def _completer(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Completer:
+    return Completer(space, problem, device)  # memoized answers carry over to the next prediction
 
 
 def all_allowed(vocab: TargetVocab) -> Allowed:
@@ -54,18 +58,22 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         span = vocab.span(t)
         logp_all = logits[:, span.start : span.stop]
         keep = max(width, k) if t == positions - 1 else width
-        scored: list[tuple[float, int, int]] = []  # (score, beam, value index)
-        for b, (prefix, score) in enumerate(beams):
-            ok = allowed(prefix)
-            if not ok:
-                continue
-            index = [vocab.values[t].index(v) for v in ok]
-            logp = torch.log_softmax(logp_all[b, index], dim=0).tolist()
-            scored += [(score + lp, b, j) for lp, j in zip(logp, index, strict=True)]
-        if not scored:
+        values = vocab.values[t]
+        mask = torch.full(logp_all.shape, float("-inf"))
+        for b, (prefix, _) in enumerate(beams):
+            for v in allowed(prefix):
+                mask[b, values.index(v)] = 0.0
+        # renormalised over the allowed tokens only; a beam with none left drops out (-inf)
+        logp = torch.log_softmax(logp_all + mask, dim=1) + torch.tensor([score for _, score in beams]).unsqueeze(1)
+        flat = torch.nan_to_num(logp, nan=float("-inf")).flatten()  # a row with nothing allowed is NaN
+        count = min(keep, int(torch.isfinite(flat).sum()))
+        if count == 0:
             return []
-        scored.sort(key=lambda x: -x[0])
-        scored = scored[:keep]
+        top = torch.topk(flat, count)
+        scored = [
+            (s, i // len(values), i % len(values))
+            for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
         pick = torch.tensor([b for _, b, _ in scored])
         memory = model.select(memory, pick)
         beams = [((*beams[b][0], vocab.values[t][j]), s) for s, b, j in scored]

@@ -48,7 +48,10 @@ class LSTMTranslator(nn.Module):
         self.src_embed = nn.Embedding(len(SOURCE_VOCAB), cfg.embed, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(target_size, cfg.embed, padding_idx=PAD)
         self.encoder = nn.LSTM(cfg.embed, cfg.hidden // 2, num_layers=cfg.layers, batch_first=True, bidirectional=True)
-        self.decoder = nn.LSTM(cfg.embed + cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        # LSTMCells, not nn.LSTM: decoding is one step at a time, and a cell step costs a third
+        self.decoder = nn.ModuleList(
+            nn.LSTMCell(cfg.embed + cfg.hidden if i == 0 else cfg.hidden, cfg.hidden) for i in range(cfg.layers)
+        )
         self.attn = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.combine = nn.Linear(2 * cfg.hidden, cfg.hidden)
         self.out = nn.Linear(cfg.hidden, target_size)
@@ -67,9 +70,15 @@ class LSTMTranslator(nn.Module):
         self, memory: dict[str, torch.Tensor], token: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One decoder step: logits [B, V] for the next token after `token` [B], and the new state."""
-        x = torch.cat([self.drop(self.tgt_embed(token)), memory["feed"]], dim=-1).unsqueeze(1)
-        out, (h, c) = self.decoder(x, (memory["h"], memory["c"]))
-        query = out.squeeze(1)
+        x = torch.cat([self.drop(self.tgt_embed(token)), memory["feed"]], dim=-1)
+        hs, cs = [], []
+        for i, cell in enumerate(self.decoder):
+            h_i, c_i = cell(x, (memory["h"][i], memory["c"][i]))
+            hs.append(h_i)
+            cs.append(c_i)
+            x = h_i
+        h, c = torch.stack(hs), torch.stack(cs)
+        query = x
         scores = torch.bmm(memory["states"], self.attn(query).unsqueeze(2)).squeeze(2)
         context = torch.bmm(torch.softmax(scores, dim=1).unsqueeze(1), memory["states"]).squeeze(1)
         feed = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))

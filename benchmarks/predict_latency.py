@@ -1,0 +1,85 @@
+"""Prediction latency on the CPU: one prediction (top-k by constrained beam), and shapes per second.
+
+    python benchmarks/predict_latency.py --model kptune/data/model-h200.safetensors --threads 1 --out results/
+
+Shapes: the shipped corpus's rows (every split), so sizes vary as in use. "cold": each shape
+predicted for the first time in the process, which includes enumerating its valid configs for
+the prefix constraint; "warm": the same shapes again (the enumeration is cached per problem, as
+in a long-running service). Batch: shapes per second predicting one shape after another.
+Writes predict_latency.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import provenance, write_json
+
+from kptune.corpus import load_corpus
+from kptune.errors import KptuneError
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped one)")
+    ap.add_argument("--shapes", type=int, default=200)
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args(argv)
+    import torch
+
+    from kptune.predict.api import predict
+
+    torch.set_num_threads(args.threads)
+    entries = load_corpus()
+    problems = [entries[(i * len(entries)) // args.shapes].problem for i in range(min(args.shapes, len(entries)))]
+    try:
+        predict(problems[0], args.k, args.model, args.width)  # load the checkpoint once (not timed)
+    except KptuneError as exc:
+        print(f"predict_latency: {exc}", file=sys.stderr)
+        return 2
+    runs = {}
+    for label in ("cold", "warm"):
+        times = []
+        t0 = time.perf_counter()
+        for p in problems:
+            t = time.perf_counter()
+            predict(p, args.k, args.model, args.width)
+            times.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t0
+        runs[label] = {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99),
+                       "mean_ms": statistics.fmean(times), "shapes_per_s": len(problems) / wall}  # fmt: skip
+        print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
+              f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
+              f"{args.width}, {args.threads} thread(s))")  # fmt: skip
+    doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
+           "width": args.width, "threads": args.threads, "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "predict_latency.json", doc)
+    return 0
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
