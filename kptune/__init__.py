@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kptune.autotune import AutotuneResult, autotune
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError, ProblemError
 from kptune.kernel import KernelFamily, get_family, register_family
@@ -14,7 +15,25 @@ from kptune.tune import TuneResult, tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config", "Constraint", "Conv2dProblem", "DeviceInfo", "KernelFamily", "KptuneError", "Measurement",
-    "Outcome", "Param", "PerfDB", "Problem", "ProblemError", "SearchSpace", "TimingSettings", "TuneResult",
-    "get_family", "parse_miopen_driver", "register_family", "tune",
+    "AutotuneResult",
+    "Config",
+    "Constraint",
+    "Conv2dProblem",
+    "DeviceInfo",
+    "KernelFamily",
+    "KptuneError",
+    "Measurement",
+    "Outcome",
+    "Param",
+    "PerfDB",
+    "Problem",
+    "ProblemError",
+    "SearchSpace",
+    "TimingSettings",
+    "TuneResult",
+    "autotune",
+    "get_family",
+    "parse_miopen_driver",
+    "register_family",
+    "tune",
 ]  # fmt: skip

@@ -253,6 +253,47 @@ def predict_cmd(
     out.print(table)
 
 
+@app.command("autotune")
+def autotune_cmd(
+    shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')] = None,
+    miopen: Annotated[str | None, typer.Option(help="MIOpenDriver arguments")] = None,
+    k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
+    device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-tune even if the db has a winner")] = False,
+    budget: Annotated[int, typer.Option(help="configs of the random search when there is no model")] = 24,
+    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The fastest measured config for a shape: from the db, else the model's top-k measured on the device."""
+    from kptune.autotune import autotune
+
+    problem = parse_problem(shape, miopen)
+    if budget < 1:
+        raise KptuneError(f"--budget must be at least 1, not {budget}")
+    result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs)
+    doc = result.to_json()
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table("rank", "config", "outcome", "ms", "TFLOP/s", "ratio to winner",
+                  title=f"{problem.key()} on {result.device.spec} ({result.device.name})")  # fmt: skip
+    rows = doc["candidates"] or ([doc["best"]] if doc["best"] else [])
+    for i, r in enumerate(rows, 1):
+        table.add_row(str(i), r["key"], r["outcome"], _num(r["time_ms"], ".4g"), _num(r["tflops"], ".3g"),
+                      _num(r["ratio_to_winner"], ".3f"))  # fmt: skip
+    out.print(table)
+    out.print(f"source: {result.source} ({result.note}); predict {result.predict_ms:.1f} ms, "
+              f"total {result.wall_s:.1f} s; stored in {result.db_path}", markup=False, highlight=False)  # fmt: skip
+    if result.best is None:
+        raise KptuneError("no candidate ran correctly; try --force with a larger --budget")
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 @db_app.command("show")
 def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Counts, outcomes and the best config of every tuned problem."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from kptune.measurement import Measurement, Outcome, TimingSettings, fastest
 from kptune.perfdb import PerfDB
 from kptune.problem import Problem
 from kptune.runner import Runner
+from kptune.space import Config
 from kptune.strategies import get_strategy
 
 #: Called after each measurement: (done, total, measurement, best so far).
@@ -78,11 +79,14 @@ def tune(
     settings: TimingSettings | None = None,
     jobs: int | None = None,
     progress: ProgressFn | None = None,
+    configs: Sequence[Config] | None = None,
+    source: str | None = None,
 ) -> TuneResult:
     """Measure the configs `strategy` picks, skipping those already in the db (resume).
 
     Every measurement is committed as it comes, so an interrupted run loses at most
     the config in flight. Returns the best over all measurements of these configs.
+    With `configs`, exactly those are measured (a model's candidates), stored as `source`.
     """
     t0 = time.perf_counter()
     family = get_family(kernel)
@@ -93,17 +97,20 @@ def tune(
     own_db = not isinstance(db, PerfDB)
     perfdb = db if isinstance(db, PerfDB) else PerfDB(db)
     try:
-        valid = family.space.configs(problem, dev)
-        if not valid:
-            raise KptuneError(f"kernel {kernel} has no valid config for {problem.key()} on {dev.spec}")
-        candidates = get_strategy(strategy)(valid, budget, settings.seed)
+        if configs is not None:
+            candidates = list(dict.fromkeys(configs))
+        else:
+            valid = family.space.configs(problem, dev)
+            if not valid:
+                raise KptuneError(f"kernel {kernel} has no valid config for {problem.key()} on {dev.spec}")
+            candidates = get_strategy(strategy)(valid, budget, settings.seed)
         pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
         kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
         previous = {m.config: m for m in perfdb.measurements(pid, did, kid)}
         todo = [c for c in candidates if c not in previous]
         latest = {c: previous[c] for c in candidates if c in previous}
         best = fastest(latest.values())
-        source = strategy if strategy in ("exhaustive", "random") else "manual"
+        source = source or (strategy if strategy in ("exhaustive", "random") else "manual")
         done = len(latest)
         phases = dict.fromkeys(("setup", "precompile", "compile", "verify", "bench", "db", "other"), 0.0)
         if todo:

@@ -92,6 +92,18 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     return found, pred
 
 
+def predict_for_device(problem: Conv2dProblem, device: Any, family: Any, model_path: Path, k: int = 5,
+                       width: int = 8) -> list[Any]:  # fmt: skip
+    """The checkpoint's top-k configs, constrained by `device`'s own limits (the one they will run on)."""
+    stamp = Path(model_path).stat().st_mtime_ns if Path(model_path).exists() else 0
+    pred = _loaded(str(model_path), stamp, family.name, family.source_hash)
+    allowed = constrained_allowed(family.space, problem, device)
+    found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
+    if not found:
+        raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {device.spec}")
+    return [c.config for c in found]
+
+
 @functools.lru_cache(maxsize=4)
 def _loaded(path: str, stamp: int, family: str, source_hash: str) -> checkpoint.Predictor:
     """A checkpoint loaded once per (path, modification time): a service predicts without reloading."""

@@ -48,6 +48,18 @@ class Predictor:
         return DeviceInfo(**self.meta["device_limits"])
 
 
+def read_meta(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's metadata without its weights; None if it is not a readable kptune checkpoint."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {}).get("kptune", "null"))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) and header.get("format") == FORMAT else None
+
+
 def load(path: Path, family_name: str | None = None, source_hash: str | None = None) -> Predictor:
     """Load and check a checkpoint; `family_name`/`source_hash` must match the kernel it predicts for."""
     from safetensors import SafetensorError, safe_open

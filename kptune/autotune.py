@@ -1,0 +1,148 @@
+"""`autotune()`: the fastest measured config for a shape, in seconds instead of minutes.
+
+1. A verified winner already in the perf db for this (problem, device, kernel) is returned at
+   once (`force` re-tunes).
+2. Else the device's model (a checkpoint made for this device key and kernel source: given,
+   or found among the user's models and the shipped ones) predicts the top-k configs with the
+   constrained beam; each is compiled, verified and timed on the device, every measurement
+   stored with source=model, and the fastest returned.
+3. With no model for the device: a budgeted random search, and the result says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from kptune.backends import resolve_device
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.kernel import KernelFamily, get_family
+from kptune.measurement import Measurement, TimingSettings, fastest
+from kptune.perfdb import PerfDB
+from kptune.problem import Conv2dProblem
+from kptune.strategies import get_strategy
+from kptune.tune import tune
+
+FALLBACK_BUDGET = 24
+
+
+@dataclasses.dataclass
+class AutotuneResult:
+    problem: Conv2dProblem
+    device: DeviceInfo
+    kernel: str
+    source: str  # "db" (an earlier verified winner), "model" or "random" (no model for this device)
+    measured: list[Measurement]  # this run's candidates, fastest first (empty when from the db)
+    best: Measurement | None
+    model: str | None
+    note: str
+    predict_ms: float
+    wall_s: float
+    db_path: Path
+
+    @property
+    def best_tflops(self) -> float | None:
+        if self.best is None or not self.best.time_ms:
+            return None
+        return self.problem.flops() / (self.best.time_ms * 1e-3) / 1e12
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.best
+
+        def row(m: Measurement) -> dict[str, Any]:
+            ratio = best.time_ms / m.time_ms if best and best.time_ms and m.ok and m.time_ms else None
+            tflops = self.problem.flops() / (m.time_ms * 1e-3) / 1e12 if m.ok and m.time_ms else None
+            return {"config": m.config.as_dict(), "key": m.config.key(), "outcome": str(m.outcome),
+                    "time_ms": m.time_ms, "tflops": tflops, "ratio_to_winner": ratio}  # fmt: skip
+
+        return {
+            "problem": self.problem.key(), "device": self.device.spec, "device_name": self.device.name,
+            "kernel": self.kernel, "source": self.source, "model": self.model, "note": self.note,
+            "best": row(best) if best else None, "candidates": [row(m) for m in self.measured],
+            "predict_ms": round(self.predict_ms, 3), "wall_s": round(self.wall_s, 3), "db": str(self.db_path),
+        }  # fmt: skip
+
+
+def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | None = None) -> Path | None:
+    """The newest checkpoint made for this device key and kernel source, among `search` dirs/files."""
+    from kptune.predict.checkpoint import read_meta
+
+    paths: list[Path] = []
+    for place in search if search is not None else default_model_places():
+        if place.is_dir():
+            paths += sorted(place.glob("*.safetensors"))
+        elif place.is_file():
+            paths.append(place)
+    fits = []
+    for path in paths:
+        meta = read_meta(path)
+        if meta and meta.get("device") == device.key and meta.get("source_hash") == family.source_hash:
+            fits.append(path)
+    return max(fits, key=lambda p: p.stat().st_mtime) if fits else None
+
+
+def default_model_places() -> list[Path]:
+    """The user's model registry (promoted models) first, then the checkpoints shipped with kptune."""
+    import platformdirs
+
+    return [platformdirs.user_data_path("kptune") / "models", Path(__file__).resolve().parent / "data"]
+
+
+def autotune(
+    problem: Conv2dProblem,
+    *,
+    device: DeviceInfo | str | None = None,
+    kernel: str = "conv2d_fwd",
+    k: int = 5,
+    db: PerfDB | str | Path | None = None,
+    model: Path | None = None,
+    force: bool = False,
+    budget: int = FALLBACK_BUDGET,
+    settings: TimingSettings | None = None,
+    jobs: int | None = None,
+) -> AutotuneResult:
+    """See the module docstring. Every measurement goes into the perf db."""
+    t0 = time.perf_counter()
+    if k < 1:
+        raise KptuneError(f"k must be at least 1, not {k}")
+    family = get_family(kernel)
+    dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    own_db = not isinstance(db, PerfDB)
+    perfdb = db if isinstance(db, PerfDB) else PerfDB(db)
+    try:
+        pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
+        kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
+        known = perfdb.best(pid, did, kid)
+        if known is not None and not force:
+            return AutotuneResult(problem, dev, family.name, "db", [], known, None,
+                                  "a verified winner was already in the db", 0.0, time.perf_counter() - t0,
+                                  perfdb.path)  # fmt: skip
+        path = model if model is not None else model_for(dev, family)
+        clock = time.perf_counter()
+        if path is not None:
+            from kptune.predict.api import predict_for_device
+
+            configs = predict_for_device(problem, dev, family, path, k)
+            source, note = "model", f"top {len(configs)} of the model {path.name}"
+        else:
+            seed = (settings or TimingSettings()).seed
+            configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)
+            source = "random"
+            note = f"no model for {dev.key} and kernel source {family.source_hash}: {len(configs)} random configs"
+        predict_ms = (time.perf_counter() - clock) * 1e3
+        if not configs:
+            raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
+        result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
+                      configs=configs, source=source)  # fmt: skip
+        chosen = set(configs)
+        measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
+                          key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
+        return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured) or result.best,
+                              str(path) if path else None, note, predict_ms, time.perf_counter() - t0,
+                              perfdb.path)  # fmt: skip
+    finally:
+        if own_db:
+            perfdb.close()

@@ -1,0 +1,78 @@
+"""autotune on PoCL: the db's winner at once, else the device's model's top-k measured, else a random search."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kptune.autotune import autotune, model_for  # noqa: E402
+from kptune.device import DeviceInfo  # noqa: E402
+from kptune.kernel import get_family  # noqa: E402
+from kptune.predict import checkpoint  # noqa: E402
+from kptune.predict.models import ModelConfig, build_model  # noqa: E402
+from kptune.predict.tokenizer import TargetVocab  # noqa: E402
+from kptune.problem import Conv2dProblem  # noqa: E402
+
+FAMILY = get_family("conv2d_fwd")
+PROBLEM = Conv2dProblem.parse("n=1,c=8,h=12,w=12,k=16,r=3,s=3,pad=1")
+
+
+def _sources(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as c:
+        return dict(c.execute("SELECT source, COUNT(*) FROM measurements GROUP BY source").fetchall())
+
+
+def _model_for(device: DeviceInfo, path: Path) -> Path:
+    torch.manual_seed(0)
+    vocab = TargetVocab.of(FAMILY.space)
+    cfg = ModelConfig(embed=16, hidden=32)
+    meta = {"family": FAMILY.name, "source_hash": FAMILY.source_hash, "device": device.key,
+            "device_limits": device.limits(), "dataset_hash": "untrained", "training": {}}  # fmt: skip
+    checkpoint.save(path, build_model(cfg, vocab.size).eval(), cfg, vocab, meta)
+    return path
+
+
+def test_no_model_falls_back_to_a_random_search_then_the_db_answers(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    db = tmp_path / "perf.db"
+    first = autotune(PROBLEM, device=cpu_device, db=db, budget=4, model=None)
+    if first.source == "model":
+        pytest.skip("a model for this CPU is installed in the user's registry")
+    assert first.source == "random" and "no model for" in first.note and len(first.measured) == 4
+    assert first.best is not None and first.best.time_ms == min(m.time_ms for m in first.measured if m.ok)
+    assert _sources(db) == {"random": 4}
+    again = autotune(PROBLEM, device=cpu_device, db=db, budget=4)
+    assert again.source == "db" and again.best == first.best and again.measured == []
+    forced = autotune(PROBLEM, device=cpu_device, db=db, budget=6, force=True)
+    assert forced.source == "random" and len(forced.measured) == 6 and _sources(db) == {"random": 6}
+
+
+def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    path = _model_for(cpu_device, tmp_path / "models" / "cpu.safetensors")
+    assert model_for(cpu_device, FAMILY, [tmp_path / "models"]) == path
+    other = DeviceInfo(**{**cpu_device.limits(), "name": "another cpu"})
+    assert model_for(other, FAMILY, [tmp_path / "models"]) is None
+    result = autotune(PROBLEM, device=cpu_device, db=tmp_path / "perf.db", model=path, k=3)
+    assert result.source == "model" and result.model == str(path) and len(result.measured) == 3
+    assert all(FAMILY.space.valid(PROBLEM, cpu_device, m.config) for m in result.measured)
+    assert _sources(tmp_path / "perf.db") == {"model": 3}
+    assert result.best is not None and result.best.ok
+
+
+def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
+    args = [sys.executable, "-m", "kptune", "autotune", "--shape", "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1", "-k", "2",
+            "--device", cpu_device.spec, "--model", str(path), "--db", str(tmp_path / "perf.db"), "--json"]  # fmt: skip
+    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(run.stdout)
+    assert doc["source"] == "model" and len(doc["candidates"]) == 2 and doc["best"]["ratio_to_winner"] == 1.0
+    bad = subprocess.run([*args[:5], "n=1,c=4", "--db", str(tmp_path / "perf.db")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("kptune: error: ")
