@@ -290,6 +290,44 @@ def autotune_cmd(
         raise KptuneError("no candidate ran correctly; try --force with a larger --budget")
 
 
+@app.command("compare")
+def compare_cmd(
+    shape: Annotated[str | None, typer.Option(help="one shape")] = None,
+    shapes: Annotated[Path | None, typer.Option(help="a shapes file (corpus CSV or one shape per line)")] = None,
+    split: Annotated[list[str] | None, typer.Option(help="corpus split(s) (with --shapes)")] = None,
+    limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
+    k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
+    device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
+    model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="PNG: autotune winner vs optimum")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The model path against exhaustive search on the same device: time each took, distance to the optimum."""
+    from kptune.compare import compare, plot, summary
+    from kptune.corpus import read_shapes
+
+    if (shape is None) == (shapes is None):
+        raise KptuneError("give exactly one of --shape or --shapes")
+    problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
+    rows = compare(problems, device=device, k=k, model=model, db=db)
+    doc = {"rows": [r.to_json() for r in rows], "summary": summary(rows)}
+    if plot_path is not None:
+        plot(rows, plot_path)
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table("problem", "path", "autotune s", "exhaustive s", "speed-up", "ratio", "configs")
+    for r in rows:
+        table.add_row(r.problem.split(":", 1)[-1][:60], r.source, f"{r.model_s:.2f}", f"{r.exhaustive_s:.2f}",
+                      _num(r.speedup, ".1f"), _num(r.ratio, ".3f"), str(r.configs))  # fmt: skip
+    out.print(table)
+    sm = doc["summary"]
+    line = f"{sm['problems']} problems: median speed-up {_num(sm['median_speedup'], '.1f')}x, "
+    line += f"geomean ratio {_num(sm['geomean_ratio'], '.3f')}" + (f"; plot {plot_path}" if plot_path else "")
+    out.print(line, markup=False, highlight=False)
+
+
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 

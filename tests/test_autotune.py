@@ -76,3 +76,20 @@ def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
     assert doc["source"] == "model" and len(doc["candidates"]) == 2 and doc["best"]["ratio_to_winner"] == 1.0
     bad = subprocess.run([*args[:5], "n=1,c=4", "--db", str(tmp_path / "perf.db")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("kptune: error: ")
+
+
+def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    from kptune.compare import compare, plot, summary
+
+    path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
+    tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
+    rows = compare([tiny], device=cpu_device, k=2, model=path, db=tmp_path / "perf.db")
+    (row,) = rows
+    assert row.source == "model" and row.configs == len(FAMILY.space.configs(tiny, cpu_device))
+    assert row.ratio is not None and 0 < row.ratio < 1.5  # above 1 only by timing noise between the two runs
+    assert row.speedup is not None and row.speedup > 0
+    assert _sources(tmp_path / "perf.db") == {"model": 2, "exhaustive": row.configs}
+    s = summary(rows)
+    assert s["problems"] == 1 and s["median_speedup"] == row.speedup
+    plot(rows, tmp_path / "cmp.png")
+    assert (tmp_path / "cmp.png").stat().st_size > 1000

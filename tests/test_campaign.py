@@ -95,7 +95,7 @@ def test_killed_campaign_loses_nothing_and_resumes(tmp_path: Path, cpu_device: D
     shapes = tmp_path / "shapes.txt"
     shapes.write_text(SHAPES)
     db = tmp_path / "k.db"
-    budget = 30
+    budget = 12
     args = [
         sys.executable,
         "-m",

@@ -14,6 +14,7 @@ import pytest
 from kptune.device import DeviceInfo
 
 TINY = "n=1,c=3,h=5,w=5,k=4,r=3,s=3,pad=1"  # 56 configs on PoCL
+SMALLEST = "n=1,c=1,h=3,w=3,k=1,r=1,s=1"  # 28 configs on PoCL: the exhaustive end-to-end run
 
 
 def kptune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -63,7 +64,7 @@ def test_devices_lists_the_cpu_device(cpu_device: DeviceInfo) -> None:
 
 
 def test_exhaustive_tune_end_to_end_into_sqlite(cpu_device: DeviceInfo, db_path: Path) -> None:
-    args = ["tune", "--shape", TINY, "--device", cpu_device.spec, "--db", str(db_path), "--json"]
+    args = ["tune", "--shape", SMALLEST, "--device", cpu_device.spec, "--db", str(db_path), "--json"]
     first = kptune(*args)
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
@@ -85,7 +86,7 @@ def test_exhaustive_tune_end_to_end_into_sqlite(cpu_device: DeviceInfo, db_path:
     assert summary["counts"]["measurements"] == result["candidates"]
     assert summary["best"][0]["config"] == result["best"]["key"]
 
-    same = "conv -n 1 -c 3 -H 5 -W 5 -k 4 -y 3 -x 3 -p 1 -q 1"
+    same = "conv -n 1 -c 1 -H 3 -W 3 -k 1 -y 1 -x 1"
     miopen = kptune("tune", "--miopen", same, "--device", cpu_device.spec, "--db", str(db_path), "--json")
     assert json.loads(miopen.stdout)["measured"] == 0  # the same problem, by its canonical key
 

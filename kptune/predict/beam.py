@@ -20,6 +20,8 @@ from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Completer, Config, SearchSpace
 
+_NEG_INF = float("-inf")
+
 #: values of parameter len(prefix) that may follow `prefix` (a tuple of values)
 Allowed = Callable[[tuple[int, ...]], Sequence[int]]
 
@@ -44,7 +46,7 @@ def all_allowed(vocab: TargetVocab) -> Allowed:
     return lambda prefix: vocab.values[len(prefix)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int], allowed: Allowed,
                 width: int = 8, k: int = 5) -> list[Candidate]:  # fmt: skip
     """The top-k distinct complete configs by total log-probability (fewer if fewer exist)."""
@@ -59,14 +61,20 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         logp_all = logits[:, span.start : span.stop]
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
-        mask = torch.full(logp_all.shape, float("-inf"))
-        for b, (prefix, _) in enumerate(beams):
+        where = {v: j for j, v in enumerate(values)}
+        rows = []  # the additive mask, built in Python and converted once (element writes cost ~5 us each)
+        allowed_count = 0
+        for prefix, _ in beams:
+            row = [_NEG_INF] * len(values)
             for v in allowed(prefix):
-                mask[b, values.index(v)] = 0.0
+                row[where[v]] = 0.0
+                allowed_count += 1
+            rows.append(row)
         # renormalised over the allowed tokens only; a beam with none left drops out (-inf)
-        logp = torch.log_softmax(logp_all + mask, dim=1) + torch.tensor([score for _, score in beams]).unsqueeze(1)
-        flat = torch.nan_to_num(logp, nan=float("-inf")).flatten()  # a row with nothing allowed is NaN
-        count = min(keep, int(torch.isfinite(flat).sum()))
+        logp = torch.log_softmax(logp_all + torch.tensor(rows), dim=1)
+        logp = torch.nan_to_num(logp, nan=_NEG_INF) + torch.tensor([score for _, score in beams]).unsqueeze(1)
+        flat = logp.flatten()  # (a row with nothing allowed was NaN, now -inf)
+        count = min(keep, allowed_count)
         if count == 0:
             return []
         top = torch.topk(flat, count)

@@ -1,0 +1,115 @@
+"""`compare()`: the model path against exhaustive search, same device, same run: the yardstick.
+
+For each problem: `autotune(force=True)` (predict the top-k, measure them), then exhaustive
+search of every valid config into a scratch db (so it re-measures what the model path measured
+and its time is the whole search's), merged into the perf db afterwards. Reported per problem:
+the seconds each took, the tuning-time speedup T_exhaustive / T_model, and the performance ratio
+t_optimum / t_model's winner (1.0: the model found the optimum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kptune.autotune import autotune
+from kptune.backends import resolve_device
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.measurement import TimingSettings
+from kptune.perfdb import PerfDB
+from kptune.problem import Conv2dProblem
+from kptune.tune import tune
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    problem: str
+    source: str  # the autotune path: "model" or "random" (no model for the device)
+    model_s: float
+    exhaustive_s: float
+    configs: int
+    model_ms: float | None
+    optimum_ms: float | None
+    model_config: str | None
+    optimum_config: str | None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.exhaustive_s / self.model_s if self.model_s > 0 else None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.model_ms is None or self.optimum_ms is None:
+            return None
+        return self.optimum_ms / self.model_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "speedup": self.speedup, "ratio": self.ratio}
+
+
+def summary(rows: Sequence[Comparison]) -> dict[str, Any]:
+    speedups = [r.speedup for r in rows if r.speedup is not None]
+    ratios = [r.ratio for r in rows if r.ratio is not None]
+    geo = statistics.geometric_mean(ratios) if ratios else None
+    share = sum(r >= 0.99 for r in ratios) / len(ratios) if ratios else None
+    return {"problems": len(rows), "median_speedup": statistics.median(speedups) if speedups else None,
+            "geomean_ratio": geo, "share_ratio_ge_0.99": share, "model_s": sum(r.model_s for r in rows),
+            "exhaustive_s": sum(r.exhaustive_s for r in rows)}  # fmt: skip
+
+
+def compare(
+    problems: Sequence[Conv2dProblem],
+    *,
+    device: DeviceInfo | str | None = None,
+    k: int = 5,
+    model: Path | None = None,
+    db: str | Path | None = None,
+    settings: TimingSettings | None = None,
+    jobs: int | None = None,
+) -> list[Comparison]:
+    if not problems:
+        raise KptuneError("nothing to compare: no shapes")
+    dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    rows = []
+    with PerfDB(db) as perfdb, tempfile.TemporaryDirectory(prefix="kptune-compare-") as tmp:
+        for i, problem in enumerate(problems):
+            fast = autotune(problem, device=dev, k=k, db=perfdb, model=model, force=True, settings=settings, jobs=jobs)
+            scratch = Path(tmp) / f"exhaustive-{i}.db"
+            with PerfDB(scratch) as yard:
+                full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs)
+                perfdb.merge_from(yard)
+            rows.append(Comparison(
+                problem.key(), fast.source, fast.wall_s, full.wall_s, full.candidates,
+                fast.best.time_ms if fast.best else None, full.best.time_ms if full.best else None,
+                fast.best.config.key() if fast.best else None, full.best.config.key() if full.best else None,
+            ))  # fmt: skip
+    return rows
+
+
+def plot(rows: Sequence[Comparison], path: Path) -> None:
+    """Model winner's time against the optimum's, one point per problem, with the y = x line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r.optimum_ms, r.model_ms) for r in rows if r.optimum_ms and r.model_ms]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        ax.scatter(xs, ys, s=12)
+        lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("optimum (exhaustive), ms")
+    ax.set_ylabel("autotune winner, ms")
+    ax.set_title(f"{len(pts)} problems")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
