@@ -67,9 +67,15 @@ class AutotuneResult:
 
 
 def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | None = None) -> Path | None:
-    """The newest checkpoint made for this device key and kernel source, among `search` dirs/files."""
+    """The registry's current model for this device and kernel source; else the newest checkpoint made for
+    them among `search` dirs/files (default: the shipped ones)."""
     from kptune.predict.checkpoint import read_meta
+    from kptune.registry import Registry
 
+    if search is None:
+        current = Registry().current(device.key, family.name)
+        if current is not None and current[0]["source_hash"] == family.source_hash and current[1].is_file():
+            return current[1]
     paths: list[Path] = []
     for place in search if search is not None else default_model_places():
         if place.is_dir():
@@ -85,10 +91,8 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
 
 
 def default_model_places() -> list[Path]:
-    """The user's model registry (promoted models) first, then the checkpoints shipped with kptune."""
-    import platformdirs
-
-    return [platformdirs.user_data_path("kptune") / "models", Path(__file__).resolve().parent / "data"]
+    """Where checkpoints are looked for when the registry has no current model: those shipped with kptune."""
+    return [Path(__file__).resolve().parent / "data"]
 
 
 def autotune(

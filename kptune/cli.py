@@ -32,6 +32,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Inspect the perf db.")
 app.add_typer(db_app, name="db")
 dataset_app = typer.Typer(no_args_is_help=True, help="The recorded dataset the predictor learns from.")
 app.add_typer(dataset_app, name="dataset")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, the current one, rollback.")
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
@@ -326,6 +328,85 @@ def compare_cmd(
     line = f"{sm['problems']} problems: median speed-up {_num(sm['median_speedup'], '.1f')}x, "
     line += f"geomean ratio {_num(sm['geomean_ratio'], '.3f')}" + (f"; plot {plot_path}" if plot_path else "")
     out.print(line, markup=False, highlight=False)
+
+
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="model registry dir (default: $KPTUNE_MODELS or the user data dir's models/)"),
+]
+
+
+@app.command("retrain")
+def retrain_cmd(
+    db: DbOpt = None,
+    device: Annotated[str | None, typer.Option(help="device key in the db (default: its only one)")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
+    epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Nightly: train on everything in the db, promote the new model only if it is not worse (exit 0), else 10."""
+    from kptune.predict.models import ModelConfig
+    from kptune.registry import Registry
+    from kptune.retrain import retrain
+
+    if arch not in ("lstm", "transformer"):
+        raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
+    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed)
+    path = db if db is not None else default_db_path()
+    result = retrain(path, device, kernel, Registry(registry), cfg, log=lambda s: err.print(s, markup=False))
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        verdict = "promoted" if result.promoted else "not promoted"
+        out.print(f"v{result.version} {verdict}: {result.reason}", markup=False, highlight=False)
+    return result.exit_code
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Every version with its device, data hash and metrics; * marks the current ones."""
+    from kptune.registry import Registry
+
+    reg = Registry(registry)
+    versions = reg.versions()
+    current = {(v["device"], v["family"]): (reg.current(v["device"], v["family"]) or ({},))[0].get("version")
+               for v in versions}  # fmt: skip
+    if as_json:
+        _print_json({"root": str(reg.root), "versions": versions})
+        return
+    table = Table("", "version", "device", "family", "dataset", "ratio top-5", "created", title=str(reg.root))
+    for v in versions:
+        mark = "*" if current.get((v["device"], v["family"])) == v["version"] else ""
+        table.add_row(mark, str(v["version"]), v["device"], v["family"], str(v.get("dataset_hash")),
+                      _num(v["metrics"].get("ratio_top5_geomean"), ".3f"), v["created"])  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Argument(help="version number")], registry: RegistryOpt = None
+) -> None:
+    """Make a version the current model for its device and kernel."""
+    from kptune.registry import Registry
+
+    entry = Registry(registry).promote(version)
+    out.print(f"v{entry['version']} is now current for {entry['device']} / {entry['family']}", markup=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    device: Annotated[str, typer.Option(help="device key, e.g. 'cupy:NVIDIA H200'")],
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    registry: RegistryOpt = None,
+) -> None:
+    """Make the previously promoted version current again."""
+    from kptune.registry import Registry
+
+    entry = Registry(registry).rollback(device, kernel)
+    out.print(f"v{entry['version']} is current again for {device} / {kernel}", markup=False)
 
 
 def _num(value: float | None, spec: str) -> str:

@@ -15,6 +15,7 @@ from kptune.device import DeviceInfo
 def _compile_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # One compile cache for the whole session (also seen by subprocesses), never the user's.
     os.environ.setdefault("KPTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("kptune-cache")))
+    os.environ.setdefault("KPTUNE_MODELS", str(tmp_path_factory.mktemp("kptune-models")))  # never the user's
 
 
 def _opencl_cpu() -> DeviceInfo | None:

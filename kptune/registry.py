@@ -1,0 +1,111 @@
+"""The model registry: versions of the predictor per (device, kernel family), one of them current.
+
+A directory (default: the user data dir's `models/`, or $KPTUNE_MODELS) holding the checkpoints
+and `registry.json`: every version with its device, kernel source, dataset hash, metrics and
+dates, and which version is current for each (device, family). `kptune models list | promote |
+rollback`; `kptune retrain` adds versions and promotes them through its gate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kptune.errors import KptuneError
+
+
+def default_root() -> Path:
+    env = os.environ.get("KPTUNE_MODELS")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return platformdirs.user_data_path("kptune") / "models"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
+
+
+class Registry:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.index_path = self.root / "registry.json"
+
+    def _read(self) -> dict[str, Any]:
+        if not self.index_path.exists():
+            return {"versions": [], "current": {}, "history": {}}
+        try:
+            data = json.loads(self.index_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise KptuneError(f"model registry {self.index_path} is unreadable ({exc}); move it away") from None
+        return data if isinstance(data, dict) else {"versions": [], "current": {}, "history": {}}
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.index_path)  # atomic: a killed job leaves the old index
+
+    @staticmethod
+    def slot(device: str, family: str) -> str:
+        return f"{device}|{family}"
+
+    def versions(self) -> list[dict[str, Any]]:
+        return list(self._read()["versions"])
+
+    def add(self, checkpoint: Path, meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Copy a checkpoint in as the next version (not current yet)."""
+        data = self._read()
+        number = 1 + max((v["version"] for v in data["versions"]), default=0)
+        name = f"{_slug(meta['device'])}-{meta['family']}-v{number}.safetensors"
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, self.root / name)
+        entry = {"version": number, "file": name, "device": meta["device"], "family": meta["family"],
+                 "source_hash": meta["source_hash"], "dataset_hash": meta.get("dataset_hash"), "metrics": metrics,
+                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+        data["versions"].append(entry)
+        self._write(data)
+        return entry
+
+    def _entry(self, data: dict[str, Any], version: int) -> dict[str, Any]:
+        for v in data["versions"]:
+            if v["version"] == version:
+                return dict(v)
+        raise KptuneError(f"no model version {version} in {self.root} (see `kptune models list`)")
+
+    def promote(self, version: int) -> dict[str, Any]:
+        data = self._read()
+        entry = self._entry(data, version)
+        slot = self.slot(entry["device"], entry["family"])
+        history = data.setdefault("history", {}).setdefault(slot, [])
+        if data["current"].get(slot) != version:
+            history.append(version)
+        data["current"][slot] = version
+        self._write(data)
+        return entry
+
+    def rollback(self, device: str, family: str) -> dict[str, Any]:
+        """Make the previously promoted version current again."""
+        data = self._read()
+        slot = self.slot(device, family)
+        history = data.get("history", {}).get(slot, [])
+        if len(history) < 2:
+            raise KptuneError(f"nothing to roll back to for {device} / {family}: {len(history)} promotion(s) so far")
+        history.pop()
+        data["current"][slot] = history[-1]
+        self._write(data)
+        return self._entry(data, history[-1])
+
+    def current(self, device: str, family: str) -> tuple[dict[str, Any], Path] | None:
+        data = self._read()
+        version = data["current"].get(self.slot(device, family))
+        if version is None:
+            return None
+        entry = self._entry(data, version)
+        return entry, self.root / entry["file"]

@@ -1,0 +1,87 @@
+"""retrain's promotion gate and the model registry (promote, rollback), on a synthetic perf db."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from kptune.corpus import load_corpus
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.measurement import Measurement, Outcome
+from kptune.perfdb import PerfDB
+from kptune.predict.models import ModelConfig
+from kptune.registry import Registry
+from kptune.retrain import EXIT_KEPT, decide, retrain
+
+GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
+FAMILY = get_family("conv2d_fwd")
+SMALL = ModelConfig(embed=16, hidden=32, epochs=4, patience=2)
+
+
+def _ms(i: int) -> float:
+    return 1.0 + (i * 7919 % 997) / 50  # made-up times, spread over 1 to 21 ms
+
+
+def _db(path: Path) -> Path:
+    corpus = load_corpus()
+    picks = [e.problem for e in corpus if e.split == "test" and e.problem.n == 1][:2]
+    picks += [e.problem for e in corpus if e.split == "train" and e.problem.n in (1, 8)][:4]
+    with PerfDB(path) as db:
+        did, kid = db.device_id(GPU), db.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)
+        for j, problem in enumerate(picks):
+            pid = db.problem_id(problem)
+            db.add_many((pid, did, kid, Measurement(c, Outcome.OK, _ms(i + j), 1.0, 5), "exhaustive")
+                        for i, c in enumerate(FAMILY.space.configs(problem, GPU)))  # fmt: skip
+    return path
+
+
+def test_gate() -> None:
+    assert decide({"ratio_top5_geomean": 0.9}, None)[0]
+    assert decide({"ratio_top5_geomean": 0.9, "ratio_top1_geomean": 0.8}, {"ratio_top5_geomean": 0.9,
+                  "ratio_top1_geomean": 0.8})[0]  # fmt: skip
+    ok, why = decide({"ratio_top5_geomean": 0.8}, {"ratio_top5_geomean": 0.9})
+    assert not ok and "0.8000 < current 0.9000" in why
+    assert decide({"ratio_top5_geomean": 0.9, "ratio_top1_geomean": 0.9}, {"ratio_top5_geomean": 0.9,
+                  "ratio_top1_geomean": 0.7})[0]  # fmt: skip
+
+
+def test_retrain_promotes_then_registry_rolls_back(tmp_path: Path) -> None:
+    db = _db(tmp_path / "perf.db")
+    reg = Registry(tmp_path / "models")
+    first = retrain(db, registry=reg, cfg=SMALL)
+    assert first.promoted and first.version == 1 and first.reason == "no current model for this device"
+    assert first.data == {"test": 2, "train": 4} and first.exit_code == 0
+    entry, path = reg.current(GPU.key, FAMILY.name)  # type: ignore[misc]
+    assert entry["version"] == 1 and path.is_file()
+    second = retrain(db, registry=reg, cfg=SMALL)  # same data and seed: the same scores, not worse
+    assert second.promoted and second.version == 2 and second.current_version == 1
+    assert second.candidate == second.current
+    assert reg.rollback(GPU.key, FAMILY.name)["version"] == 1
+    assert reg.current(GPU.key, FAMILY.name)[0]["version"] == 1  # type: ignore[index]
+    with pytest.raises(KptuneError, match="nothing to roll back to"):
+        reg.rollback(GPU.key, FAMILY.name)
+    with pytest.raises(KptuneError, match="no model version 9"):
+        reg.promote(9)
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    db = _db(tmp_path / "perf.db")
+    cli = [sys.executable, "-m", "kptune"]
+    reg = ["--registry", str(tmp_path / "models")]
+    run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", *reg, "--json"], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert json.loads(run.stdout)["promoted"] is True
+    listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
+    assert [v["version"] for v in listed["versions"]] == [1]
+    assert EXIT_KEPT == 10
+    missing = subprocess.run([*cli, "retrain", "--db", str(tmp_path / "none.db"), *reg], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.startswith("kptune: error: no perf db")
