@@ -76,9 +76,10 @@ class ExprCheck:
         tree = ast.parse(expr, mode="eval")
         self.names = frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
         self._code = compile(tree, f"<constraint {expr}>", "eval")
+        self._globals: dict[str, Any] = {"__builtins__": {}}  # one dict, not one per call (hot in beam search)
 
     def __call__(self, env: Mapping[str, Any]) -> bool:
-        return bool(eval(self._code, {"__builtins__": {}}, env))
+        return bool(eval(self._code, self._globals, env))
 
     def __reduce__(self) -> tuple[type[ExprCheck], tuple[str]]:
         return (ExprCheck, (self.expr,))
