@@ -45,16 +45,14 @@ class AutotuneResult:
 
     @property
     def best_tflops(self) -> float | None:
-        if self.best is None or not self.best.time_ms:
-            return None
-        return self.problem.flops() / (self.best.time_ms * 1e-3) / 1e12
+        return self.problem.tflops(self.best.time_ms) if self.best is not None else None
 
     def to_json(self) -> dict[str, Any]:
         best = self.best
 
         def row(m: Measurement) -> dict[str, Any]:
             ratio = best.time_ms / m.time_ms if best and best.time_ms and m.ok and m.time_ms else None
-            tflops = self.problem.flops() / (m.time_ms * 1e-3) / 1e12 if m.ok and m.time_ms else None
+            tflops = self.problem.tflops(m.time_ms) if m.ok else None
             return {"config": m.config.as_dict(), "key": m.config.key(), "outcome": str(m.outcome),
                     "time_ms": m.time_ms, "tflops": tflops, "ratio_to_winner": ratio}  # fmt: skip
 

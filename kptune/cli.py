@@ -40,6 +40,8 @@ err = Console(stderr=True)
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+ShapeOpt = Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')]
+MiopenOpt = Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')]
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz"
 
 
@@ -67,7 +69,7 @@ def devices(as_json: JsonOpt = False) -> None:
 @app.command()
 def tune(
     shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1,stride=1"')] = None,
-    miopen: Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')] = None,
+    miopen: MiopenOpt = None,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
     kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
     strategy: Annotated[str, typer.Option(help="exhaustive | random")] = "exhaustive",
@@ -231,8 +233,8 @@ def eval_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')] = None,
-    miopen: Annotated[str | None, typer.Option(help="MIOpenDriver arguments")] = None,
+    shape: ShapeOpt = None,
+    miopen: MiopenOpt = None,
     k: Annotated[int, typer.Option("-k", help="configs to return")] = 5,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped one)")] = None,
     as_json: JsonOpt = False,
@@ -257,8 +259,8 @@ def predict_cmd(
 
 @app.command("autotune")
 def autotune_cmd(
-    shape: Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')] = None,
-    miopen: Annotated[str | None, typer.Option(help="MIOpenDriver arguments")] = None,
+    shape: ShapeOpt = None,
+    miopen: MiopenOpt = None,
     k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,

@@ -48,6 +48,10 @@ class Problem:
         """Useful floating-point operations of one run (for TFLOP/s)."""
         return 0.0
 
+    def tflops(self, time_ms: float | None) -> float | None:
+        """TFLOP/s of one run taking `time_ms`; None without a time."""
+        return self.flops() / (time_ms * 1e-3) / 1e12 if time_ms else None
+
     @classmethod
     def from_fields(cls, values: dict[str, Any]) -> Self:
         """Build from a field dict, converting and validating every value."""

@@ -52,7 +52,7 @@ class TuneProgress:
         rate = self._measured / max(time.perf_counter() - self._start, 1e-9)
         best_text = "-"
         if best is not None and best.time_ms:
-            tflops = self.problem.flops() / (best.time_ms * 1e-3) / 1e12
+            tflops = self.problem.tflops(best.time_ms) or 0.0
             best_text = f"{best.time_ms:.4g} ms ({tflops:.3g} TFLOP/s)"
         self._progress.update(self._task, completed=done, total=total, rate=f"{rate:.1f}", best=best_text)
 

@@ -49,9 +49,7 @@ class TuneResult:
 
     @property
     def best_tflops(self) -> float | None:
-        if self.best is None or not self.best.time_ms:
-            return None
-        return self.problem.flops() / (self.best.time_ms * 1e-3) / 1e12
+        return self.problem.tflops(self.best.time_ms) if self.best is not None else None
 
     def to_json(self) -> dict[str, Any]:
         best = None
