@@ -110,7 +110,9 @@ def tune(
 
 @app.command()
 def campaign(
-    shapes: Annotated[Path, typer.Option(help="corpus CSV (kptune/data/corpus.csv) or one shape per line")],
+    shapes: Annotated[
+        Path | None, typer.Option(help="corpus CSV (kptune/data/corpus.csv) or one shape per line")
+    ] = None,
     split: Annotated[list[str] | None, typer.Option(help="corpus split(s) to take: train, validation, test")] = None,
     network: Annotated[list[str] | None, typer.Option(help="only shapes of these networks (corpus CSV)")] = None,
     dtype: Annotated[list[str] | None, typer.Option(help="tune each shape in these dtypes (default: file's)")] = None,
@@ -125,6 +127,7 @@ def campaign(
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
+    from_audit: Annotated[bool, typer.Option("--from-audit", help="first the neighbours of audited misses")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -138,7 +141,18 @@ def campaign(
 
     family = get_family(kernel)
     get_strategy(strategy)
-    problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit)
+    if shapes is None and not from_audit:
+        raise KptuneError("give --shapes FILE, --from-audit, or both")
+    problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit) if shapes else []
+    if from_audit:
+        from kptune.audit import audit_queue
+
+        queue_device = (
+            campaign_devices(device or ())[0] if ray is None else resolve_device(device[0] if device else None)
+        )
+        queued = audit_queue(db if db is not None else default_db_path(), queue_device.key, kernel)
+        err.print(f"{len(queued)} shapes queued by audits (neighbours of the model's misses) go first", markup=False)
+        problems = list(dict.fromkeys([*queued, *problems]))
     if dtype:
         problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
     devices = [] if ray is not None else campaign_devices(device or ())
@@ -330,6 +344,32 @@ def compare_cmd(
     line = f"{sm['problems']} problems: median speed-up {_num(sm['median_speedup'], '.1f')}x, "
     line += f"geomean ratio {_num(sm['geomean_ratio'], '.3f')}" + (f"; plot {plot_path}" if plot_path else "")
     out.print(line, markup=False, highlight=False)
+
+
+@app.command("audit")
+def audit_cmd(
+    sample: Annotated[int, typer.Option(help="problems the model served to re-tune exhaustively")] = 5,
+    device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
+    seed: Annotated[int, typer.Option(help="which problems are sampled")] = 0,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exhaustive search on a sample of problems the model served: the gap, recorded for active learning."""
+    from kptune.audit import MISS, audit
+
+    rows = audit(db, device=device, sample=sample, seed=seed, kernel=kernel)
+    if as_json:
+        _print_json([r.to_json() for r in rows])
+        return
+    table = Table("problem", "model's best ms", "optimum ms", "ratio", "configs")
+    for r in rows:
+        table.add_row(r.problem.split(":", 1)[-1][:60], _num(r.model_ms, ".4g"), _num(r.optimum_ms, ".4g"),
+                      _num(r.ratio, ".3f"), str(r.configs))  # fmt: skip
+    out.print(table)
+    missed = sum(1 for r in rows if r.ratio is not None and r.ratio < MISS)
+    out.print(f"{missed} of {len(rows)} missed by more than 5%: `kptune campaign --from-audit` tunes their "
+              "neighbours first", markup=False)  # fmt: skip
 
 
 RegistryOpt = Annotated[

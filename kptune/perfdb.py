@@ -23,7 +23,7 @@ from kptune.measurement import Measurement, Outcome, fastest
 from kptune.problem import Problem
 from kptune.space import Config
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SOURCES = ("exhaustive", "random", "model", "manual", "import")
 
 _SCHEMA_V1 = """
@@ -71,8 +71,18 @@ CREATE TABLE measurements (
 CREATE INDEX measurements_lookup ON measurements (problem_id, device_id, config_id);
 """
 
+
+def _v1_to_v2(c: sqlite3.Connection) -> None:
+    """v2: audits, the model's best against the exhaustive optimum on a served problem."""
+    c.execute(
+        "CREATE TABLE audits (id INTEGER PRIMARY KEY, problem_id INTEGER NOT NULL REFERENCES problems(id),"
+        " device_id INTEGER NOT NULL REFERENCES devices(id), kernel_id INTEGER NOT NULL REFERENCES kernels(id),"
+        " model_ms REAL, optimum_ms REAL, created REAL NOT NULL)"
+    )
+
+
 # Migrations: MIGRATIONS[v] takes a db at schema v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +151,7 @@ class PerfDB:
                     if statement.strip():
                         c.execute(statement)
                 c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute("INSERT INTO meta VALUES ('schema_version', '1')")  # the migrations take it on from v1
             elif "meta" not in tables:
                 raise DatabaseError(f"{self.path} is an SQLite file but not a kptune perf db")
             version = int(c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
@@ -256,6 +266,39 @@ class PerfDB:
             self.conn.execute("ROLLBACK")
             raise
         return added
+
+    def add_audit(self, problem_id: int, device_id: int, kernel_id: int, model_ms: float | None,
+                  optimum_ms: float | None) -> None:  # fmt: skip
+        self.conn.execute(
+            "INSERT INTO audits (problem_id, device_id, kernel_id, model_ms, optimum_ms, created) VALUES (?,?,?,?,?,?)",
+            (problem_id, device_id, kernel_id, model_ms, optimum_ms, time.time()),
+        )
+
+    def audits(self, device_id: int, kernel_id: int) -> list[tuple[str, float | None, float | None]]:
+        """(problem key, model's best ms, optimum ms) of every audit of this device and kernel, oldest first."""
+        return self.conn.execute(
+            "SELECT p.key, a.model_ms, a.optimum_ms FROM audits a JOIN problems p ON p.id = a.problem_id"
+            " WHERE a.device_id = ? AND a.kernel_id = ? ORDER BY a.id",
+            (device_id, kernel_id),
+        ).fetchall()
+
+    def best_ms_of_source(self, problem_id: int, device_id: int, kernel_id: int, source: str) -> float | None:
+        """The fastest ok time among measurements of one source (e.g. the configs the model chose)."""
+        (ms,) = self.conn.execute(
+            "SELECT MIN(m.time_ms) FROM measurements m JOIN configs c ON c.id = m.config_id WHERE m.problem_id = ?"
+            " AND m.device_id = ? AND c.kernel_id = ? AND m.source = ? AND m.outcome = 'ok'",
+            (problem_id, device_id, kernel_id, source),
+        ).fetchone()
+        return float(ms) if ms is not None else None
+
+    def served_problems(self, device_id: int, kernel_id: int) -> list[tuple[int, str]]:
+        """(id, key) of the problems with measurements the model chose (source=model), first served first."""
+        return self.conn.execute(
+            "SELECT DISTINCT p.id, p.key FROM measurements m JOIN problems p ON p.id = m.problem_id"
+            " JOIN configs c ON c.id = m.config_id WHERE m.source = 'model' AND m.device_id = ? AND c.kernel_id = ?"
+            " ORDER BY p.id",
+            (device_id, kernel_id),
+        ).fetchall()
 
     # -- reading -----------------------------------------------------------------------
     def measurements(self, problem_id: int, device_id: int, kernel_id: int) -> list[Measurement]:

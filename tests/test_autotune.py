@@ -93,3 +93,29 @@ def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_
     assert s["problems"] == 1 and s["median_speedup"] == row.speedup
     plot(rows, tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_audit_records_the_gap_and_queues_the_neighbours_of_misses(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    from kptune.audit import audit, audit_queue
+    from kptune.corpus import load_corpus
+    from kptune.errors import KptuneError
+    from kptune.perfdb import PerfDB
+
+    path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
+    db = tmp_path / "perf.db"
+    tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
+    autotune(tiny, device=cpu_device, db=db, model=path, k=2)
+    (row,) = audit(db, device=cpu_device, sample=3)
+    assert row.problem == tiny.key() and row.configs == 28 and row.model_ms is not None and row.ratio is not None
+    assert _sources(db) == {"model": 2, "exhaustive": 26}  # exhaustive resumed: the model's two were measured
+    with pytest.raises(KptuneError, match="no unaudited problem"):
+        audit(db, device=cpu_device)
+    # a corpus layer the model missed by half: its other batch sizes, fp32 and fp16, are queued
+    layer = next(e.problem for e in load_corpus() if e.problem.n == 8 and e.split == "train")
+    with PerfDB(db) as perfdb:
+        did = perfdb.device_id(cpu_device)
+        kid = perfdb.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)
+        perfdb.add_audit(perfdb.problem_id(layer), did, kid, 2.0, 1.0)
+    queue = audit_queue(db, cpu_device.key)
+    assert queue and layer not in queue and {p.dtype for p in queue} == {"fp32", "fp16"}
+    assert all((p.c, p.h, p.w, p.k, p.r) == (layer.c, layer.h, layer.w, layer.k, layer.r) for p in queue)
