@@ -83,3 +83,14 @@ def test_merge_copies_what_is_missing_once(tmp_path: Path) -> None:
         best = b.best(*ids)
         assert best is not None and best.config == Config.of({"A": 2, "B": 2}) and best.time_ms == 1.0
         assert len(b.measurements(*ids)) == 3 and b.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 4
+
+
+def test_a_v1_db_is_migrated_to_v2_keeping_its_measurements(db_path: Path) -> None:
+    with PerfDB(db_path) as db:
+        _fill(db)
+        db.conn.execute("DROP TABLE audits")
+        db.conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # as session 1/2 wrote them
+    with PerfDB(db_path) as db:
+        assert db.schema_version == SCHEMA_VERSION == 2
+        assert db.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 3
+        assert db.conn.execute("SELECT COUNT(*) FROM audits").fetchone()[0] == 0
