@@ -138,7 +138,7 @@ def autotune(
         if not configs:
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
         result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
-                      configs=configs, source=source)  # fmt: skip
+                      configs=configs, source=source, resume=not force)  # fmt: skip
         chosen = set(configs)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip

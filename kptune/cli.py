@@ -386,6 +386,9 @@ def retrain_cmd(
     arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
     epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    corpus: Annotated[
+        Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
+    ] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -398,7 +401,11 @@ def retrain_cmd(
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
     cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed)
     path = db if db is not None else default_db_path()
-    result = retrain(path, device, kernel, Registry(registry), cfg, log=lambda s: err.print(s, markup=False))
+    from kptune.corpus import load_corpus
+
+    entries = load_corpus(corpus) if corpus is not None else None
+    result = retrain(path, device, kernel, Registry(registry), cfg, log=lambda s: err.print(s, markup=False),
+                     corpus=entries)  # fmt: skip
     if as_json:
         _print_json(result.to_json())
     else:

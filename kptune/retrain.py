@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from kptune import dataset as ds
+from kptune.corpus import CorpusEntry
 from kptune.errors import KptuneError
 from kptune.perfdb import PerfDB
 from kptune.predict.models import ModelConfig
@@ -64,7 +65,9 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None) -> tuple[b
 
 
 def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", registry: Registry | None = None,
-            cfg: ModelConfig | None = None, log: Callable[[str], None] = lambda s: None) -> RetrainResult:  # fmt: skip
+            cfg: ModelConfig | None = None, log: Callable[[str], None] = lambda s: None,
+            corpus: Sequence[CorpusEntry] | None = None) -> RetrainResult:  # fmt: skip
+    """See the module docstring; `corpus` (default: the shipped one) decides each problem's split."""
     from kptune.predict.api import evaluate, train_checkpoint
     from kptune.predict.checkpoint import read_meta
 
@@ -77,7 +80,7 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         chosen = [k for k in keys if device is None or k == device or device.lower() in k.lower()]
         if len(chosen) != 1:
             raise KptuneError(f"--device {device!r} matches {len(chosen)} devices of the db ({', '.join(keys)})")
-        data, counts = ds.build(perfdb, chosen[0], family)
+        data, counts = ds.build(perfdb, chosen[0], family, corpus=corpus)
     if not counts.get("test"):
         raise KptuneError("the db has no exhaustively tuned problem of the test networks to gate on")
     with tempfile.TemporaryDirectory(prefix="kptune-retrain-") as tmp:

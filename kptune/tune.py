@@ -79,12 +79,14 @@ def tune(
     progress: ProgressFn | None = None,
     configs: Sequence[Config] | None = None,
     source: str | None = None,
+    resume: bool = True,
 ) -> TuneResult:
     """Measure the configs `strategy` picks, skipping those already in the db (resume).
 
     Every measurement is committed as it comes, so an interrupted run loses at most
     the config in flight. Returns the best over all measurements of these configs.
-    With `configs`, exactly those are measured (a model's candidates), stored as `source`.
+    With `configs`, exactly those are measured (a model's candidates), stored as `source`;
+    `resume=False` measures them again even if the db has them.
     """
     t0 = time.perf_counter()
     family = get_family(kernel)
@@ -105,6 +107,8 @@ def tune(
         pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
         kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
         previous = {m.config: m for m in perfdb.measurements(pid, did, kid)}
+        if not resume:
+            previous = {}
         todo = [c for c in candidates if c not in previous]
         latest = {c: previous[c] for c in candidates if c in previous}
         best = fastest(latest.values())

@@ -1,0 +1,59 @@
+"""The closed loop on PoCL: campaign, retrain (promoted), autotune with the model, audit, retrain
+again (promoted or refused by the gate), autotune again (the db answers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from kptune.audit import audit
+from kptune.autotune import autotune
+from kptune.campaign import campaign
+from kptune.corpus import parse_corpus
+from kptune.device import DeviceInfo
+from kptune.kernel import get_family
+from kptune.measurement import TimingSettings
+from kptune.predict.models import ModelConfig
+from kptune.registry import Registry
+from kptune.retrain import retrain
+
+FAMILY = get_family("conv2d_fwd")
+HEAD = "n,c,h,w,k,r,s,pad_h,pad_w,stride_h,stride_w,dil_h,dil_w,groups,dtype,networks,count,split"
+#: five tiny layers of two made-up networks (28 valid configs each on PoCL), split by network
+CORPUS = [HEAD] + [f"{shape},1,1,0,0,1,1,1,1,1,fp32,{net},1,{split}" for shape, net, split in [
+    ("1,1,3,3,1", "tiny_a", "train"), ("2,1,3,3,1", "tiny_a", "train"), ("1,2,3,3,2", "tiny_a", "train"),
+    ("1,1,4,4,2", "tiny_b", "test"), ("1,2,2,2,1", "tiny_b", "test"),
+]]  # fmt: skip
+FAST = TimingSettings(warmup=0, first_batch=1, min_runs=1, max_runs=3, max_input_sets=1)
+SMALL = ModelConfig(embed=16, hidden=32, epochs=30, patience=10)
+
+
+def test_the_whole_loop(cpu_device: DeviceInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KPTUNE_MODELS", str(tmp_path / "models"))
+    corpus = parse_corpus(CORPUS)
+    problems = [e.problem for e in corpus]
+    db = tmp_path / "perf.db"
+    tuned = campaign(problems, FAMILY, devices=[cpu_device], workers=2, db=db, settings=FAST)
+    assert tuned.complete == 5 and tuned.outcomes == {"ok": 5 * 28}
+
+    first = retrain(db, registry=Registry(), cfg=SMALL, corpus=corpus)
+    assert first.promoted and first.version == 1 and first.data == {"train": 3, "test": 2}
+
+    served = [autotune(p, device=cpu_device, db=db, k=3, force=True, settings=FAST) for p in problems[3:]]
+    assert all(r.source == "model" and r.model and r.model.endswith("-v1.safetensors") for r in served)
+    assert all(FAMILY.space.valid(r.problem, cpu_device, m.config) for r in served for m in r.measured)
+
+    gaps = audit(db, device=cpu_device, sample=2)
+    assert len(gaps) == 2 and all(g.ratio is not None and g.configs == 28 for g in gaps)
+
+    second = retrain(db, registry=Registry(), cfg=SMALL, corpus=corpus)
+    assert second.version == 2 and second.current_version == 1
+    assert second.exit_code == (0 if second.promoted else 10) and second.reason
+    current = Registry().current(cpu_device.key, FAMILY.name)
+    assert current is not None and current[0]["version"] == (2 if second.promoted else 1)
+
+    again = autotune(problems[3], device=cpu_device, db=db)
+    assert again.source == "db" and again.best is not None and again.best.ok
