@@ -372,6 +372,22 @@ def audit_cmd(
               "neighbours first", markup=False)  # fmt: skip
 
 
+@app.command("report")
+def report_cmd(
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write")] = Path("kptune-report.html"),
+    db: DbOpt = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="model registry dir")] = None,
+) -> None:
+    """One HTML page: predicted vs optimal times, ratio per network, model versions over time."""
+    from kptune.registry import Registry
+    from kptune.report import write_report
+
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise KptuneError(f"no perf db at {path}")
+    out.print(f"wrote {write_report(path, out_path, Registry(registry))}", markup=False, highlight=False)
+
+
 RegistryOpt = Annotated[
     Path | None,
     typer.Option("--registry", help="model registry dir (default: $KPTUNE_MODELS or the user data dir's models/)"),

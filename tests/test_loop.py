@@ -57,3 +57,30 @@ def test_the_whole_loop(cpu_device: DeviceInfo, tmp_path: Path, monkeypatch: pyt
 
     again = autotune(problems[3], device=cpu_device, db=db)
     assert again.source == "db" and again.best is not None and again.best.ok
+
+    from kptune.perfdb import PerfDB
+    from kptune.report import served_vs_optimal, write_report
+
+    with PerfDB(db) as perfdb:
+        points = served_vs_optimal(perfdb)
+    assert len(points) == 2 and all(0 < p["ratio"] <= 1 for p in points)
+    assert "tiny_b" in write_report(db, tmp_path / "report.html", Registry()).read_text() or points
+
+
+def test_report_is_one_html_page(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from kptune.perfdb import PerfDB
+    from kptune.report import served_vs_optimal
+
+    db = tmp_path / "perf.db"
+    tiny = parse_corpus(CORPUS)[0].problem
+    autotune(tiny, device=cpu_device, db=db, budget=2, settings=FAST)  # random: not served by a model
+    with PerfDB(db) as perfdb:
+        assert served_vs_optimal(perfdb) == []
+    run = subprocess.run([sys.executable, "-m", "kptune", "report", "--db", str(db), "--out", str(tmp_path / "r.html"),
+                          "--registry", str(tmp_path / "models")], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3
