@@ -73,3 +73,17 @@ def test_device_relative_error_matches_the_host(n: int) -> None:
     assert (
         backend.relative_error(backend.upload(out), backend.upload_reference(ref), (n,), np.dtype(np.float32)) == np.inf
     )
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+def test_torch_entry_on_cuda_tensors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch without CUDA")
+    import kptune.torch as kt
+
+    x = torch.rand(4, 16, 14, 14, device="cuda") * 2 - 1
+    w = torch.rand(32, 16, 3, 3, device="cuda") * 2 - 1
+    torch.backends.cudnn.allow_tf32 = False
+    y = kt.conv2d(x, w, stride=1, padding=1, db=tmp_path / "perf.db", budget=8)
+    assert y.device == x.device and torch.allclose(y, torch.nn.functional.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
