@@ -499,16 +499,6 @@ def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-def _db_device(perfdb: PerfDB, wanted: str | None) -> tuple[int, str]:
-    """(id, key) of the db device `wanted` names (its key, or a unique part of it); the only one if None."""
-    rows = perfdb.conn.execute("SELECT id, key FROM devices ORDER BY id").fetchall()
-    matches = [r for r in rows if wanted is None or r[1] == wanted or wanted.lower() in r[1].lower()]
-    if len(matches) != 1:
-        known = ", ".join(r[1] for r in rows) or "none"
-        raise KptuneError(f"--device {wanted!r} matches {len(matches)} devices of the db (it has: {known})")
-    return int(matches[0][0]), str(matches[0][1])
-
-
 @db_app.command("merge")
 def db_merge(
     sources: Annotated[list[Path], typer.Argument(help="perf db files to copy from (never written)")],
@@ -544,7 +534,7 @@ def db_export(
     if not path.exists():
         raise KptuneError(f"no perf db at {path}")
     with PerfDB(path) as perfdb:
-        device_id, device_key = _db_device(perfdb, device)
+        device_id, device_key = perfdb.find_device(device)
         if fmt == "miopen":
             lines = interop.to_miopen_perfdb(perfdb, device_key, family)
             try:
@@ -606,7 +596,7 @@ def dataset_build(
     if top < 1:
         raise KptuneError(f"--top must be at least 1, not {top}")
     with PerfDB(path) as perfdb:
-        _, device_key = _db_device(perfdb, device)
+        _, device_key = perfdb.find_device(device)
         data, counts = dataset.build(perfdb, device_key, kernel, top)
     try:
         out_path.write_bytes(data)

@@ -200,6 +200,18 @@ class PerfDB:
         (limits,) = self.conn.execute("SELECT limits FROM devices WHERE id = ?", (device_id,)).fetchone()
         return DeviceInfo(**json.loads(limits))
 
+    def find_device(self, wanted: str | None) -> tuple[int, str]:
+        """(id, key) of the device `wanted` names (its key, or a unique part of it); the only one if None."""
+        rows = self.conn.execute("SELECT id, key FROM devices ORDER BY id").fetchall()
+        matches = [r for r in rows if wanted is None or r[1] == wanted or wanted.lower() in r[1].lower()]
+        exact = [r for r in rows if r[1] == wanted]
+        if len(exact) == 1:
+            matches = exact
+        if len(matches) != 1:
+            known = ", ".join(r[1] for r in rows) or "none"
+            raise DatabaseError(f"device {wanted!r} matches {len(matches)} devices of {self.path} (it has: {known})")
+        return int(matches[0][0]), str(matches[0][1])
+
     def kernel_id(self, family: str, source_hash: str, params: Iterable[str]) -> int:
         return self._id("kernels", {"family": family, "source_hash": source_hash}, {"params": json.dumps(list(params))})
 

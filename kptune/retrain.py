@@ -76,11 +76,8 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
     if not Path(db).is_file():
         raise KptuneError(f"no perf db at {db}")
     with PerfDB(db) as perfdb:
-        keys = [k for (k,) in perfdb.conn.execute("SELECT key FROM devices ORDER BY id")]
-        chosen = [k for k in keys if device is None or k == device or device.lower() in k.lower()]
-        if len(chosen) != 1:
-            raise KptuneError(f"--device {device!r} matches {len(chosen)} devices of the db ({', '.join(keys)})")
-        data, counts = ds.build(perfdb, chosen[0], family, corpus=corpus)
+        _, device_key = perfdb.find_device(device)
+        data, counts = ds.build(perfdb, device_key, family, corpus=corpus)
     if not counts.get("test"):
         raise KptuneError("the db has no exhaustively tuned problem of the test networks to gate on")
     with tempfile.TemporaryDirectory(prefix="kptune-retrain-") as tmp:
@@ -89,7 +86,7 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
         scored = evaluate(candidate_path, data_path, k=5, dtype=None)["results"][METHOD]
-        current = registry.current(chosen[0], family)
+        current = registry.current(device_key, family)
         current_scored = None
         if current is not None:
             current_scored = evaluate(current[1], data_path, k=5, dtype=None)["results"][METHOD]

@@ -77,13 +77,8 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
             constrained: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
     """The top-k configs for `problem` on the checkpoint's device; valid by construction when constrained."""
-    path = Path(model_path or DEFAULT_MODEL)
     family = get_family("conv2d_fwd")
-    try:
-        stamp = path.stat().st_mtime_ns
-    except OSError:
-        stamp = 0  # load() says what is wrong
-    pred = _loaded(str(path), stamp, family.name, family.source_hash)
+    pred = _checkpoint(Path(model_path or DEFAULT_MODEL), family)
     source = encode_source(problem)
     allowed = constrained_allowed(family.space, problem, pred.device) if constrained else all_allowed(pred.vocab)
     found = beam_search(pred.model, pred.vocab, source, allowed, max(width, k), k)
@@ -95,13 +90,21 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
 def predict_for_device(problem: Conv2dProblem, device: Any, family: Any, model_path: Path, k: int = 5,
                        width: int = 8) -> list[Any]:  # fmt: skip
     """The checkpoint's top-k configs, constrained by `device`'s own limits (the one they will run on)."""
-    stamp = Path(model_path).stat().st_mtime_ns if Path(model_path).exists() else 0
-    pred = _loaded(str(model_path), stamp, family.name, family.source_hash)
+    pred = _checkpoint(Path(model_path), family)
     allowed = constrained_allowed(family.space, problem, device)
     found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {device.spec}")
     return [c.config for c in found]
+
+
+def _checkpoint(path: Path, family: Any) -> checkpoint.Predictor:
+    """The checkpoint at `path` for `family`, loaded once per modification time."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = 0  # load() says what is wrong
+    return _loaded(str(path), stamp, family.name, family.source_hash)
 
 
 @functools.lru_cache(maxsize=4)
