@@ -443,21 +443,16 @@ def _tuner(device: Any, db: Any, args: argparse.Namespace, settings: TimingSetti
 
 def precompile_jobs(jobs: Sequence[Job], device: Any, n_jobs: int | None, db: Any) -> tuple[int, int]:
     """Fill the compile cache for every config of every job's problem not yet measured in `db`: (compiled, errors)."""
+    from kptune.campaign import plan, union_defines
     from kptune.kernel import get_family
     from kptune.runner import precompile
 
     family = get_family("conv2d_fwd")
-    kid, did = db.kernel_id(family.name, family.source_hash, family.space.names), db.device_id(device)
-    wanted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
-    for job in jobs:
-        problem = dataclasses.replace(job.problem, dtype=job.dtype)
-        measured = {m.config for m in db.measurements(db.problem_id(problem), did, kid)}
-        for config in family.space.configs(problem, device):
-            if config not in measured:
-                defines = family.defines(problem, config)
-                wanted.setdefault(tuple(sorted(defines.items())), defines)
-    errors = precompile(family, device, list(wanted.values()), jobs=n_jobs)
-    return len(wanted), len(errors)
+    tasks, _, _ = plan([dataclasses.replace(job.problem, dtype=job.dtype) for job in jobs], family, device, db)
+    tasks.sort(key=lambda t: t.index)  # the jobs' order: a pass cut short has compiled the first jobs
+    defines = union_defines(tasks, family)
+    errors = precompile(family, device, defines, jobs=n_jobs)
+    return len(defines), len(errors)
 
 
 def _print_row(row: Row) -> None:

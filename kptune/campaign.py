@@ -234,7 +234,8 @@ def split_tasks(tasks: Sequence[Task], chunk: int | None) -> list[Task]:
             for i in range(0, len(t.configs), chunk)]  # fmt: skip
 
 
-def _union_defines(tasks: Sequence[Task], family: KernelFamily) -> list[dict[str, int]]:
+def union_defines(tasks: Sequence[Task], family: KernelFamily) -> list[dict[str, int]]:
+    """The distinct compile-time define sets of every task's configs: what one compile pass builds."""
     wanted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
     for task in tasks:
         for config in task.configs:
@@ -419,7 +420,7 @@ def campaign(
         lacking = {t.index: len(t.configs) for t in tasks}
         source = strategy if strategy in ("exhaustive", "random") else "manual"
         clock = time.perf_counter()
-        defines = _union_defines(tasks, family)
+        defines = union_defines(tasks, family)
         if defines:
             engine.precompile(defines, jobs)
         compile_s = time.perf_counter() - clock
