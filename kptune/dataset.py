@@ -22,6 +22,7 @@ import datetime
 import gzip
 import json
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,10 @@ def load(path: Path) -> Dataset:
         raw = gzip.decompress(Path(path).read_bytes())
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    except (EOFError, gzip.BadGzipFile) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: a corrupted stream (found by fuzzing)
         raise DatasetError(f"{path}: not a gzipped kptune dataset ({exc})") from None
+    if not raw:
+        raise DatasetError(f"{path}: empty, not a kptune dataset")
     conn = sqlite3.connect(":memory:")
     try:
         conn.deserialize(raw)
@@ -150,7 +153,7 @@ def load(path: Path) -> Dataset:
             for pid, key, split, nets, valid, ok in conn.execute(
                 "SELECT id, key, split, networks, valid_configs, ok_configs FROM problems ORDER BY id")
         )  # fmt: skip
-    except (sqlite3.DatabaseError, json.JSONDecodeError, KeyError, ValueError) as exc:
+    except (sqlite3.DatabaseError, json.JSONDecodeError, KeyError, ValueError, MemoryError) as exc:
         raise DatasetError(f"{path}: corrupted dataset ({exc})") from None
     finally:
         conn.close()
