@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from kptune.device import DeviceInfo
+from kptune.device import DeviceInfo, check_fits
 from kptune.errors import DeviceError, KptuneError
 from kptune.kernel import KernelFamily
 from kptune.measurement import Measurement, TimingSettings, fastest
@@ -62,6 +62,7 @@ class ProblemReport:
     best_ms: float | None = None
     best_config: str | None = None
     complete: bool = False
+    refused: str = ""  # why it is not tuned at all (e.g. it does not fit in device memory)
 
 
 @dataclasses.dataclass
@@ -210,6 +211,11 @@ def plan(
     did, kid = db.device_id(device), db.kernel_id(family.name, family.source_hash, family.space.names)
     tasks, reports, resumed = [], [], 0
     for problem in problems:
+        try:
+            check_fits(problem, device)
+        except KptuneError as exc:
+            reports.append(ProblemReport(problem.key(), 0, refused=str(exc)))
+            continue
         valid = family.space.configs(problem, device)
         candidates = pick(valid, budget, seed) if valid else []
         previous = {m.config: m for m in db.measurements(db.problem_id(problem), did, kid)}
@@ -430,7 +436,7 @@ def campaign(
             progress.advance(0, sum(r.complete for r in reports))
         clock = time.perf_counter()
         outcomes: collections.Counter[str] = collections.Counter()
-        failures: list[str] = []
+        failures: list[str] = [r.refused for r in reports if r.refused]
         measured = 0
         if tasks:
             measurers = engine.measurers()

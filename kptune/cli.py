@@ -175,11 +175,15 @@ def campaign(
     if result.median_problem_s is not None:
         table.add_row("median shape", f"{result.median_problem_s:.2f} s")
     for failure in result.failures:
-        table.add_row("worker failed", failure)
+        table.add_row("refused" if "device memory" in failure else "worker failed", failure)
     table.add_row("stored in", str(result.db_path))
     out.print(table)
-    if result.complete < len(result.problems):
-        raise KptuneError(f"{len(result.problems) - result.complete} shapes are not complete; run again to resume")
+    refused = sum(1 for p in result.problems if p.refused)
+    unfinished = len(result.problems) - result.complete - refused
+    if unfinished:
+        raise KptuneError(f"{unfinished} shapes are not complete; run again to resume")
+    if refused:
+        raise KptuneError(f"{refused} shapes refused: they do not fit in the device's memory (see above)")
 
 
 @app.command("train")

@@ -40,3 +40,19 @@ class DeviceInfo:
 
     def limits(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_fits(problem: Any, device: DeviceInfo) -> None:
+    """Refuse, before any launch, a problem whose tensors cannot fit in the device's memory."""
+    from kptune.errors import DeviceError
+
+    need = problem.device_bytes()
+    if need and device.global_mem_bytes and need > device.global_mem_bytes:
+        raise DeviceError(
+            f"{problem.key()} needs {_size(need)} of device memory (inputs, output and its float64 "
+            f"reference), {device.name} has {_size(device.global_mem_bytes)}"
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

@@ -48,6 +48,10 @@ class Problem:
         """Useful floating-point operations of one run (for TFLOP/s)."""
         return 0.0
 
+    def device_bytes(self) -> int:
+        """Device memory one measurement needs at the least (0: unknown)."""
+        return 0
+
     def tflops(self, time_ms: float | None) -> float | None:
         """TFLOP/s of one run taking `time_ms`; None without a time."""
         return self.flops() / (time_ms * 1e-3) / 1e12 if time_ms else None
@@ -219,6 +223,12 @@ class Conv2dProblem(Problem):
 
     def flops(self) -> float:
         return 2.0 * self.n * self.k * self.out_h * self.out_w * self.c * self.r * self.s
+
+    def device_bytes(self) -> int:
+        """Input, filter and output in the dtype, plus the output's float64 reference kept for verification."""
+        item = 2 if self.dtype == "fp16" else 4
+        out = self.n * self.k * self.out_h * self.out_w
+        return item * (self.n * self.c * self.h * self.w + self.k * self.c * self.r * self.s + out) + 8 * out
 
     @classmethod
     def expand_aliases(cls, values: dict[str, str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kptune.backends import resolve_device
-from kptune.device import DeviceInfo
+from kptune.device import DeviceInfo, check_fits
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import Measurement, Outcome, TimingSettings, fastest
@@ -93,6 +93,7 @@ def tune(
     if not family.accepts(problem):
         raise KptuneError(f"kernel {kernel} does not take {problem.kind} problems")
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    check_fits(problem, dev)
     settings = settings or TimingSettings()
     own_db = not isinstance(db, PerfDB)
     perfdb = db if isinstance(db, PerfDB) else PerfDB(db)

@@ -166,3 +166,16 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_shape_too_large_for_the_device_is_refused_before_launch(tmp_path: Path, cpu_device: DeviceInfo) -> None:
+    import dataclasses
+
+    small = dataclasses.replace(cpu_device, global_mem_bytes=1 << 20)  # a 1 MiB device
+    big = Conv2dProblem.parse("n=8,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")  # 24.6 MiB with the float64 reference
+    with pytest.raises(KptuneError, match=r"needs 24\.6 MiB of device memory .* has 1\.0 MiB"):
+        tune(big, device=small, db=tmp_path / "t.db")
+    result = campaign([big, *_shapes(tmp_path)[:1]], FAMILY, devices=[small], db=tmp_path / "c.db",
+                      strategy="random", budget=2)  # fmt: skip
+    assert result.problems[0].refused and "device memory" in result.failures[0]
+    assert result.problems[1].complete and result.measured == 2
