@@ -85,3 +85,34 @@ def test_report_is_one_html_page(cpu_device: DeviceInfo, tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3
+
+
+def test_two_autotunes_and_a_retrain_on_one_db_at_once(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    corpus_csv = tmp_path / "corpus.csv"
+    corpus_csv.write_text("\n".join(CORPUS) + "\n")
+    corpus = parse_corpus(CORPUS)
+    db = tmp_path / "perf.db"
+    campaign([e.problem for e in corpus], FAMILY, devices=[cpu_device], workers=2, db=db, settings=FAST)
+    with sqlite3.connect(db) as c:
+        before = c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    env = {**os.environ, "KPTUNE_MODELS": str(tmp_path / "models")}
+    cli = [sys.executable, "-m", "kptune"]
+    shapes = ["n=1,c=1,h=3,w=3,k=1,r=1,s=1", "n=1,c=2,h=2,w=2,k=1,r=1,s=1"]
+    procs = [subprocess.Popen([*cli, "autotune", "--shape", s, "--force", "--budget", "6", "--device", cpu_device.spec,
+                               "--db", str(db), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for s in shapes]  # fmt: skip
+    procs.append(subprocess.Popen([*cli, "retrain", "--db", str(db), "--epochs", "3", "--corpus", str(corpus_csv)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
+    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    assert [rc for rc, _, _ in results[:2]] == [0, 0], [e[-500:] for _, _, e in results]
+    assert results[2][0] in (0, 10), results[2][2][-500:]
+    assert not any("locked" in err.lower() for _, _, err in results)
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        after = c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    assert after == before + 2 * 6  # every measurement of both autotunes stored, nothing lost
