@@ -32,3 +32,23 @@ def test_bugs_found_by_fuzzing(tmp_path: Path) -> None:
         (tmp_path / "d.gz").write_bytes(blob)
         with pytest.raises(KptuneError):
             dataset.load(tmp_path / "d.gz")
+
+
+def test_the_cli_answers_fuzzed_shapes_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import random
+
+    from kptune.cli import main
+
+    rng = random.Random(7)
+    codes = set()
+    for _ in range(150):
+        shape = fuzz_inputs.text_case(fuzz_inputs.SHAPE, rng)
+        code = main(["predict", "--shape", shape, "-k", "2", "--json"])
+        out, err = capsys.readouterr()
+        codes.add(code)
+        if code == 0:
+            assert out.startswith("{") and not err
+        else:
+            assert code == 2 and err.startswith("kptune: error: ") and "Traceback" not in err
+            assert len(err.strip().splitlines()) == 1
+    assert 2 in codes
