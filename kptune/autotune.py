@@ -125,9 +125,9 @@ def autotune(
         path = model if model is not None else model_for(dev, family)
         clock = time.perf_counter()
         if path is not None:
-            from kptune.predict.api import predict_for_device
+            from kptune.predict.api import predict
 
-            configs = predict_for_device(problem, dev, family, path, k)
+            configs = [c.config for c in predict(problem, k, path, device=dev)[0]]
             source, note = "model", f"top {len(configs)} of the model {path.name}"
         else:
             seed = (settings or TimingSettings()).seed

@@ -297,10 +297,10 @@ class _RayEngine:
             raise KptuneError("--ray needs Ray: pip install 'ray>=2.9' (or kptune[ray])") from None
         self.ray, self.family, self.settings, self.device_spec = ray, family, settings, device_spec
         # The driver's import path, so workers on this machine import kptune and user families as it does.
-        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-                            "KPTUNE_CACHE_DIR": os.environ.get("KPTUNE_CACHE_DIR", "")}}  # fmt: skip
-        if not env["env_vars"]["KPTUNE_CACHE_DIR"]:
-            del env["env_vars"]["KPTUNE_CACHE_DIR"]
+        env_vars = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        if os.environ.get("KPTUNE_CACHE_DIR"):
+            env_vars["KPTUNE_CACHE_DIR"] = os.environ["KPTUNE_CACHE_DIR"]
+        env = {"env_vars": env_vars}
         try:
             if address == "local":
                 ray.init(runtime_env=env, include_dashboard=False, logging_level="ERROR", log_to_driver=False)

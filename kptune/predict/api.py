@@ -75,27 +75,17 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 
 
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
-            constrained: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
-    """The top-k configs for `problem` on the checkpoint's device; valid by construction when constrained."""
+            constrained: bool = True, device: Any = None) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
+    """The top-k configs for `problem`, valid by construction when constrained: for `device`'s limits
+    (the device they will run on), or by default for the device the checkpoint was trained for."""
     family = get_family("conv2d_fwd")
     pred = _checkpoint(Path(model_path or DEFAULT_MODEL), family)
-    source = encode_source(problem)
-    allowed = constrained_allowed(family.space, problem, pred.device) if constrained else all_allowed(pred.vocab)
-    found = beam_search(pred.model, pred.vocab, source, allowed, max(width, k), k)
-    if not found:
-        raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {pred.meta['device']}")
-    return found, pred
-
-
-def predict_for_device(problem: Conv2dProblem, device: Any, family: Any, model_path: Path, k: int = 5,
-                       width: int = 8) -> list[Any]:  # fmt: skip
-    """The checkpoint's top-k configs, constrained by `device`'s own limits (the one they will run on)."""
-    pred = _checkpoint(Path(model_path), family)
-    allowed = constrained_allowed(family.space, problem, device)
+    target = device if device is not None else pred.device
+    allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
     if not found:
-        raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {device.spec}")
-    return [c.config for c in found]
+        raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {target.key}")
+    return found, pred
 
 
 def _checkpoint(path: Path, family: Any) -> checkpoint.Predictor:
