@@ -54,11 +54,12 @@ class TimingSettings:
     """How a config is timed (see DESIGN.md, "Measuring")."""
 
     warmup: int = 0  # untimed launches first (the verifying launch has already run the kernel once)
-    first_batch: int = 1  # runs before the early-stop check
+    first_batch: int = 3  # runs before the early-stop check (their minimum: one launch is too noisy on a CPU)
     min_runs: int = 5
     max_runs: int = 100
     target_ms: float = 10.0  # aim for this much timed device time per config
     early_stop_factor: float = 2.0  # stop once min(first batch) > factor * best so far
+    verify_stop_factor: float = 4.0  # or at once, if the verifying launch alone took this many times the best
     rotate_cache_factor: float = 2.0  # rotate input copies totalling this many L2 sizes
     max_input_sets: int = 8
     timeout_s: float = 60.0  # watchdog per config, compile included
