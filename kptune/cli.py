@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,6 +21,13 @@ from kptune.measurement import TimingSettings
 from kptune.perfdb import PerfDB, default_db_path
 from kptune.problem import parse_problem
 from kptune.strategies import get_strategy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kptune.device import DeviceInfo
+    from kptune.kernel import KernelFamily
+    from kptune.problem import Problem
 
 app = typer.Typer(
     add_completion=False,
@@ -128,6 +135,7 @@ def campaign(
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     from_audit: Annotated[bool, typer.Option("--from-audit", help="first the neighbours of audited misses")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be tuned; measure nothing")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -156,6 +164,10 @@ def campaign(
     if dtype:
         problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
     devices = [] if ray is not None else campaign_devices(device or ())
+    if dry_run:
+        _campaign_plan(problems, family, devices[0] if devices else resolve_device(device[0] if device else None),
+                       db, strategy, budget, seed, as_json)  # fmt: skip
+        return
     settings = TimingSettings(timeout_s=timeout, seed=seed)
     label = "ray" if ray is not None else ", ".join(dict.fromkeys(d.spec for d in devices))
     with CampaignDisplay(err, label=label) as progress:
@@ -184,6 +196,27 @@ def campaign(
         raise KptuneError(f"{unfinished} shapes are not complete; run again to resume")
     if refused:
         raise KptuneError(f"{refused} shapes refused: they do not fit in the device's memory (see above)")
+
+
+def _campaign_plan(problems: Sequence[Problem], family: KernelFamily, device: DeviceInfo, db: Path | None,
+                   strategy: str, budget: int | None, seed: int, as_json: bool) -> None:  # fmt: skip
+    """campaign --dry-run: what the db lacks, per shape; nothing measured."""
+    from kptune.campaign import plan
+
+    with PerfDB(db if db is not None else default_db_path()) as perfdb:
+        tasks, reports, resumed = plan(problems, family, device, perfdb, strategy, budget, seed)
+    doc: dict[str, Any] = {"device": device.key, "shapes": len(reports), "complete": sum(r.complete for r in reports),
+           "to_tune": len(tasks), "configs_to_measure": sum(len(t.configs) for t in tasks), "configs_in_db": resumed,
+           "refused": [f"{r.problem}: {r.refused}" for r in reports if r.refused]}  # fmt: skip
+    if as_json:
+        _print_json(doc)
+        return
+    table = Table(title="campaign plan (dry run: nothing measured)", show_header=False)
+    for key in ("device", "shapes", "complete", "to_tune", "configs_to_measure", "configs_in_db"):
+        table.add_row(key.replace("_", " "), str(doc[key]))
+    for refusal in doc["refused"]:
+        table.add_row("refused", refusal)
+    out.print(table)
 
 
 @app.command("train")

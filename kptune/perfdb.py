@@ -9,6 +9,7 @@ config in flight, and a rerun skips what is already measured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sqlite3
@@ -84,6 +85,65 @@ def _v1_to_v2(c: sqlite3.Connection) -> None:
 # Migrations: MIGRATIONS[v] takes a db at schema v to v + 1.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
+_CORRUPTED = "{path} is not a kptune perf db or is corrupted ({why}); move it away or pass another --db"
+
+
+class _GuardedCursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors (a page found corrupted mid-query, say) become one DatabaseError line."""
+
+    path: Path
+
+    def _guard(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # (text that is not UTF-8: corrupted too)
+            raise DatabaseError(_CORRUPTED.format(path=self.path, why=exc)) from None
+
+    def execute(self, sql: str, params: Any = ()) -> _GuardedCursor:  # type: ignore[override]
+        return self._guard(super().execute, sql, params)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, params: Any) -> _GuardedCursor:  # type: ignore[override]
+        return self._guard(super().executemany, sql, params)  # type: ignore[no-any-return]
+
+    def fetchone(self) -> Any:
+        return self._guard(super().fetchone)
+
+    def fetchall(self) -> list[Any]:
+        return self._guard(super().fetchall)  # type: ignore[no-any-return]
+
+    def __next__(self) -> Any:
+        return self._guard(super().__next__)
+
+
+class _GuardedConnection(sqlite3.Connection):
+    path: Path
+
+    def execute(self, sql: str, params: Any = ()) -> _GuardedCursor:  # type: ignore[override]
+        cursor = self.cursor(_GuardedCursor)
+        cursor.path = self.path
+        return cursor.execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> _GuardedCursor:  # type: ignore[override]
+        cursor = self.cursor(_GuardedCursor)
+        cursor.path = self.path
+        return cursor.executemany(sql, params)
+
+
+@functools.cache
+def _expected_columns() -> dict[str, list[str]]:
+    """Each table's columns at SCHEMA_VERSION, from a fresh in-memory db built and migrated as a file would be."""
+    c = sqlite3.connect(":memory:")
+    c.executescript(_SCHEMA_V1)
+    for version in range(1, SCHEMA_VERSION):
+        MIGRATIONS[version](c)
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    return _columns(c)
+
+
+def _columns(c: sqlite3.Connection) -> dict[str, list[str]]:
+    tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {t: [r[1] for r in c.execute(f"PRAGMA table_info('{t}')")] for t in tables}
+
 
 @dataclasses.dataclass(frozen=True)
 class TunedProblem:
@@ -118,16 +178,15 @@ class PerfDB:
             raise DatabaseError(f"{self.path} is a directory, not a perf db file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, factory=_GuardedConnection)
+            self.conn.path = self.path
             self.conn.execute("PRAGMA busy_timeout = 60000")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(
-                f"{self.path} is not a kptune perf db or is corrupted ({exc}); move it away or pass another --db"
-            ) from None
+            raise DatabaseError(_CORRUPTED.format(path=self.path, why=exc)) from None
         except OSError as exc:
             raise DatabaseError(f"cannot open perf db {self.path}: {exc}") from None
 
@@ -154,7 +213,10 @@ class PerfDB:
                 c.execute("INSERT INTO meta VALUES ('schema_version', '1')")  # the migrations take it on from v1
             elif "meta" not in tables:
                 raise DatabaseError(f"{self.path} is an SQLite file but not a kptune perf db")
-            version = int(c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None or not str(row[0]).isdigit():
+                raise DatabaseError(_CORRUPTED.format(path=self.path, why="no schema version"))
+            version = int(row[0])
             if version > SCHEMA_VERSION:
                 raise DatabaseError(
                     f"{self.path} has schema v{version}, newer than this kptune (v{SCHEMA_VERSION}): "
@@ -164,6 +226,10 @@ class PerfDB:
                 MIGRATIONS[version](c)
                 version += 1
                 c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+            found, expected = _columns(c), _expected_columns()
+            wrong = sorted(t for t, cols in expected.items() if found.get(t) != cols)
+            if wrong:
+                raise DatabaseError(_CORRUPTED.format(path=self.path, why=f"unexpected columns in {', '.join(wrong)}"))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

@@ -215,6 +215,29 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         assert len(run.stderr.strip().splitlines()) == 1
 
 
+def test_dry_run_says_what_the_db_lacks_and_measures_nothing(tmp_path: Path, cpu_device: DeviceInfo,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from kptune.cli import main
+
+    shapes, db = tmp_path / "shapes.txt", tmp_path / "d.db"
+    shapes.write_text(SHAPES)
+    args = ["campaign", "--shapes", str(shapes), "--strategy", "random", "--budget", str(BUDGET), "--device",
+            cpu_device.spec, "--db", str(db), "--dry-run", "--json"]  # fmt: skip
+    assert main(args) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert (before["shapes"], before["to_tune"], before["configs_to_measure"], before["configs_in_db"]) == (
+        3,
+        3,
+        3 * BUDGET,
+        0,
+    )
+    assert before["refused"] == [] and _table(db) == []
+    campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], db=db, strategy="random", budget=BUDGET)
+    assert main(args) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert (after["complete"], after["to_tune"], after["configs_in_db"]) == (3, 0, 3 * BUDGET)
+
+
 def test_a_shape_too_large_for_the_device_is_refused_before_launch(tmp_path: Path, cpu_device: DeviceInfo) -> None:
     import dataclasses
 

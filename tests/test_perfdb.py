@@ -69,6 +69,30 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path: Path) -> None:
         PerfDB(other)
 
 
+def test_dbs_damaged_inside_are_refused_in_one_line(db_path: Path) -> None:
+    """Found by fuzzing (benchmarks/fuzz_inputs.py): a perf db whose schema or text was damaged."""
+    with PerfDB(db_path) as db:
+        _fill(db)
+    with sqlite3.connect(db_path) as c:  # a column renamed, as a flipped byte in sqlite_master would
+        c.execute("ALTER TABLE measurements RENAME COLUMN min_ms TO mim_ms")
+    with pytest.raises(DatabaseError, match=r"corrupted .*unexpected columns in measurements"):
+        PerfDB(db_path)
+    db_path.unlink()
+    with PerfDB(db_path) as db:
+        _fill(db)
+    with sqlite3.connect(db_path) as c:
+        c.execute("DELETE FROM meta")
+    with pytest.raises(DatabaseError, match=r"corrupted .*no schema version"):
+        PerfDB(db_path)
+    db_path.unlink()
+    with PerfDB(db_path) as db:
+        ids = _fill(db)
+    with sqlite3.connect(db_path) as c:  # text that is not UTF-8, read back mid-query
+        c.execute("UPDATE configs SET key = CAST(x'41d5' AS TEXT) WHERE id = 1")
+    with PerfDB(db_path) as db, pytest.raises(DatabaseError, match="corrupted"):
+        db.measurements(*ids)
+
+
 def test_merge_copies_what_is_missing_once(tmp_path: Path) -> None:
     other_problem = Conv2dProblem.parse("n=2,c=3,h=5,w=5,k=4,r=1,s=1")
     with PerfDB(tmp_path / "a.db") as a:
