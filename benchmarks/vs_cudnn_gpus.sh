@@ -7,7 +7,8 @@
 # one same-run pass per selection that tunes nothing already measured and writes $OUT/fK/vs_cudnn.json.
 #   SELS="--nets resnet50 --batches 32 --dtype fp32 fp16; --nets vgg16 --batches 1 --dtype fp32" \
 #     LIMIT=300 bash benchmarks/vs_cudnn_gpus.sh
-# DB_IN=earlier.db.gz resumes from an earlier run's db; PRE_LIMIT caps each compile pass (seconds).
+# DB_IN=earlier.db.gz resumes from an earlier run's db; PRE_LIMIT caps each compile pass (seconds);
+# FINAL=0 skips the same-run passes (the shard logs hold each layer's same-process cuDNN time).
 set -u
 OUT=${OUT:-out}; W=${WORK:-/tmp/vs}; mkdir -p $W $OUT
 GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
@@ -36,6 +37,7 @@ for k in "${!SEL_LIST[@]}"; do
   echo "[$SEL] shards done at $(( $(date +%s) - t0 )) s"
 done
 kill $saver; save
+[ "${FINAL:-60}" = 0 ] && exit 0
 for k in "${!SEL_LIST[@]}"; do
   CUDA_VISIBLE_DEVICES=0 python3 benchmarks/vs_cudnn.py ${SEL_LIST[$k]} $COMMON --jobs 0 --out $OUT/f$k \
     --time-limit ${FINAL:-60}

@@ -666,12 +666,17 @@ def _usage_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: control characters (newlines in echoed input too) written as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for every usage or input error."""
     try:
         result = app(args=argv, standalone_mode=False, prog_name="kptune")
     except KptuneError as exc:
-        err.print(f"kptune: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"kptune: error: {one_line(str(exc))}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except (KeyboardInterrupt, typer.Abort):
         err.print("kptune: interrupted; everything measured so far is in the perf db", markup=False)
@@ -683,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             if type(exc).__name__ == "NoArgsIsHelpError":
                 err.print(message, markup=False, highlight=False)
                 return 2
-            err.print(f"kptune: error: {message}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"kptune: error: {one_line(message)}", highlight=False, markup=False, soft_wrap=True)
             return 2
         return int(code) if isinstance(code, int) else 1
     return int(result) if isinstance(result, int) else 0

@@ -34,6 +34,15 @@ def test_bugs_found_by_fuzzing(tmp_path: Path) -> None:
             dataset.load(tmp_path / "d.gz")
 
 
+def test_errors_echoing_input_stay_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the CLI fuzzing: a newline inside an echoed key broke the one-line rule."""
+    from kptune.cli import main
+
+    assert main(["predict", "--shape", "n=1,c=3,h=8,w=8,k=16,r=3,s=3,p\nd=1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "p\\nd" in err
+
+
 def test_the_cli_answers_fuzzed_inputs_with_one_line_and_exit_2() -> None:
     """Each input kind through the command that reads it (predict, campaign --dry-run, db import/show,
     dataset show, predict --model): exit 0, or exit 2 with one line "kptune: error: ..."."""
