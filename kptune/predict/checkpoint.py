@@ -89,6 +89,8 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
         model = build_model(cfg, vocab.size)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model they describe ({' '.join(str(exc).split())[:160]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the model they describe ({' '.join(str(exc).split())[:160]})"
+        ) from None
     model.eval()
     return Predictor(model, cfg, vocab, header)
