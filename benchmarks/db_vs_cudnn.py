@@ -67,7 +67,8 @@ def cudnn_rows_from_log(text: str) -> dict[str, dict[str, Any]]:
             continue
         named = dict(layers(match["net"], int(match["batch"])))
         problem = dataclasses.replace(named[match["layer"]], dtype=match["dtype"])
-        rows[problem.key()] = {"problem": problem.key(), "layer": match["layer"], "shape": short_shape(problem),
+        rows[problem.key()] = {"problem": problem.key(), "net": match["net"], "layer": match["layer"],
+                               "shape": short_shape(problem),
                                "cudnn": {"time_ms": float(match["ms"])}, "from": "log"}  # fmt: skip
     return rows
 
@@ -86,7 +87,8 @@ def compare(db: PerfDB, family_name: str, cudnn: dict[str, dict[str, Any]]) -> l
         n_ok = sum(m.ok for m in measured)
         if best is None or not best.time_ms or n_ok < len(family.space.configs(problem, db.device_info(t.device_id))):
             continue
-        rows.append({"layer": ref["layer"], "batch": problem.n, "dtype": problem.dtype, "shape": ref["shape"],
+        rows.append({"net": ref.get("net", "?"), "layer": ref["layer"], "batch": problem.n, "dtype": problem.dtype,
+                     "shape": ref["shape"],
                      "configs": n_ok, "ours_ms": best.time_ms, "cudnn_ms": ref["cudnn"]["time_ms"],
                      "ratio": ref["cudnn"]["time_ms"] / best.time_ms, "cudnn_from": ref.get("from", "json"),
                      "ours_tflops": problem.flops() / best.time_ms / 1e9, "device": t.device_key})  # fmt: skip
@@ -94,14 +96,14 @@ def compare(db: PerfDB, family_name: str, cudnn: dict[str, dict[str, Any]]) -> l
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["batch"], r["dtype"]), []).append(r)
+        groups.setdefault((r["net"], r["batch"], r["dtype"]), []).append(r)
     out = []
-    for (batch, dtype), group in sorted(groups.items()):
+    for (net, batch, dtype), group in sorted(groups.items()):
         low = min(group, key=lambda r: r["ratio"])
         ratios = [r["ratio"] for r in group]
-        out.append({"batch": batch, "dtype": dtype, "layers": len(group), "geomean": geomean(ratios),
+        out.append({"net": net, "batch": batch, "dtype": dtype, "layers": len(group), "geomean": geomean(ratios),
                     "min": low["ratio"], "min_layer": low["layer"]})  # fmt: skip
     return out
 
@@ -123,14 +125,15 @@ def main() -> int:
     if not rows:
         print("no exhaustively tuned problem of the db has a cuDNN row", file=sys.stderr)
         return 1
-    print("| layer | batch | dtype | shape | configs | ours ms | cuDNN ms | cuDNN/ours | ours TFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['layer']} | {r['batch']} | {r['dtype']} | {r['shape']} | {r['configs']} | {r['ours_ms']:.4f} | "
+    print("| net | layer | batch | dtype | shape | configs | ours ms | cuDNN ms | cuDNN/ours | ours TFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["net"], -r["batch"], r["dtype"])):
+        print(f"| {r['net']} | {r['layer']} | {r['batch']} | {r['dtype']} | {r['shape']} | {r['configs']} | "
+              f"{r['ours_ms']:.4f} | "
               f"{r['cudnn_ms']:.4f} | {r['ratio']:.2f} | {r['ours_tflops']:.1f} |")  # fmt: skip
     summary = summarize(rows)
     for line in summary:
-        print(f"batch {line['batch']} {line['dtype']}: {line['layers']} layers, cuDNN/ours geomean "
+        print(f"{line['net']} batch {line['batch']} {line['dtype']}: {line['layers']} layers, cuDNN/ours geomean "
               f"{line['geomean']:.3f}, min {line['min']:.3f} ({line['min_layer']})")  # fmt: skip
     if args.out:
         doc = {

@@ -85,6 +85,29 @@ class ExprCheck:
         return (ExprCheck, (self.expr,))
 
 
+def _fuse(constraints: Sequence[Constraint]) -> Callable[[Mapping[str, Any]], bool]:
+    """One function checking all of `constraints` in order, with the expression rules inlined into one
+    generated function (one call per search node instead of one eval per rule: the hot path of the beam
+    search and of enumeration). An arithmetic or value error means invalid, as in `violations`."""
+    exprs = [c.check for c in constraints if isinstance(c.check, ExprCheck)]
+    others = [c.check for c in constraints if not isinstance(c.check, ExprCheck)]
+    names = sorted(set().union(*(e.names for e in exprs)))
+    lines = [f"    {name} = env.get({name!r})" for name in names]
+    condition = " and ".join(f"({e.expr})" for e in exprs) or "True"
+    namespace: dict[str, Any] = {"__builtins__": {}}
+    exec(compile("def fused(env):\n" + "\n".join(lines) + f"\n    return {condition}\n", "<rules>", "exec"),
+         namespace)  # fmt: skip
+    fused = namespace["fused"]
+
+    def check(env: Mapping[str, Any]) -> bool:
+        try:
+            return bool(fused(env)) and all(other(env) for other in others)
+        except (ArithmeticError, ValueError):
+            return False
+
+    return check
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class Config:
     """A frozen, hashable assignment of every parameter of a space."""
@@ -140,6 +163,17 @@ class SearchSpace:
         for c in self.constraints:
             depth = max((names.index(p) + 1 for p in c.params), default=0)
             self._by_depth[depth].append(c)
+        self._checks: list[Callable[[Mapping[str, Any]], bool]] | None = None  # built on first use
+
+    @property
+    def checks_by_depth(self) -> list[Callable[[Mapping[str, Any]], bool]]:
+        """Per depth, one function checking every rule whose last parameter is bound at that depth."""
+        if self._checks is None:
+            self._checks = [_fuse(rules) for rules in self._by_depth]
+        return self._checks
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_checks": None}  # (generated functions do not pickle: rebuilt on use)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
@@ -213,14 +247,10 @@ class SearchSpace:
         prefixes: set[tuple[int, ...]] = set()
         complete: list[tuple[int, ...]] = []
 
+        checks = self.checks_by_depth
+
         def ok(depth: int) -> bool:
-            for c in self._by_depth[depth]:
-                try:
-                    if not c.check(env):
-                        return False
-                except (ArithmeticError, ValueError):
-                    return False
-            return True
+            return checks[depth](env)
 
         def walk(depth: int, prefix: tuple[int, ...]) -> bool:
             if depth == len(self.params):
@@ -258,13 +288,7 @@ class Completer:
         self._memo: dict[tuple[int, ...], bool] = {}
 
     def _ok(self, depth: int) -> bool:
-        for c in self.space._by_depth[depth]:
-            try:
-                if not c.check(self._env):
-                    return False
-            except (ArithmeticError, ValueError):
-                return False
-        return True
+        return self.space.checks_by_depth[depth](self._env)
 
     def _search(self, prefix: tuple[int, ...]) -> bool:
         depth = len(prefix)
