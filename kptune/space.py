@@ -75,6 +75,10 @@ class ExprCheck:
         self.expr = expr
         tree = ast.parse(expr, mode="eval")
         self.names = frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+        bound = {n.id for c in ast.walk(tree) if isinstance(c, ast.comprehension) for n in ast.walk(c.target)
+                 if isinstance(n, ast.Name)} | {a.arg for f in ast.walk(tree) if isinstance(f, ast.Lambda)
+                                                for a in f.args.args}  # fmt: skip
+        self.free_names = self.names - bound  # what it reads from the environment
         self._code = compile(tree, f"<constraint {expr}>", "eval")
         self._globals: dict[str, Any] = {"__builtins__": {}}  # one dict, not one per call (hot in beam search)
 
@@ -86,26 +90,23 @@ class ExprCheck:
 
 
 def _fuse(constraints: Sequence[Constraint]) -> Callable[[Mapping[str, Any]], bool]:
-    """One function checking all of `constraints` in order, with the expression rules inlined into one
-    generated function (one call per search node instead of one eval per rule: the hot path of the beam
-    search and of enumeration). An arithmetic or value error means invalid, as in `violations`."""
+    """One generated function checking all of `constraints` in order, the expression rules inlined:
+    one call per search node instead of one eval per rule (the hot path of the beam search and of
+    enumeration). An arithmetic or value error means invalid, as in `violations`."""
     exprs = [c.check for c in constraints if isinstance(c.check, ExprCheck)]
-    others = [c.check for c in constraints if not isinstance(c.check, ExprCheck)]
-    names = sorted(set().union(*(e.names for e in exprs)))
-    lines = [f"    {name} = env.get({name!r})" for name in names]
-    condition = " and ".join(f"({e.expr})" for e in exprs) or "True"
-    namespace: dict[str, Any] = {"__builtins__": {}}
-    exec(compile("def fused(env):\n" + "\n".join(lines) + f"\n    return {condition}\n", "<rules>", "exec"),
-         namespace)  # fmt: skip
-    fused = namespace["fused"]
-
-    def check(env: Mapping[str, Any]) -> bool:
-        try:
-            return bool(fused(env)) and all(other(env) for other in others)
-        except (ArithmeticError, ValueError):
-            return False
-
-    return check
+    others = tuple(c.check for c in constraints if not isinstance(c.check, ExprCheck))
+    names = sorted(set().union(*(e.free_names for e in exprs)))
+    body = [f"        {name} = env[{name!r}]" for name in names]
+    if exprs:
+        body.append(f"        if not ({' and '.join(f'({e.expr})' for e in exprs)}):\n            return False")
+    if others:
+        body.append("        for other in _others:\n            if not other(env):\n                return False")
+    source = "def fused(env):\n    try:\n" + "\n".join([*body, "        return True"])
+    source += "\n    except (_ArithmeticError, _ValueError):\n        return False\n"
+    namespace: dict[str, Any] = {"__builtins__": {}, "_others": others, "_ArithmeticError": ArithmeticError,
+                                 "_ValueError": ValueError}  # fmt: skip
+    exec(compile(source, "<rules>", "exec"), namespace)
+    return namespace["fused"]  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -285,10 +286,11 @@ class Completer:
     def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
         self.space = space
         self._env = space._env(problem, device)
+        self._checks = space.checks_by_depth
         self._memo: dict[tuple[int, ...], bool] = {}
 
     def _ok(self, depth: int) -> bool:
-        return self.space.checks_by_depth[depth](self._env)
+        return self._checks[depth](self._env)
 
     def _search(self, prefix: tuple[int, ...]) -> bool:
         depth = len(prefix)

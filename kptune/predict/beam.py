@@ -62,11 +62,16 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
         where = {v: j for j, v in enumerate(values)}
+        choices = [allowed(prefix) for prefix, _ in beams]
+        if all(len(c) == 1 for c in choices):  # one value left for every beam: renormalised, its log p is 0
+            beams = [((*prefix, c[0]), score) for (prefix, score), c in zip(beams, choices, strict=True)]
+            last = torch.tensor([vocab.offsets[t] + where[c[0]] for c in choices])
+            continue
         rows = []  # the additive mask, built in Python and converted once (element writes cost ~5 us each)
         allowed_count = 0
-        for prefix, _ in beams:
+        for c in choices:
             row = [_NEG_INF] * len(values)
-            for v in allowed(prefix):
+            for v in c:
                 row[where[v]] = 0.0
                 allowed_count += 1
             rows.append(row)

@@ -70,7 +70,8 @@ class LSTMTranslator(nn.Module):
         self, memory: dict[str, torch.Tensor], token: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One decoder step: logits [B, V] for the next token after `token` [B], and the new state."""
-        x = torch.cat([self.drop(self.tgt_embed(token)), memory["feed"]], dim=-1)
+        embedded = self.tgt_embed(token)
+        x = torch.cat([self.drop(embedded) if self.training else embedded, memory["feed"]], dim=-1)
         hs, cs = [], []
         for i, cell in enumerate(self.decoder):
             h_i, c_i = cell(x, (memory["h"][i], memory["c"][i]))
@@ -79,10 +80,11 @@ class LSTMTranslator(nn.Module):
             x = h_i
         h, c = torch.stack(hs), torch.stack(cs)
         query = x
-        scores = torch.bmm(memory["states"], self.attn(query).unsqueeze(2)).squeeze(2)
-        context = torch.bmm(torch.softmax(scores, dim=1).unsqueeze(1), memory["states"]).squeeze(1)
+        # states [B or 1, S, H]: in a beam search every beam shares one source (batch 1, broadcast)
+        scores = torch.matmul(memory["states"], self.attn(query).unsqueeze(2)).squeeze(2)
+        context = torch.matmul(torch.softmax(scores, dim=1).unsqueeze(1), memory["states"]).squeeze(1)
         feed = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))
-        return self.out(self.drop(feed)), {**memory, "h": h, "c": c, "feed": feed}
+        return self.out(self.drop(feed) if self.training else feed), {**memory, "h": h, "c": c, "feed": feed}
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         memory = self.encode(src)
@@ -94,8 +96,10 @@ class LSTMTranslator(nn.Module):
 
     @staticmethod
     def select(memory: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The memory of the beams `index` picks (batch dim 1 for h/c, 0 otherwise)."""
-        return {k: (v[:, index] if k in ("h", "c") else v[index]) for k, v in memory.items()}
+        """The memory of the beams `index` picks (batch dim 1 for h/c, 0 otherwise; one shared source's
+        encoder states, batch 1, stay as they are)."""
+        return {k: (v[:, index] if k in ("h", "c") else v if k == "states" and len(v) == 1 else v[index])
+                for k, v in memory.items()}  # fmt: skip
 
 
 class TransformerTranslator(nn.Module):
