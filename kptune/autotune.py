@@ -66,7 +66,9 @@ class AutotuneResult:
 
 def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | None = None) -> Path | None:
     """The registry's current model for this device and kernel source; else the newest checkpoint made for
-    them among `search` dirs/files (default: the shipped ones)."""
+    them among `search` dirs/files (default: the shipped ones); else, for a CPU device, the newest made
+    for another CPU device of the same backend (CPUs differ less than GPUs, and the beam search keeps
+    to this device's own limits, so every config it proposes is valid here)."""
     from kptune.predict.checkpoint import read_meta
     from kptune.registry import Registry
 
@@ -80,12 +82,22 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
             paths += sorted(place.glob("*.safetensors"))
         elif place.is_file():
             paths.append(place)
-    fits = []
+    fits, kin = [], []
     for path in paths:
         meta = read_meta(path)
-        if meta and meta.get("device") == device.key and meta.get("source_hash") == family.source_hash:
+        if not meta or meta.get("source_hash") != family.source_hash:
+            continue
+        if meta.get("device") == device.key:
             fits.append(path)
-    return max(fits, key=lambda p: p.stat().st_mtime) if fits else None
+        elif device.kind == "cpu" and _is_cpu_of(meta, device.backend):
+            kin.append(path)
+    found = fits or kin
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _is_cpu_of(meta: dict[str, Any], backend: str) -> bool:
+    limits = meta.get("device_limits")
+    return isinstance(limits, dict) and limits.get("kind") == "cpu" and limits.get("backend") == backend
 
 
 def default_model_places() -> list[Path]:
@@ -127,8 +139,11 @@ def autotune(
         if path is not None:
             from kptune.predict.api import predict
 
-            configs = [c.config for c in predict(problem, k, path, device=dev)[0]]
+            candidates, predictor = predict(problem, k, path, device=dev)
+            configs = [c.config for c in candidates]
             source, note = "model", f"top {len(configs)} of the model {path.name}"
+            if predictor.device.key != dev.key:
+                note += f" (made for {predictor.device.key}, another CPU device)"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

@@ -39,7 +39,10 @@ def _model_for(device: DeviceInfo, path: Path) -> Path:
     return path
 
 
-def test_no_model_falls_back_to_a_random_search_then_the_db_answers(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+def test_no_model_falls_back_to_a_random_search_then_the_db_answers(
+    cpu_device: DeviceInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.modules["kptune.autotune"], "default_model_places", lambda: [])  # (a CPU model ships)
     db = tmp_path / "perf.db"
     first = autotune(PROBLEM, device=cpu_device, db=db, budget=4, model=None)
     if first.source == "model":
@@ -57,13 +60,19 @@ def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: 
     (tmp_path / "models").mkdir()
     path = _model_for(cpu_device, tmp_path / "models" / "cpu.safetensors")
     assert model_for(cpu_device, FAMILY, [tmp_path / "models"]) == path
-    other = DeviceInfo(**{**cpu_device.limits(), "name": "another cpu"})
-    assert model_for(other, FAMILY, [tmp_path / "models"]) is None
+    other_cpu = DeviceInfo(**{**cpu_device.limits(), "name": "another cpu"})
+    assert model_for(other_cpu, FAMILY, [tmp_path / "models"]) == path  # a CPU may use another CPU's model
+    gpu = DeviceInfo(**{**cpu_device.limits(), "name": "a gpu", "kind": "gpu"})
+    assert model_for(gpu, FAMILY, [tmp_path / "models"]) is None  # a GPU only its own
+    own = _model_for(other_cpu, tmp_path / "models" / "other.safetensors")
+    assert model_for(other_cpu, FAMILY, [tmp_path / "models"]) == own  # its own first
     result = autotune(PROBLEM, device=cpu_device, db=tmp_path / "perf.db", model=path, k=3)
     assert result.source == "model" and result.model == str(path) and len(result.measured) == 3
     assert all(FAMILY.space.valid(PROBLEM, cpu_device, m.config) for m in result.measured)
     assert _sources(tmp_path / "perf.db") == {"model": 3}
     assert result.best is not None and result.best.ok
+    kin = autotune(PROBLEM, device=other_cpu, db=tmp_path / "perf.db", model=path, k=2)
+    assert kin.source == "model" and "another CPU device" in kin.note
 
 
 def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
