@@ -210,50 +210,46 @@ def run_cli(argv: list[str]) -> tuple[str, str]:
     return "crash", f"exit {code}: {text[-300:]}"
 
 
-def run_cli_cases(cases: int, seed: int) -> dict[str, Any]:
-    """`cases` fuzzed inputs spread over the CLI targets: outcome counts and a few crash examples each."""
+def run_library(run: Callable[[Any], Any], case: Any) -> tuple[str, str]:
+    """Run one library target on `case`: ("ok" | "refused" | "crash", what went wrong)."""
+    try:
+        run(case)
+        return "ok", ""
+    except KptuneError as exc:
+        return "refused", str(exc)
+    except Exception as exc:  # anything else is a bug
+        return "crash", f"{type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _fuzz(all_targets: dict[str, tuple[Callable[[random.Random], Any], Any]], cases: int, seed: int,
+          attempt: Callable[[Any, Any], tuple[str, str]]) -> dict[str, Any]:  # fmt: skip
+    """`cases` fuzzed inputs spread over the targets: outcome counts and a few crash examples each."""
     out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        all_targets = cli_targets(Path(tmp), targets(Path(tmp)))
-        per = max(1, cases // len(all_targets))
-        for name, (make, argv) in all_targets.items():
-            rng = random.Random(f"{seed}:{name}")
-            counts: collections.Counter[str] = collections.Counter()
-            crashes: list[str] = []
-            for _ in range(per):
-                case = make(rng)
-                outcome, text = run_cli(argv(case))
-                counts[outcome] += 1
-                if outcome == "crash" and len(crashes) < 5:
-                    crashes.append(f"{text[:200]} <- {str(case)[:120]!r}")
-            out[name] = {"cases": per, **counts, "crash_examples": crashes}
+    per = max(1, cases // len(all_targets))
+    for name, (make, target) in all_targets.items():
+        rng = random.Random(f"{seed}:{name}")
+        counts: collections.Counter[str] = collections.Counter()
+        crashes: list[str] = []
+        for _ in range(per):
+            case = make(rng)
+            outcome, text = attempt(target, case)
+            counts[outcome] += 1
+            if outcome == "crash" and len(crashes) < 5:
+                crashes.append(f"{text[:200]} <- {str(case)[:120]!r}")
+        out[name] = {"cases": per, **counts, "crash_examples": crashes}
     return out
+
+
+def run_cli_cases(cases: int, seed: int) -> dict[str, Any]:
+    """Fuzzed inputs through the CLI commands that read them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _fuzz(cli_targets(Path(tmp), targets(Path(tmp))), cases, seed, lambda argv, case: run_cli(argv(case)))
 
 
 def run_cases(cases: int, seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """Fuzzed inputs straight into the library's parsers and loaders."""
     with tempfile.TemporaryDirectory() as tmp:
-        all_targets = targets(Path(tmp))
-        per = max(1, cases // len(all_targets))
-        for name, (make, run) in all_targets.items():
-            rng = random.Random(f"{seed}:{name}")
-            counts: collections.Counter[str] = collections.Counter()
-            crashes: list[str] = []
-            for _ in range(per):
-                case = make(rng)
-                try:
-                    run(case)
-                    counts["ok"] += 1
-                except KptuneError as exc:
-                    counts["refused"] += 1
-                    if "\\n" in str(exc):
-                        counts["refused on several lines"] += 1
-                except Exception as exc:
-                    counts["crash"] += 1
-                    if len(crashes) < 5:
-                        crashes.append(f"{type(exc).__name__}: {str(exc)[:160]} <- {str(case)[:120]!r}")
-            out[name] = {"cases": per, **counts, "crash_examples": crashes}
-    return out
+        return _fuzz(targets(Path(tmp)), cases, seed, run_library)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
