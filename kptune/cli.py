@@ -622,6 +622,13 @@ def dataset_build(
     device: Annotated[str | None, typer.Option(help="device key as stored, or a unique part of it")] = None,
     kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
     top: Annotated[int, typer.Option(help="configs kept per train/validation problem")] = 32,
+    sampled: Annotated[
+        int | None,
+        typer.Option(
+            help="also problems with >= N configs measured (random "
+            "samples): labels are the sample's best, not the optimum"
+        ),
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Cut the dataset from a perf db: exhaustively tuned problems, top configs, all of them for test."""
@@ -634,7 +641,9 @@ def dataset_build(
         raise KptuneError(f"--top must be at least 1, not {top}")
     with PerfDB(path) as perfdb:
         _, device_key = perfdb.find_device(device)
-        data, counts = dataset.build(perfdb, device_key, kernel, top)
+        if sampled is not None and sampled < 2:
+            raise KptuneError(f"--sampled must be at least 2, not {sampled}")
+        data, counts = dataset.build(perfdb, device_key, kernel, top, sampled=sampled)
     try:
         out_path.write_bytes(data)
     except OSError as exc:

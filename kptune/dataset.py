@@ -79,8 +79,11 @@ def _corpus_index(entries: Sequence[CorpusEntry]) -> dict[str, CorpusEntry]:
 
 
 def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int = TOP,
-          corpus: Sequence[CorpusEntry] | None = None) -> tuple[bytes, dict[str, int]]:  # fmt: skip
-    """The dataset as gzipped SQLite bytes, and counts per split."""
+          corpus: Sequence[CorpusEntry] | None = None,
+          sampled: int | None = None) -> tuple[bytes, dict[str, int]]:  # fmt: skip
+    """The dataset as gzipped SQLite bytes, and counts per split. Exhaustively tuned problems only, unless
+    `sampled`: then also problems with at least that many correct configs measured (a random sample),
+    labelled by the best of the sample, which is not the optimum (meta "labels" says which)."""
     family = get_family(family_name)
     index = _corpus_index(corpus if corpus is not None else load_corpus())
     tuned = [t for t in db.tuned_problems(device_key, family.name) if t.source_hash == family.source_hash]
@@ -91,7 +94,8 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
     out.executescript(_SCHEMA)
     meta = {"format_version": FORMAT_VERSION, "device": device_key, "device_limits": device.limits(),
             "family": family.name, "source_hash": family.source_hash, "parameters": list(family.space.names),
-            "top": top, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+            "top": top, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "labels": "exhaustive" if sampled is None else f"best of >= {sampled} sampled configs"}  # fmt: skip
     out.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
     config_ids: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -99,8 +103,8 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         problem = problem_from_key(t.problem_key)
         valid = len(family.space.configs(problem, device))
         measured = db.measurements(t.problem_id, t.device_id, t.kernel_id)
-        if len(measured) < valid:
-            continue  # not exhaustive: its winner is not known
+        if len(measured) < valid and (sampled is None or sum(m.ok for m in measured) < sampled):
+            continue  # not exhaustive (nor sampled enough, when asked for): its winner is not known
         entry = index.get(dataclasses.replace(problem, dtype="fp32").key()) if hasattr(problem, "dtype") else None
         split = entry.split if entry else "extra"
         ok = sorted((m for m in measured if m.ok and m.time_ms), key=lambda m: (m.time_ms, m.config.key()))
@@ -171,4 +175,5 @@ def summary(data: Dataset) -> list[str]:
             f"created {data.meta['created']}",
             f"{len(data.problems)} problems ({len(shapes)} distinct shapes; dtypes {', '.join(sorted(dtypes))}), "
             f"{times} config times (top {data.meta['top']}; every ok config for test)",
-            "per split: " + ", ".join(f"{k} {v}" for k, v in sorted(by_split.items()))]  # fmt: skip
+            "per split: " + ", ".join(f"{k} {v}" for k, v in sorted(by_split.items())),
+            f"labels: {data.meta.get('labels', 'exhaustive')}"]  # fmt: skip

@@ -54,6 +54,19 @@ def test_build_and_load(tmp_path: Path) -> None:
     assert "resnet34" in test.networks or test.networks
 
 
+def test_a_sampled_dataset_takes_problems_measured_in_part_and_says_so(tmp_path: Path) -> None:
+    _build(tmp_path / "perf.db")
+    with PerfDB(tmp_path / "perf.db") as db:
+        data, counts = dataset.build(db, GPU.key, top=32, corpus=CORPUS, sampled=100)
+    assert counts == {"test": 1, "train": 2}  # now with the fp16 problem, one config short of exhaustive
+    (tmp_path / "d.db.gz").write_bytes(data)
+    d = dataset.load(tmp_path / "d.db.gz")
+    assert d.meta["labels"] == "best of >= 100 sampled configs" and "labels: best of" in dataset.summary(d)[-1]
+    with PerfDB(tmp_path / "perf.db") as db:
+        _, counts = dataset.build(db, GPU.key, top=32, corpus=CORPUS, sampled=10**6)
+    assert counts == {"test": 1, "train": 1}
+
+
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "x.gz").write_bytes(b"not gzip")
     with pytest.raises(dataset.DatasetError, match=r"not a gzipped kptune dataset|cannot read"):
