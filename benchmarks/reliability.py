@@ -34,7 +34,7 @@ from common import provenance, write_json
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 SHAPES = "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1\nn=2,c=8,h=5,w=7,k=4,r=1,s=1\n"
-EXPECTED = {1: "compile_error", 2: "wrong_result", 3: "timeout", 4: "launch_error"}
+EXPECTED = {1: "compile_error", 2: "wrong_result", 3: "timeout", 4: "launch_error", 5: "launch_error"}
 
 
 def _rows(db: Path) -> list[tuple[Any, ...]]:
@@ -57,7 +57,7 @@ def kernel_faults(device: Any, rounds: int, seed: int, tmp: Path) -> dict[str, A
     outcomes: collections.Counter[str] = collections.Counter()
     survived = lost = wrong_kind = 0
     for r in range(rounds):
-        modes = [0, 1, 2, 3, 4]
+        modes = [0, 1, 2, 3, 4, 5]
         rng.shuffle(modes)
         configs = [faulty(m) for m in modes]
         db = tmp / f"faults-{r}.db"
@@ -72,7 +72,7 @@ def kernel_faults(device: Any, rounds: int, seed: int, tmp: Path) -> dict[str, A
             wrong_kind += (
                 mode in EXPECTED and outcome != EXPECTED[mode] and not (mode == 4 and outcome == "wrong_result")
             )
-    return {"rounds": rounds, "faults_injected": 4 * rounds, "survived_rounds": survived, "rows_lost": lost,
+    return {"rounds": rounds, "faults_injected": 5 * rounds, "survived_rounds": survived, "rows_lost": lost,
             "outcomes": dict(sorted(outcomes.items())), "unexpected_outcomes": wrong_kind}  # fmt: skip
 
 
@@ -147,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     k, p = doc["kernel_faults"], doc["process_faults"]
     print("| faults | kinds | injected | survived | rows lost |")
     print("|---|---|---|---|---|")
-    print(f"| kernel | compile error, wrong result, infinite loop, wild write | {k['faults_injected']} | "
+    print("| kernel | compile error, wrong result, infinite loop, wild write, too many resources | "
+          f"{k['faults_injected']} | "
           f"{k['survived_rounds']} of {k['rounds']} runs went on | {k['rows_lost']} |")  # fmt: skip
     print(f"| process | kill -9 of driver + workers, of one worker | {p['driver_kills']} + {p['worker_kills']} | "
           f"rerun exit {p['rerun_exit']}, {p['configs_measured']} of {p['configs_expected']} configs, "

@@ -2,7 +2,8 @@
 
 `axpy` computes out = a*x + y. `axpy_faulty` adds a MODE parameter whose values
 inject real faults: 1 compile error, 2 wrong result, 3 infinite loop, 4 a wild
-write far outside the buffer (kills the process on the CPU).
+write far outside the buffer (kills the process on the CPU), 5 a launch with too many
+resources (a correct kernel launched with 8 * 1024 work-items per group, past every device's limit).
 """
 
 from __future__ import annotations
@@ -99,9 +100,16 @@ AXPY = register_family(
     KernelFamily(name="axpy", space=SearchSpace(_params, _rules), **_common),  # type: ignore[arg-type]
     replace=True,
 )
+
+
+def faulty_geometry(p: AxpyProblem, c: Config) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    groups, (local, _, _) = geometry(p, c)
+    return groups, (local * (1024 if c["MODE"] == 5 else 1), 1, 1)  # MODE 5: too many work-items per group
+
+
 AXPY_FAULTY = register_family(
-    KernelFamily(name="axpy_faulty", space=SearchSpace([Param("MODE", (0, 1, 2, 3, 4)), *_params], _rules),
-                 **_common),  # type: ignore[arg-type]
+    KernelFamily(name="axpy_faulty", space=SearchSpace([Param("MODE", (0, 1, 2, 3, 4, 5)), *_params], _rules),
+                 **{**_common, "geometry": faulty_geometry}),  # type: ignore[arg-type]
     replace=True,
 )  # fmt: skip
 

@@ -47,6 +47,7 @@ def test_faults_on_the_gpu_cost_one_config(device) -> None:  # type: ignore[no-u
         assert runner.measure(faulty(0)).outcome is Outcome.OK
         assert runner.measure(faulty(1)).outcome is Outcome.COMPILE_ERROR
         assert runner.measure(faulty(2)).outcome is Outcome.WRONG_RESULT
+        assert runner.measure(faulty(5)).outcome is Outcome.LAUNCH_ERROR  # too many threads per block
         wild = runner.measure(faulty(4))  # illegal address: poisons a CUDA context
         assert wild.outcome in (Outcome.LAUNCH_ERROR, Outcome.WRONG_RESULT), wild
         assert runner.measure(faulty(3)).outcome is Outcome.TIMEOUT

@@ -22,6 +22,8 @@ def test_each_fault_is_an_outcome_and_the_search_goes_on(cpu_device: DeviceInfo)
         assert runner.measure(faulty(1)).outcome is Outcome.COMPILE_ERROR
         wrong = runner.measure(faulty(2))
         assert wrong.outcome is Outcome.WRONG_RESULT and "relative error" in wrong.error
+        too_big = runner.measure(faulty(5))  # 8192 work-items per group: past the device's limit
+        assert too_big.outcome is Outcome.LAUNCH_ERROR and too_big.error, too_big
 
         bad = Config.of({"MODE": 0, "WG": 3, "ELEMS": 1})
         assert runner.measure(bad).outcome is Outcome.INVALID
