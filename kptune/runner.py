@@ -11,6 +11,7 @@ compile cache.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +77,11 @@ class Worker:
         self.kill()
 
 
+# exit codes of a worker killed by a signal its kernel cannot raise (a crashing kernel gets SIGSEGV,
+# SIGBUS or SIGABRT; a hung one is killed by the watchdog, which records a timeout itself)
+_KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
+
+
 class Runner:
     """Measures configs of one kernel family on one device; use as a context manager."""
 
@@ -128,7 +134,7 @@ class Runner:
             self._worker_has_problem = True
         return self._worker
 
-    def measure(self, config: Config, best_ms: float | None = None) -> Measurement:
+    def measure(self, config: Config, best_ms: float | None = None, *, _again: bool = False) -> Measurement:
         """Measure one config; every failure is an outcome, never an exception."""
         if self._payload is None:
             raise RuntimeError("set_problem() first")
@@ -147,8 +153,15 @@ class Runner:
             self._drop_worker()
             return Measurement(config, Outcome.TIMEOUT, error=f"no result within {self.settings.timeout_s:g} s")
         except (EOFError, OSError):
-            code = worker.proc.poll()
+            try:
+                code = worker.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
             self._drop_worker()
+            if code in _KILLED_FROM_OUTSIDE and not _again:
+                # a signal from outside (someone stopping the run, the OOM killer), not the kernel's doing:
+                # recording a fault would keep a good config out of every later run; measure it once more
+                return self.measure(config, best_ms, _again=True)
             return Measurement(config, Outcome.LAUNCH_ERROR, error=f"worker died (exit code {code})")
         if result.fatal:
             self._drop_worker()

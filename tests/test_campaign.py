@@ -166,8 +166,8 @@ def test_killed_campaign_ends_with_the_winners_of_an_uninterrupted_one(tmp_path:
     is within NEAR_TIE of the other, timed in either run."""
     shapes = tmp_path / "shapes.txt"
     shapes.write_text(WINNER_SHAPES)
-    budget, killed, fresh = 8, tmp_path / "k.db", tmp_path / "u.db"
-    _, after, report = _kill_then_rerun(_campaign_cmd(shapes, killed, cpu_device, budget, 1), killed, (3, 9))
+    budget, killed, fresh = 6, tmp_path / "k.db", tmp_path / "u.db"
+    _, after, report = _kill_then_rerun(_campaign_cmd(shapes, killed, cpu_device, budget, 1), killed, (3, 7))
     uninterrupted = subprocess.run(_campaign_cmd(shapes, fresh, cpu_device, budget, 1), capture_output=True,
                                    text=True, timeout=900)  # fmt: skip
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
