@@ -65,19 +65,24 @@ def test_reference_matches_a_direct_loop() -> None:
     np.testing.assert_allclose(y, expect, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, shape: str) -> None:
-    problem = Conv2dProblem.parse(shape)
-    configs = FAMILY.space.configs(problem, cpu_device)
-    assert len(configs) >= 8
-    sample = _sample(configs)
-    backend = open_backend(cpu_device)
-    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
-    state = prepare(backend, FAMILY, problem, inputs, FAMILY.reference(problem, inputs), ONE_RUN)
-    for config in sample:
-        m = measure_config(backend, FAMILY, state, config, None, ONE_RUN)
-        assert m.outcome is Outcome.OK, (config.key(), m.error)
-        assert m.rel_error is not None and m.rel_error < (1e-3 if problem.dtype == "fp16" else 1e-5)
+def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The first and last config of every (algorithm, split-K, unroll, padding) group of each of SHAPES,
+    as a 2-worker campaign (a sampling strategy registered for the test): all verified."""
+    from kptune import strategies
+    from kptune.perfdb import PerfDB
+
+    monkeypatch.setitem(strategies.STRATEGIES, "groups", lambda valid, budget, seed: _sample(list(valid)))
+    problems = [Conv2dProblem.parse(shape) for shape in SHAPES]
+    result = campaign(problems, FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "perf.db",
+                      strategy="groups", settings=ONE_RUN)  # fmt: skip
+    assert all(r.complete and r.candidates >= 4 for r in result.problems)
+    assert result.outcomes == {"ok": sum(r.candidates for r in result.problems)}
+    with PerfDB(tmp_path / "perf.db") as db:
+        for t in db.tuned_problems():
+            limit = 1e-3 if "dtype=fp16" in t.problem_key else 1e-5
+            errors = [m.rel_error for m in db.measurements(t.problem_id, t.device_id, t.kernel_id)]
+            assert all(e is not None and e < limit for e in errors), (t.problem_key, max(errors))
 
 
 def test_every_config_verifies_on_pocl(cpu_device: DeviceInfo, tmp_path: Path) -> None:
