@@ -639,10 +639,10 @@ def dataset_build(
         raise KptuneError(f"no perf db at {path}")
     if top < 1:
         raise KptuneError(f"--top must be at least 1, not {top}")
+    if sampled is not None and sampled < 2:
+        raise KptuneError(f"--sampled must be at least 2, not {sampled}")
     with PerfDB(path) as perfdb:
         _, device_key = perfdb.find_device(device)
-        if sampled is not None and sampled < 2:
-            raise KptuneError(f"--sampled must be at least 2, not {sampled}")
         data, counts = dataset.build(perfdb, device_key, kernel, top, sampled=sampled)
     try:
         out_path.write_bytes(data)

@@ -118,25 +118,33 @@ class _GuardedCursor(sqlite3.Cursor):
 class _GuardedConnection(sqlite3.Connection):
     path: Path
 
-    def execute(self, sql: str, params: Any = ()) -> _GuardedCursor:  # type: ignore[override]
+    def _guarded(self) -> _GuardedCursor:
         cursor = self.cursor(_GuardedCursor)
         cursor.path = self.path
-        return cursor.execute(sql, params)
+        return cursor
+
+    def execute(self, sql: str, params: Any = ()) -> _GuardedCursor:  # type: ignore[override]
+        return self._guarded().execute(sql, params)
 
     def executemany(self, sql: str, params: Any) -> _GuardedCursor:  # type: ignore[override]
-        cursor = self.cursor(_GuardedCursor)
-        cursor.path = self.path
-        return cursor.executemany(sql, params)
+        return self._guarded().executemany(sql, params)
+
+
+def _create_v1(c: sqlite3.Connection) -> None:
+    """The v1 tables and the meta table, statement by statement (inside the caller's transaction)."""
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            c.execute(statement)
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
 @functools.cache
 def _expected_columns() -> dict[str, list[str]]:
     """Each table's columns at SCHEMA_VERSION, from a fresh in-memory db built and migrated as a file would be."""
     c = sqlite3.connect(":memory:")
-    c.executescript(_SCHEMA_V1)
+    _create_v1(c)
     for version in range(1, SCHEMA_VERSION):
         MIGRATIONS[version](c)
-    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     return _columns(c)
 
 
@@ -206,10 +214,7 @@ class PerfDB:
         try:
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
-                c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                _create_v1(c)
                 c.execute("INSERT INTO meta VALUES ('schema_version', '1')")  # the migrations take it on from v1
             elif "meta" not in tables:
                 raise DatabaseError(f"{self.path} is an SQLite file but not a kptune perf db")

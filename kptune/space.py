@@ -250,9 +250,6 @@ class SearchSpace:
 
         checks = self.checks_by_depth
 
-        def ok(depth: int) -> bool:
-            return checks[depth](env)
-
         def walk(depth: int, prefix: tuple[int, ...]) -> bool:
             if depth == len(self.params):
                 prefixes.add(prefix)
@@ -262,14 +259,14 @@ class SearchSpace:
             any_ok = False
             for v in param.values:
                 env[param.name] = v
-                if ok(depth + 1) and walk(depth + 1, (*prefix, v)):
+                if checks[depth + 1](env) and walk(depth + 1, (*prefix, v)):
                     any_ok = True
             env.pop(param.name, None)
             if any_ok:
                 prefixes.add(prefix)
             return any_ok
 
-        if ok(0):
+        if checks[0](env):
             walk(0, ())
         return frozenset(prefixes), tuple(complete)
 
