@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import provenance, write_json
+from common import provenance, spread, write_json
 
 from kptune.backends import campaign_devices
 from kptune.campaign import campaign
@@ -31,13 +31,6 @@ from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
 from kptune.problem import Conv2dProblem
-
-
-def spread(entries: Sequence[Any], n: int) -> list[Any]:
-    """`n` items evenly spaced over `entries` (all of them if there are fewer)."""
-    if n >= len(entries):
-        return list(entries)
-    return [entries[(i * len(entries)) // n] for i in range(n)]
 
 
 def pick_problems(n: int, dtypes: Sequence[str]) -> list[Conv2dProblem]:

@@ -10,7 +10,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +51,10 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(path)
+
+
+def spread(entries: Sequence[Any], n: int) -> list[Any]:
+    """`n` items evenly spaced over `entries` (all of them if there are fewer)."""
+    if n >= len(entries):
+        return list(entries)
+    return [entries[(i * len(entries)) // n] for i in range(n)]
