@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from kptune.compiled import CompiledIndex, define_key
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
 from kptune.kernel import KernelFamily
@@ -194,13 +195,18 @@ def precompile(
     never on sizes, so one call can fill the cache for many problems at once. Returns
     {index in `defines`: error} for those that did not compile. A worker that dies or
     hangs while compiling is dropped; its configs compile (or fail) again when measured.
+    Define sets the compile cache already holds (`CompiledIndex`) start no worker at all.
     """
     settings = settings or TimingSettings()
-    jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(defines) // chunk))
+    index = CompiledIndex(family, device)
+    keys = [define_key(d) for d in defines]
+    known = index.known()
+    todo = [i for i, key in enumerate(keys) if key not in known]
+    jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(todo) // chunk))
     if jobs < 2:
         return {}
     # popped from the end, so the first define sets compile first (a caller cut short keeps those)
-    chunks = [list(range(i, min(i + chunk, len(defines)))) for i in range(0, len(defines), chunk)][::-1]
+    chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)][::-1]
     errors: dict[int, str] = {}
     workers: dict[Connection, tuple[Worker, list[int]]] = {}
 
@@ -226,6 +232,7 @@ def precompile(
                     w.kill()
                     continue
                 errors.update({i: e for i, e in zip(part, errs, strict=True) if e is not None})
+                index.add(keys[i] for i, e in zip(part, errs, strict=True) if e is None)
                 if chunks:
                     give(w)
                 else:
