@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import queue
 import re
@@ -22,7 +23,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -124,19 +125,28 @@ class CampaignProgress(Protocol):
 
 
 class Measurer(Protocol):
-    """A worker slot: measures a task's configs in order, yielding each measurement as it comes."""
+    """A worker slot: measures a task's configs in order, yielding each measurement as it comes.
+
+    `shared_best()` is the problem's best time so far over every slot (other chunks of it included),
+    for early stopping; a slot that cannot ask mid-task (a remote actor) uses the task's `best_ms`.
+    """
 
     name: str
 
-    def run(self, task: Task) -> Iterator[Measurement]: ...
+    def run(self, task: Task, shared_best: Callable[[], float | None]) -> Iterator[Measurement]: ...
 
     def close(self) -> None: ...
 
 
-def _measure_task(runner: Runner, task: Task) -> Iterator[Measurement]:
+def _measure_task(
+    runner: Runner, task: Task, shared_best: Callable[[], float | None] = lambda: None
+) -> Iterator[Measurement]:
     runner.set_problem(task.problem)
     best = task.best_ms
     for config in task.configs:
+        other = shared_best()
+        if other is not None and (best is None or other < best):
+            best = other
         m = runner.measure(config, best)
         if m.ok and m.time_ms is not None and (best is None or m.time_ms < best):
             best = m.time_ms
@@ -150,8 +160,8 @@ class LocalMeasurer:
         self.name = f"{device.spec}#{slot}"
         self.runner = Runner(family, device, settings)
 
-    def run(self, task: Task) -> Iterator[Measurement]:
-        return _measure_task(self.runner, task)
+    def run(self, task: Task, shared_best: Callable[[], float | None]) -> Iterator[Measurement]:
+        return _measure_task(self.runner, task, shared_best)
 
     def close(self) -> None:
         self.runner.close()
@@ -163,7 +173,7 @@ class RayMeasurer:
     def __init__(self, ray: Any, actor: Any, name: str) -> None:
         self.ray, self.actor, self.name = ray, actor, name
 
-    def run(self, task: Task) -> Iterator[Measurement]:
+    def run(self, task: Task, shared_best: Callable[[], float | None]) -> Iterator[Measurement]:
         for ref in self.actor.run.options(num_returns="streaming").remote(task):
             yield self.ray.get(ref)
 
@@ -363,7 +373,7 @@ def _work(measurer: Measurer, tasks: queue.Queue[Task], results: queue.Queue[tup
         t0 = time.perf_counter()
         n = 0
         try:
-            for m in measurer.run(task):
+            for m in measurer.run(task, functools.partial(best_ms.get, task.index)):
                 results.put(("m", task.index, m))
                 n += 1
                 if stop.is_set():

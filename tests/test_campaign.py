@@ -249,3 +249,20 @@ def test_a_shape_too_large_for_the_device_is_refused_before_launch(tmp_path: Pat
                       strategy="random", budget=2)  # fmt: skip
     assert result.problems[0].refused and "device memory" in result.failures[0]
     assert result.problems[1].complete and result.measured == 2
+
+
+def test_a_chunk_stops_early_against_the_best_of_other_chunks(cpu_device: DeviceInfo) -> None:
+    from kptune.campaign import Task, _measure_task
+    from kptune.measurement import TimingSettings
+    from kptune.runner import Runner
+
+    problem = Conv2dProblem(n=1, c=8, h=12, w=12, k=8, r=3, s=3, pad_h=1, pad_w=1)
+    task = Task(0, problem, tuple(FAMILY.space.configs(problem, cpu_device)[:3]), None)
+    settings = TimingSettings(target_ms=50)
+    with Runner(FAMILY, cpu_device, settings) as runner:
+        alone = list(_measure_task(runner, task))
+        # another worker's chunk of this problem already found something far faster
+        behind = list(_measure_task(runner, task, lambda: 1e-6))
+    assert all(m.ok for m in alone + behind)
+    assert all(m.runs <= settings.first_batch for m in behind)
+    assert alone[0].runs > settings.first_batch  # nothing to stop against: timed in full
