@@ -11,18 +11,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kptune.backends import resolve_device
-from kptune.device import DeviceInfo
+from kptune.device import DeviceInfo, check_fits
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
 from kptune.measurement import Measurement, TimingSettings, fastest
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
+from kptune.runner import Runner
 from kptune.strategies import get_strategy
 from kptune.tune import tune
 
@@ -105,6 +109,38 @@ def default_model_places() -> list[Path]:
     return [Path(__file__).resolve().parent / "data"]
 
 
+class _Background:
+    """Runs `fn` in a thread; `join()` waits and raises what it raised, `wait()` only waits."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # handed to join()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def join(self) -> None:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+
+
+def _start(runner: Runner, problem: Conv2dProblem) -> None:
+    """Load the problem into the runner and start its worker; a worker that fails to start now is
+    started again by the first measurement, which records the failure as its outcome."""
+    runner.set_problem(problem)
+    with contextlib.suppress(EOFError, OSError, TimeoutError):
+        runner.start()
+
+
 def autotune(
     problem: Conv2dProblem,
     *,
@@ -124,9 +160,8 @@ def autotune(
         raise KptuneError(f"k must be at least 1, not {k}")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
-    own_db = not isinstance(db, PerfDB)
-    perfdb = db if isinstance(db, PerfDB) else PerfDB(db)
-    try:
+    with contextlib.ExitStack() as stack:
+        perfdb = db if isinstance(db, PerfDB) else stack.enter_context(PerfDB(db))
         pid, did = perfdb.problem_id(problem), perfdb.device_id(dev)
         kid = perfdb.kernel_id(family.name, family.source_hash, family.space.names)
         known = perfdb.best(pid, did, kid)
@@ -135,6 +170,11 @@ def autotune(
                                   "a verified winner was already in the db", 0.0, time.perf_counter() - t0,
                                   perfdb.path)  # fmt: skip
         path = model if model is not None else model_for(dev, family)
+        check_fits(problem, dev)
+        runner = stack.enter_context(Runner(family, dev, settings or TimingSettings()))
+        # the measuring worker starts, opens the device and computes the reference while the model predicts
+        starting = _Background(lambda: _start(runner, problem))
+        stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
             from kptune.predict.api import predict
@@ -152,14 +192,12 @@ def autotune(
         predict_ms = (time.perf_counter() - clock) * 1e3
         if not configs:
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
+        starting.join()
         result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
-                      configs=configs, source=source, resume=not force)  # fmt: skip
+                      configs=configs, source=source, resume=not force, runner=runner)  # fmt: skip
         chosen = set(configs)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
         return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured) or result.best,
                               str(path) if path else None, note, predict_ms, time.perf_counter() - t0,
                               perfdb.path)  # fmt: skip
-    finally:
-        if own_db:
-            perfdb.close()

@@ -124,6 +124,10 @@ class Runner:
         self._payload = (problem, inputs, reference)
         self._worker_has_problem = False
 
+    def start(self) -> None:
+        """Start the worker and hand it the problem now (e.g. in a thread, while a model predicts)."""
+        self._ready_worker()
+
     def _ready_worker(self) -> Worker:
         if self._worker is None:
             self._worker = Worker(self.device, self.family, self.settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -80,13 +81,15 @@ def tune(
     configs: Sequence[Config] | None = None,
     source: str | None = None,
     resume: bool = True,
+    runner: Runner | None = None,
 ) -> TuneResult:
     """Measure the configs `strategy` picks, skipping those already in the db (resume).
 
     Every measurement is committed as it comes, so an interrupted run loses at most
     the config in flight. Returns the best over all measurements of these configs.
     With `configs`, exactly those are measured (a model's candidates), stored as `source`;
-    `resume=False` measures them again even if the db has them.
+    `resume=False` measures them again even if the db has them. `runner`: an open Runner of this
+    family and device to measure with (left open; e.g. one started while a model predicted).
     """
     t0 = time.perf_counter()
     family = get_family(kernel)
@@ -117,7 +120,7 @@ def tune(
         done = len(latest)
         phases = dict.fromkeys(("setup", "precompile", "compile", "verify", "bench", "db", "other"), 0.0)
         if todo:
-            with Runner(family, dev, settings) as runner:
+            with contextlib.nullcontext(runner) if runner is not None else Runner(family, dev, settings) as runner:
                 clock = time.perf_counter()
                 runner.set_problem(problem)
                 phases["setup"] = time.perf_counter() - clock
