@@ -9,7 +9,8 @@ both tune the same shapes from nothing; the compile pass (done once per config a
 device on all cores) is timed apart, and the first run leaves the compile cache warm for
 the next, so "measure" seconds compare measuring alone. Reported per run: shapes per
 GPU-minute, configs per second, the median seconds per shape (one worker's wall time on
-a shape, every valid config verified and timed), and the speed-up over the first run.
+a shape, every valid config verified and timed), the speed-up over the first run, and where
+the worker seconds went (cache loads, verification, timed launches and their device time).
 Writes campaign_speed.json under --out; keeps each run's db there (--keep-db) for the dataset.
 """
 
@@ -78,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{result.measured} configs in {result.measure_s:.1f} s (compile pass {result.compile_s:.1f} s, "
               f"{result.compiled} configs): {result.configs_per_s:.1f} configs/s, "
               f"{result.shapes_per_gpu_minute:.2f} shapes per GPU-minute, median shape "
-              f"{result.median_problem_s or 0:.2f} s, speed-up {run['speedup']}", flush=True)  # fmt: skip
+              f"{result.median_problem_s or 0:.2f} s, speed-up {run['speedup']}; worker seconds: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in result.phases_s.items()), flush=True)  # fmt: skip
         if not args.keep_db:
             db.unlink(missing_ok=True)
     print(f"wrote {args.out / 'campaign_speed.json'}")

@@ -64,6 +64,20 @@ class ProblemReport:
     best_config: str | None = None
     complete: bool = False
     refused: str = ""  # why it is not tuned at all (e.g. it does not fit in device memory)
+    # where the worker seconds went (summed over configs): loading or compiling the kernel, the
+    # verifying launch and comparison, the timed launches (host wall), and the device time of those
+    compile_s: float = 0.0
+    verify_s: float = 0.0
+    bench_s: float = 0.0
+    kernel_s: float = 0.0
+
+    def add(self, m: Measurement) -> None:
+        self.measured += 1
+        self.compile_s += m.compile_s
+        self.verify_s += m.verify_s
+        self.bench_s += m.bench_s
+        if m.ok and m.time_ms is not None:
+            self.kernel_s += m.time_ms * m.runs / 1e3
 
 
 @dataclasses.dataclass
@@ -98,6 +112,15 @@ class CampaignResult:
         return len(tuned) / (self.workers * self.measure_s / 60) if self.measure_s > 0 and tuned else 0.0
 
     @property
+    def phases_s(self) -> dict[str, float]:
+        """Worker seconds over every problem: compile (cache loads), verify, bench (of which kernel: timed
+        device time), and other (the rest of the worker seconds: IPC, inputs, the measuring loop)."""
+        total = {k: sum(getattr(p, f"{k}_s") for p in self.problems) for k in ("compile", "verify", "bench", "kernel")}
+        seconds = sum(p.seconds for p in self.problems)
+        total["other"] = seconds - total["compile"] - total["verify"] - total["bench"]
+        return {k: round(v, 3) for k, v in total.items()}
+
+    @property
     def median_problem_s(self) -> float | None:
         times = [p.seconds for p in self.problems if p.measured and p.complete]
         return statistics.median(times) if times else None
@@ -109,7 +132,7 @@ class CampaignResult:
             "resumed": self.resumed, "outcomes": self.outcomes, "compiled": self.compiled,
             "compile_s": round(self.compile_s, 3), "measure_s": round(self.measure_s, 3),
             "wall_s": round(self.wall_s, 3), "configs_per_s": round(self.configs_per_s, 2),
-            "shapes_per_gpu_minute": round(self.shapes_per_gpu_minute, 3),
+            "shapes_per_gpu_minute": round(self.shapes_per_gpu_minute, 3), "phases_s": self.phases_s,
             "median_problem_s": None if self.median_problem_s is None else round(self.median_problem_s, 3),
             "failures": self.failures, "per_problem": [dataclasses.asdict(p) for p in self.problems],
         }  # fmt: skip
@@ -476,7 +499,7 @@ def campaign(
                     if kind == "m":
                         m: Measurement = event[2]
                         report = reports[event[1]]
-                        report.measured += 1
+                        report.add(m)
                         measured += 1
                         outcomes[str(m.outcome)] += 1
                         if m.ok and m.time_ms is not None and (report.best_ms is None or m.time_ms < report.best_ms):

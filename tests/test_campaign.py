@@ -99,6 +99,9 @@ def test_two_local_workers_match_a_single_process(tmp_path: Path, cpu_device: De
     assert (result.engine, result.workers, result.complete, result.measured) == ("local", 2, 3, 3 * BUDGET)
     assert {p.worker for p in result.problems} <= {f"{cpu_device.spec}#0", f"{cpu_device.spec}#1"}
     assert _table(tmp_path / "c.db") == single_process
+    phases = result.phases_s  # where the worker seconds went; every part measured, none negative
+    assert all(phases[k] > 0 for k in ("compile", "verify", "bench", "kernel")) and phases["other"] >= 0
+    assert phases["kernel"] <= phases["bench"] + phases["verify"]
     again = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=2, db=tmp_path / "c.db",
                      strategy="random", budget=BUDGET)  # fmt: skip
     assert (again.measured, again.resumed, again.complete) == (0, 3 * BUDGET, 3)  # a rerun measures nothing
