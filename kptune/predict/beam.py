@@ -15,11 +15,14 @@ import functools
 import heapq
 import math
 import operator
+import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from kptune.device import DeviceInfo
+from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Completer, Config, SearchSpace
@@ -53,13 +56,14 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
                 width: int = 8, k: int = 5) -> list[Candidate]:  # fmt: skip
     """The top-k distinct complete configs by total log-probability (fewer if fewer exist)."""
     model.eval()
-    memory = model.encode(torch.tensor([list(source)]))
+    positions = len(vocab.values)
+    decoder = _decoder(model)
+    memory = decoder.encode(torch.tensor([list(source)]))
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     last = torch.tensor([BOS])
-    positions = len(vocab.values)
     for t in range(positions):
-        logits, memory = model.step(memory, last)
         span = vocab.span(t)
+        logits, memory = decoder.step(memory, last, span)
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
         where = {v: j for j, v in enumerate(values)}
@@ -70,7 +74,7 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
             continue
         # log p renormalised over each beam's allowed values, in Python: a beam has at most a few
         # (a tensor op costs more than this loop); a beam with none left drops out
-        rows = logits[:, span.start : span.stop].tolist()
+        rows = logits.tolist()
         scored: list[tuple[float, int, int]] = []
         for b, (row, js) in enumerate(zip(rows, choices, strict=True)):
             score = beams[b][1]
@@ -83,7 +87,7 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         if not scored:
             return []
         scored = heapq.nlargest(keep, scored, key=operator.itemgetter(0))
-        memory = model.select(memory, _long([b for _, b, _ in scored]))
+        memory = decoder.select(memory, _long([b for _, b, _ in scored]))
         beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
         last = _long([span.start + j for _, _, j in scored])
     out = [Candidate(Config(tuple(zip(vocab.names, values, strict=True))), score) for values, score in beams]
@@ -93,3 +97,44 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
 def _long(ids: list[int]) -> torch.Tensor:
     """A 1-D int64 tensor of `ids`; through a buffer, a quarter of torch.tensor's cost on a short list."""
     return torch.frombuffer(array.array("q", ids), dtype=torch.int64)
+
+
+class _SpanSteps:
+    """Any translator's `encode`/`step`/`select`, its logits cut to the position's vocabulary."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model: Any = model
+
+    def encode(self, src: torch.Tensor) -> Any:
+        return self.model.encode(src)
+
+    def step(self, memory: Any, token: torch.Tensor, span: range) -> tuple[torch.Tensor, Any]:
+        logits, memory = self.model.step(memory, token)
+        return logits[:, span.start : span.stop], memory
+
+    def select(self, memory: Any, index: torch.Tensor) -> Any:
+        return self.model.select(memory, index)
+
+
+#: per model: its parameters, their versions when the decoder was built, the decoder
+_decoders: weakref.WeakKeyDictionary[torch.nn.Module, tuple[list[torch.nn.Parameter], list[int], LSTMBeamDecoder]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _decoder(model: torch.nn.Module) -> LSTMBeamDecoder | _SpanSteps:
+    """The fastest decoder of `model`: a one-layer LSTM's tables are built once and rebuilt when a weight
+    changes in place (an optimiser step, load_state_dict: the tensors' version counters say so)."""
+    if not isinstance(model, LSTMTranslator) or model.layers != 1:
+        return _SpanSteps(model)
+    cached = _decoders.get(model)
+    try:
+        if cached is not None and [p._version for p in cached[0]] == cached[1]:
+            return cached[2]
+        params = list(model.parameters())
+        versions = [p._version for p in params]
+    except RuntimeError:  # inference tensors have no version counter: no cache
+        return LSTMBeamDecoder(model)
+    decoder = LSTMBeamDecoder(model)
+    _decoders[model] = (params, versions, decoder)
+    return decoder
