@@ -300,9 +300,10 @@ class Completer:
     `completable(prefix)` checks the rules bound so far, then searches depth-first for one valid
     completion; every answer is memoized (a found completion marks its whole path), so a beam
     search asks a few hundred cheap questions where `configs()` would visit every valid config.
-    The search steps only through values that pass the rules reading no problem field, which are
-    memoized per device across problems (`DeviceChildren`): a new problem evaluates only its own
-    rules. Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
+    What holds for every problem on the device is shared by their completers (`DeviceRules`): the
+    values the rules reading no problem field allow after a prefix, so a search steps only through
+    those, and one completion found for each prefix, which a new problem tries first by checking
+    only its own rules along it. Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
     """
 
     def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
@@ -311,44 +312,69 @@ class Completer:
         self._checks = space.checks_by_depth
         self._names = space.names
         if _DEVICE_NAMES.isdisjoint({*problem.fields(), *problem.derived()}):
-            self._children = _device_children(space, device).children
+            shared = _device_rules(space, device)
+            self._children, self._witness = shared.children, shared.witness
             self._problem_checks = space.device_and_problem_checks_by_depth[1]
-        else:  # a problem field shadows a name the device's rules read: no sharing, every rule checked here
-            self._children = lambda prefix: space.params[len(prefix)].values
+        else:  # a problem field shadows a name the device's rules read: nothing shared, every rule checked here
+            self._children, self._witness = (lambda prefix: space.params[len(prefix)].values), {}
             self._problem_checks = list(self._checks)
-        self._memo: dict[tuple[int, ...], bool] = {}
+        # per prefix reached with its rules held: a completion (the remaining values), or None: there is none
+        self._found: dict[tuple[int, ...], tuple[int, ...] | None] = {}
         self._allowed: dict[tuple[int, ...], list[int]] = {}
 
     def _ok(self, depth: int) -> bool:
         return self._checks[depth](self._env)
 
-    def _completions(self, prefix: tuple[int, ...], first: bool) -> list[int]:
-        """The next values that keep `prefix` completable (only the first found if `first`); the
-        prefix's values are bound in the environment."""
+    def _holds(self, depth: int, suffix: tuple[int, ...]) -> bool:
+        """Whether this problem's rules hold along `suffix` after a bound prefix of `depth` values."""
+        env, names, checks = self._env, self._names, self._problem_checks
+        for i, v in enumerate(suffix, depth):
+            env[names[i]] = v
+            check = checks[i + 1]
+            if check is not None and not check(env):
+                return False
+        return True
+
+    def _extensions(self, prefix: tuple[int, ...], first: bool) -> list[tuple[int, tuple[int, ...]]]:
+        """(value, completion after it) for the next values that keep `prefix` completable (the first
+        only if `first`); the prefix's values are bound and its rules held."""
         depth = len(prefix)
-        name, check, env, memo = self._names[depth], self._problem_checks[depth + 1], self._env, self._memo
+        name, check, env, found = self._names[depth], self._problem_checks[depth + 1], self._env, self._found
         out = []
         for v in self._children(prefix):
             longer = (*prefix, v)
-            known = memo.get(longer)
-            if known is None:
-                env[name] = v
-                known = (check is None or check(env)) and (depth + 1 == len(self._names) or self._search(longer))
-                memo[longer] = known
-            if known:
-                out.append(v)
+            env[name] = v
+            if longer in found:
+                rest = found[longer]
+            elif check is None or check(env):
+                rest = self._completion(longer)
+            else:
+                rest = found[longer] = None
+            if rest is not None:
+                out.append((v, rest))
                 if first:
                     break
         return out
 
-    def _search(self, prefix: tuple[int, ...]) -> bool:
-        return bool(self._completions(prefix, True))
+    def _completion(self, prefix: tuple[int, ...]) -> tuple[int, ...] | None:
+        """A completion of `prefix` (its values bound, its rules held): the remaining values, or None."""
+        depth = len(prefix)
+        if depth == len(self._names):
+            completion: tuple[int, ...] | None = ()
+        else:
+            completion = self._witness.get(prefix)
+            if completion is None or not self._holds(depth, completion):
+                first = self._extensions(prefix, True)
+                completion = (first[0][0], *first[0][1]) if first else None
+                if completion is not None:
+                    self._witness.setdefault(prefix, completion)
+        self._found[prefix] = completion
+        return completion
 
     def completable(self, prefix: Sequence[int]) -> bool:
         prefix = tuple(prefix)
-        known = self._memo.get(prefix)
-        if known is not None:
-            return known
+        if prefix in self._found:
+            return self._found[prefix] is not None
         names = self.space.names
         if len(prefix) > len(names):
             return False
@@ -359,9 +385,10 @@ class Completer:
                 break
             self._env[names[depth]] = value
             ok = self._ok(depth + 1)
-        ok = ok and (len(prefix) == len(names) or self._search(prefix))
-        self._memo[prefix] = ok
-        return ok
+        if not ok:
+            self._found[prefix] = None
+            return False
+        return self._completion(prefix) is not None
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The values of the next parameter that keep `prefix` completable."""
@@ -373,20 +400,22 @@ class Completer:
             else:
                 for name, value in zip(self._names, prefix, strict=False):  # its rules held: bind, no re-check
                     self._env[name] = value
-                out = self._completions(prefix, False)
+                out = [v for v, _ in self._extensions(prefix, False)]
             self._allowed[prefix] = out
         return list(out)
 
 
-class DeviceChildren:
-    """For one space and device: the values that may follow a prefix by the rules that read no problem
-    field, memoized. The same for every problem on the device, so shared by their `Completer`s."""
+class DeviceRules:
+    """For one space and device, what holds for every problem, shared by their `Completer`s: the values
+    that may follow a prefix by the rules that read no problem field (memoized), and a completion
+    found for a prefix (`witness`: valid by those rules; a problem checks its own along it)."""
 
     def __init__(self, space: SearchSpace, device: DeviceInfo) -> None:
         self.space = space
         self._env: dict[str, Any] = {**_EXPR_FUNCS, "device": device}
         self._checks = space.device_and_problem_checks_by_depth[0]
         self._memo: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.witness: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def children(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
         kids = self._memo.get(prefix)
@@ -408,8 +437,8 @@ class DeviceChildren:
 
 
 @functools.lru_cache(maxsize=16)
-def _device_children(space: SearchSpace, device: DeviceInfo) -> DeviceChildren:
-    return DeviceChildren(space, device)
+def _device_rules(space: SearchSpace, device: DeviceInfo) -> DeviceRules:
+    return DeviceRules(space, device)
 
 
 @functools.lru_cache(maxsize=256)
