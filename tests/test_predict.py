@@ -78,11 +78,12 @@ def test_unconstrained_beam_can_leave_the_space_and_transformer_decodes() -> Non
 
 
 def test_lstm_beam_decoder_gives_the_model_steps_logits() -> None:
-    src = torch.tensor([encode_source(Conv2dProblem.parse("n=2,c=48,h=17,w=17,k=40,r=3,s=3,pad=1"))])
+    source = encode_source(Conv2dProblem.parse("n=2,c=48,h=17,w=17,k=40,r=3,s=3,pad=1"))
     decoder = LSTMBeamDecoder(_MODEL)
     pick, shuffle = torch.tensor([0, 0, 0]), torch.tensor([2, 0, 1])
     with torch.no_grad():
-        memory, state = _MODEL.select(_MODEL.encode(src), pick), decoder.select(decoder.encode(src), pick)
+        memory = _MODEL.select(_MODEL.encode(torch.tensor([source])), pick)
+        state = decoder.select(decoder.encode(source), pick)
         tokens = torch.tensor([BOS, 5, 9])  # three beams on different paths
         for t in range(len(VOCAB.values)):
             span = VOCAB.span(t)

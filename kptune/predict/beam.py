@@ -58,7 +58,7 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
     model.eval()
     positions = len(vocab.values)
     decoder = _decoder(model)
-    memory = decoder.encode(torch.tensor([list(source)]))
+    memory = decoder.encode(source)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     last = torch.tensor([BOS])
     for t in range(positions):
@@ -105,8 +105,8 @@ class _SpanSteps:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model: Any = model
 
-    def encode(self, src: torch.Tensor) -> Any:
-        return self.model.encode(src)
+    def encode(self, source: Sequence[int]) -> Any:
+        return self.model.encode(torch.tensor([list(source)]))
 
     def step(self, memory: Any, token: torch.Tensor, span: range) -> tuple[torch.Tensor, Any]:
         logits, memory = self.model.step(memory, token)

@@ -7,8 +7,10 @@ decoder is autoregressive, so beam search calls `step` with a cached encoding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -136,18 +138,24 @@ class LSTMBeamDecoder:
         self._out: dict[range, tuple[torch.Tensor, torch.Tensor]] = {}
         # the modules, not the model: a cache of decoders keyed weakly by model must not keep it alive
         self.src_embed, self.encoder, self.hidden = model.src_embed, model.encoder, h
+        self._encoded = functools.lru_cache(maxsize=1024)(self._encode)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The decoding state of one source `src` [1, S] (`LSTMTranslator.encode` for one source):
-        (query weights, their bias, context values, [feed, h], c)."""
-        states, (h, c) = self.encoder(self.src_embed(src))
-        states = states[0]  # [S, H]
+    def encode(self, source: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """The decoding state of one source (token ids): (query weights, their bias, context values,
+        [feed, h], c). The encoder's outputs are kept for the last 1024 sources (~13 KB each): a shape
+        predicted again skips the encoder, the largest single cost of a prediction."""
+        states, h, c = self._encoded(tuple(source))
         keys = torch.mm(self.attn_t, states.t())  # [H, S]: scores = q @ keys
         query = torch.cat([self.combine_query, keys], dim=1)  # [H, H + S]: combine's q half, then the scores
         bias = torch.cat([self.combine_bias, keys.new_zeros(keys.shape[1])])
         values = torch.mm(states, self.combine_context)  # [S, H]
-        # h, c [2, 1, H/2]: the two directions' final states side by side; the attentional feed starts at 0
-        return query, bias, values, torch.cat([h.new_zeros(1, self.hidden), h.view(1, -1)], dim=1), c.view(1, -1)
+        return query, bias, values, torch.cat([h.new_zeros(1, self.hidden), h], dim=1), c
+
+    def _encode(self, source: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`LSTMTranslator.encode` for one source: states [S, H], final h and c [1, H] (the two
+        directions' side by side)."""
+        states, (h, c) = self.encoder(self.src_embed(torch.tensor([source])))
+        return states[0], h.view(1, -1), c.view(1, -1)
 
     def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
