@@ -4,7 +4,9 @@
 `SearchSpace.prefix_valid`: hardware limits and expert rules, lazily), so every config returned
 is valid by construction. `all_allowed` is the
 unconstrained beam (only the position's own vocabulary), and width 1 with the constraint is
-MIOpen KTN's greedy decoding.
+MIOpen KTN's greedy decoding. A one-layer LSTM decodes through `LSTMBeamDecoder` (built once per
+model), any other translator through its own `step`; renormalising and ranking the few allowed
+tokens of at most `width` beams is plain Python, cheaper than tensor ops at that size.
 """
 
 from __future__ import annotations
