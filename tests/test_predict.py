@@ -96,8 +96,9 @@ def test_lstm_beam_decoder_gives_the_model_steps_logits() -> None:
 
 def test_beam_search_sees_weights_changed_in_place() -> None:
     problem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
-    model = _model()
+    model = _model().train()
     before = beam_search(model, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
+    assert not any(m.training for m in model.modules())  # beam search decodes in eval mode
     with torch.no_grad():
         model.out.bias[VOCAB.span(0).start + 2] += 5.0  # in place, as an optimiser step
     after = beam_search(model, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
