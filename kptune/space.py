@@ -43,6 +43,12 @@ _EXPR_FUNCS: dict[str, Any] = {
 }
 
 
+#: names a rule reads that are the same for every problem on a device (beside the parameters)
+_DEVICE_NAMES = frozenset(_EXPR_FUNCS) | {"device"}
+
+Check = Callable[[Mapping[str, Any]], bool]
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """One tuning parameter: a compile-time define with a fixed list of values."""
@@ -165,6 +171,7 @@ class SearchSpace:
             depth = max((names.index(p) + 1 for p in c.params), default=0)
             self._by_depth[depth].append(c)
         self._checks: list[Callable[[Mapping[str, Any]], bool]] | None = None  # built on first use
+        self._split: tuple[list[Check | None], list[Check | None]] | None = None
 
     @property
     def checks_by_depth(self) -> list[Callable[[Mapping[str, Any]], bool]]:
@@ -173,8 +180,24 @@ class SearchSpace:
             self._checks = [_fuse(rules) for rules in self._by_depth]
         return self._checks
 
+    @property
+    def device_and_problem_checks_by_depth(self) -> tuple[list[Check | None], list[Check | None]]:
+        """`checks_by_depth` in two halves (None where a depth has no rule): the rules that read no
+        problem field (only parameters, `device` and the expression functions: their answers hold for
+        every problem on a device), and the others (callables included: what they read is unknown)."""
+        if self._split is None:
+            free = set(self.names) | _DEVICE_NAMES
+            halves: tuple[list[Check | None], list[Check | None]] = ([], [])
+            for rules in self._by_depth:
+                device = [c for c in rules if isinstance(c.check, ExprCheck) and c.check.free_names <= free]
+                problem = [c for c in rules if c not in device]
+                halves[0].append(_fuse(device) if device else None)
+                halves[1].append(_fuse(problem) if problem else None)
+            self._split = halves
+        return self._split
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_checks": None}  # (generated functions do not pickle: rebuilt on use)
+        return {**self.__dict__, "_checks": None, "_split": None}  # (generated functions do not pickle)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
@@ -277,39 +300,81 @@ class Completer:
     `completable(prefix)` checks the rules bound so far, then searches depth-first for one valid
     completion; every answer is memoized (a found completion marks its whole path), so a beam
     search asks a few hundred cheap questions where `configs()` would visit every valid config.
-    Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
+    What holds for every problem on the device is shared by their completers (`DeviceRules`): the
+    values the rules reading no problem field allow after a prefix, so a search steps only through
+    those, and one completion found for each prefix, which a new problem tries first by checking
+    only its own rules along it. Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
     """
 
     def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
         self.space = space
         self._env = space._env(problem, device)
         self._checks = space.checks_by_depth
-        self._memo: dict[tuple[int, ...], bool] = {}
+        self._names = space.names
+        if _DEVICE_NAMES.isdisjoint({*problem.fields(), *problem.derived()}):
+            shared = _device_rules(space, device)
+            self._children, self._witness = shared.children, shared.witness
+            self._problem_checks = space.device_and_problem_checks_by_depth[1]
+        else:  # a problem field shadows a name the device's rules read: nothing shared, every rule checked here
+            self._children, self._witness = (lambda prefix: space.params[len(prefix)].values), {}
+            self._problem_checks = list(self._checks)
+        # per prefix reached with its rules held: a completion (the remaining values), or None: there is none
+        self._found: dict[tuple[int, ...], tuple[int, ...] | None] = {}
+        self._allowed: dict[tuple[int, ...], list[int]] = {}
 
     def _ok(self, depth: int) -> bool:
         return self._checks[depth](self._env)
 
-    def _search(self, prefix: tuple[int, ...]) -> bool:
+    def _holds(self, depth: int, suffix: tuple[int, ...]) -> bool:
+        """Whether this problem's rules hold along `suffix` after a bound prefix of `depth` values."""
+        env, names, checks = self._env, self._names, self._problem_checks
+        for i, v in enumerate(suffix, depth):
+            env[names[i]] = v
+            check = checks[i + 1]
+            if check is not None and not check(env):
+                return False
+        return True
+
+    def _extensions(self, prefix: tuple[int, ...], first: bool) -> list[tuple[int, tuple[int, ...]]]:
+        """(value, completion after it) for the next values that keep `prefix` completable (the first
+        only if `first`); the prefix's values are bound and its rules held."""
         depth = len(prefix)
-        if depth == len(self.space.params):
-            return True
-        param = self.space.params[depth]
-        for v in param.values:
+        name, check, env, found = self._names[depth], self._problem_checks[depth + 1], self._env, self._found
+        out = []
+        for v in self._children(prefix):
             longer = (*prefix, v)
-            known = self._memo.get(longer)
-            if known is None:
-                self._env[param.name] = v
-                known = self._ok(depth + 1) and self._search(longer)
-                self._memo[longer] = known
-            if known:
-                return True
-        return False
+            env[name] = v
+            if longer in found:
+                rest = found[longer]
+            elif check is None or check(env):
+                rest = self._completion(longer)
+            else:
+                rest = found[longer] = None
+            if rest is not None:
+                out.append((v, rest))
+                if first:
+                    break
+        return out
+
+    def _completion(self, prefix: tuple[int, ...]) -> tuple[int, ...] | None:
+        """A completion of `prefix` (its values bound, its rules held): the remaining values, or None."""
+        depth = len(prefix)
+        if depth == len(self._names):
+            completion: tuple[int, ...] | None = ()
+        else:
+            completion = self._witness.get(prefix)
+            if completion is None or not self._holds(depth, completion):
+                first = self._extensions(prefix, True)
+                completion = (first[0][0], *first[0][1]) if first else None
+                if completion is not None:
+                    self._witness.setdefault(prefix, completion)
+        self._found[prefix] = completion
+        return completion
 
     def completable(self, prefix: Sequence[int]) -> bool:
         prefix = tuple(prefix)
-        known = self._memo.get(prefix)
-        if known is not None:
-            return known
+        if prefix in self._found:
+            return self._found[prefix] is not None
         names = self.space.names
         if len(prefix) > len(names):
             return False
@@ -320,29 +385,60 @@ class Completer:
                 break
             self._env[names[depth]] = value
             ok = self._ok(depth + 1)
-        ok = ok and self._search(prefix)
-        self._memo[prefix] = ok
-        return ok
+        if not ok:
+            self._found[prefix] = None
+            return False
+        return self._completion(prefix) is not None
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The values of the next parameter that keep `prefix` completable."""
         prefix = tuple(prefix)
-        if len(prefix) >= len(self.space.params) or not self.completable(prefix):
-            return []
-        names, depth = self.space.names, len(prefix)
-        for d, value in enumerate(prefix):  # the prefix's rules held (completable): bind, skip re-checking
-            self._env[names[d]] = value
-        out = []
-        for v in self.space.params[depth].values:
-            longer = (*prefix, v)
-            known = self._memo.get(longer)
-            if known is None:
-                self._env[names[depth]] = v
-                known = self._ok(depth + 1) and self._search(longer)
-                self._memo[longer] = known
-            if known:
-                out.append(v)
-        return out
+        out = self._allowed.get(prefix)
+        if out is None:
+            if len(prefix) >= len(self._names) or not self.completable(prefix):
+                out = []
+            else:
+                for name, value in zip(self._names, prefix, strict=False):  # its rules held: bind, no re-check
+                    self._env[name] = value
+                out = [v for v, _ in self._extensions(prefix, False)]
+            self._allowed[prefix] = out
+        return list(out)
+
+
+class DeviceRules:
+    """For one space and device, what holds for every problem, shared by their `Completer`s: the values
+    that may follow a prefix by the rules that read no problem field (memoized), and a completion
+    found for a prefix (`witness`: valid by those rules; a problem checks its own along it)."""
+
+    def __init__(self, space: SearchSpace, device: DeviceInfo) -> None:
+        self.space = space
+        self._env: dict[str, Any] = {**_EXPR_FUNCS, "device": device}
+        self._checks = space.device_and_problem_checks_by_depth[0]
+        self._memo: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.witness: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    def children(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
+        kids = self._memo.get(prefix)
+        if kids is None:
+            param, check = self.space.params[len(prefix)], self._checks[len(prefix) + 1]
+            if check is None:
+                kids = param.values
+            else:
+                env = self._env
+                env.update(zip(self.space.names, prefix, strict=False))
+                ok = []
+                for v in param.values:
+                    env[param.name] = v
+                    if check(env):
+                        ok.append(v)
+                kids = tuple(ok)
+            self._memo[prefix] = kids
+        return kids
+
+
+@functools.lru_cache(maxsize=16)
+def _device_rules(space: SearchSpace, device: DeviceInfo) -> DeviceRules:
+    return DeviceRules(space, device)
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,8 +18,8 @@ from kptune.device import DeviceInfo  # noqa: E402
 from kptune.kernel import get_family  # noqa: E402
 from kptune.predict import checkpoint  # noqa: E402
 from kptune.predict.beam import all_allowed, beam_search, constrained_allowed  # noqa: E402
-from kptune.predict.models import ModelConfig, build_model  # noqa: E402
-from kptune.predict.tokenizer import SOURCE_LENGTH, SOURCE_VOCAB, TargetVocab, encode_source, source_words  # noqa: E402
+from kptune.predict.models import LSTMBeamDecoder, ModelConfig, build_model  # noqa: E402
+from kptune.predict.tokenizer import BOS, SOURCE_LENGTH, SOURCE_VOCAB, TargetVocab, encode_source, source_words  # noqa: E402
 from kptune.problem import Conv2dProblem  # noqa: E402
 
 GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
@@ -75,6 +75,36 @@ def test_unconstrained_beam_can_leave_the_space_and_transformer_decodes() -> Non
     tr = _model("transformer")
     found = beam_search(tr, VOCAB, encode_source(problem), constrained_allowed(FAMILY.space, problem, GPU), 4, 2)
     assert found and all(FAMILY.space.valid(problem, GPU, c.config) for c in found)
+
+
+def test_lstm_beam_decoder_gives_the_model_steps_logits() -> None:
+    source = encode_source(Conv2dProblem.parse("n=2,c=48,h=17,w=17,k=40,r=3,s=3,pad=1"))
+    decoder = LSTMBeamDecoder(_MODEL)
+    pick, shuffle = torch.tensor([0, 0, 0]), torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        memory = _MODEL.select(_MODEL.encode(torch.tensor([source])), pick)
+        state = decoder.select(decoder.encode(source), pick)
+        tokens = torch.tensor([BOS, 5, 9])  # three beams on different paths
+        for t in range(len(VOCAB.values)):
+            span = VOCAB.span(t)
+            logits, memory = _MODEL.step(memory, tokens)
+            fast, state = decoder.step(state, tokens, span)
+            torch.testing.assert_close(fast, logits[:, span.start : span.stop], rtol=1e-5, atol=1e-5)
+            tokens = torch.tensor([span.start, span.stop - 1, span.start + t % len(span)])
+            memory, state = _MODEL.select(memory, shuffle), decoder.select(state, shuffle)
+
+
+def test_beam_search_sees_weights_changed_in_place() -> None:
+    problem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
+    model = _model().train()
+    before = beam_search(model, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
+    assert not any(m.training for m in model.modules())  # beam search decodes in eval mode
+    with torch.no_grad():
+        model.out.bias[VOCAB.span(0).start + 2] += 5.0  # in place, as an optimiser step
+    after = beam_search(model, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
+    fresh = build_model(ModelConfig(embed=16, hidden=32), VOCAB.size).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert after != before and after == beam_search(fresh, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
 
 
 def _save(path: Path, source_hash: str | None = None) -> None:

@@ -4,23 +4,30 @@
 `SearchSpace.prefix_valid`: hardware limits and expert rules, lazily), so every config returned
 is valid by construction. `all_allowed` is the
 unconstrained beam (only the position's own vocabulary), and width 1 with the constraint is
-MIOpen KTN's greedy decoding.
+MIOpen KTN's greedy decoding. A one-layer LSTM decodes through `LSTMBeamDecoder` (built once per
+model), any other translator through its own `step`; renormalising and ranking the few allowed
+tokens of at most `width` beams is plain Python, cheaper than tensor ops at that size.
 """
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import functools
+import heapq
+import math
+import operator
+import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from kptune.device import DeviceInfo
+from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Completer, Config, SearchSpace
-
-_NEG_INF = float("-inf")
 
 #: values of parameter len(prefix) that may follow `prefix` (a tuple of values)
 Allowed = Callable[[tuple[int, ...]], Sequence[int]]
@@ -50,46 +57,87 @@ def all_allowed(vocab: TargetVocab) -> Allowed:
 def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int], allowed: Allowed,
                 width: int = 8, k: int = 5) -> list[Candidate]:  # fmt: skip
     """The top-k distinct complete configs by total log-probability (fewer if fewer exist)."""
-    model.eval()
-    memory = model.encode(torch.tensor([list(source)]))
+    if any(m.training for m in model.modules()):  # (eval() on a model already in eval mode costs ~50 us)
+        model.eval()
+    positions = len(vocab.values)
+    decoder = _decoder(model)
+    memory = decoder.encode(source)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     last = torch.tensor([BOS])
-    positions = len(vocab.values)
     for t in range(positions):
-        logits, memory = model.step(memory, last)
         span = vocab.span(t)
-        logp_all = logits[:, span.start : span.stop]
+        logits, memory = decoder.step(memory, last, span)
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
         where = {v: j for j, v in enumerate(values)}
-        choices = [allowed(prefix) for prefix, _ in beams]
+        choices = [[where[v] for v in allowed(prefix)] for prefix, _ in beams]
         if all(len(c) == 1 for c in choices):  # one value left for every beam: renormalised, its log p is 0
-            beams = [((*prefix, c[0]), score) for (prefix, score), c in zip(beams, choices, strict=True)]
-            last = torch.tensor([vocab.offsets[t] + where[c[0]] for c in choices])
+            beams = [((*prefix, values[c[0]]), score) for (prefix, score), c in zip(beams, choices, strict=True)]
+            last = _long([span.start + c[0] for c in choices])
             continue
-        rows = []  # the additive mask, built in Python and converted once (element writes cost ~5 us each)
-        allowed_count = 0
-        for c in choices:
-            row = [_NEG_INF] * len(values)
-            for v in c:
-                row[where[v]] = 0.0
-                allowed_count += 1
-            rows.append(row)
-        # renormalised over the allowed tokens only; a beam with none left drops out (-inf)
-        logp = torch.log_softmax(logp_all + torch.tensor(rows), dim=1)
-        logp = torch.nan_to_num(logp, nan=_NEG_INF) + torch.tensor([score for _, score in beams]).unsqueeze(1)
-        flat = logp.flatten()  # (a row with nothing allowed was NaN, now -inf)
-        count = min(keep, allowed_count)
-        if count == 0:
+        # log p renormalised over each beam's allowed values, in Python: a beam has at most a few
+        # (a tensor op costs more than this loop); a beam with none left drops out
+        rows = logits.tolist()
+        scored: list[tuple[float, int, int]] = []
+        for b, (row, js) in enumerate(zip(rows, choices, strict=True)):
+            score = beams[b][1]
+            if len(js) == 1:
+                scored.append((score, b, js[0]))
+                continue
+            top = max(row[j] for j in js)
+            norm = top + math.log(sum(math.exp(row[j] - top) for j in js))
+            scored += [(score + row[j] - norm, b, j) for j in js]
+        if not scored:
             return []
-        top = torch.topk(flat, count)
-        scored = [
-            (s, i // len(values), i % len(values))
-            for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        ]
-        pick = torch.tensor([b for _, b, _ in scored])
-        memory = model.select(memory, pick)
-        beams = [((*beams[b][0], vocab.values[t][j]), s) for s, b, j in scored]
-        last = torch.tensor([vocab.offsets[t] + j for _, _, j in scored])
+        scored = heapq.nlargest(keep, scored, key=operator.itemgetter(0))
+        memory = decoder.select(memory, _long([b for _, b, _ in scored]))
+        beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
+        last = _long([span.start + j for _, _, j in scored])
     out = [Candidate(Config(tuple(zip(vocab.names, values, strict=True))), score) for values, score in beams]
     return out[:k]
+
+
+def _long(ids: list[int]) -> torch.Tensor:
+    """A 1-D int64 tensor of `ids`; through a buffer, a quarter of torch.tensor's cost on a short list."""
+    return torch.frombuffer(array.array("q", ids), dtype=torch.int64)
+
+
+class _SpanSteps:
+    """Any translator's `encode`/`step`/`select`, its logits cut to the position's vocabulary."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model: Any = model
+
+    def encode(self, source: Sequence[int]) -> Any:
+        return self.model.encode(torch.tensor([list(source)]))
+
+    def step(self, memory: Any, token: torch.Tensor, span: range) -> tuple[torch.Tensor, Any]:
+        logits, memory = self.model.step(memory, token)
+        return logits[:, span.start : span.stop], memory
+
+    def select(self, memory: Any, index: torch.Tensor) -> Any:
+        return self.model.select(memory, index)
+
+
+#: per model: its parameters, their versions when the decoder was built, the decoder
+_decoders: weakref.WeakKeyDictionary[torch.nn.Module, tuple[list[torch.nn.Parameter], list[int], LSTMBeamDecoder]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _decoder(model: torch.nn.Module) -> LSTMBeamDecoder | _SpanSteps:
+    """The fastest decoder of `model`: a one-layer LSTM's tables are built once and rebuilt when a weight
+    changes in place (an optimiser step, load_state_dict: the tensors' version counters say so)."""
+    if not isinstance(model, LSTMTranslator) or model.layers != 1:
+        return _SpanSteps(model)
+    cached = _decoders.get(model)
+    try:
+        if cached is not None and [p._version for p in cached[0]] == cached[1]:
+            return cached[2]
+        params = list(model.parameters())
+        versions = [p._version for p in params]
+    except RuntimeError:  # inference tensors have no version counter: no cache
+        return LSTMBeamDecoder(model)
+    decoder = LSTMBeamDecoder(model)
+    _decoders[model] = (params, versions, decoder)
+    return decoder

@@ -7,9 +7,11 @@ decoder is autoregressive, so beam search calls `step` with a cached encoding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -100,6 +102,83 @@ class LSTMTranslator(nn.Module):
         encoder states, batch 1, stay as they are)."""
         return {k: (v[:, index] if k in ("h", "c") else v if k == "states" and len(v) == 1 else v[index])
                 for k, v in memory.items()}  # fmt: skip
+
+
+class LSTMBeamDecoder:
+    """`LSTMTranslator`'s encode/step/select for inference (eval mode, one layer), rearranged for a beam
+    of a few rows on one source: the same logits up to float rounding, in under half the time.
+
+    Each step is a handful of tensor ops instead of module calls: the token embedding's share of the
+    gates is a table lookup (embedding times input weights, both biases folded in), the attention's
+    keys and the combination's context half are multiplied into the encoder states once per source
+    (scores = q . (W_attn^T s); combine(q, p @ S) = W_q q + p @ (S W_ctx^T) + b), and the output
+    layer is restricted to the position's vocabulary (`span`). The tables are a snapshot of the
+    weights: build a new decoder after changing them.
+    """
+
+    def __init__(self, model: LSTMTranslator) -> None:
+        if model.layers != 1 or model.training:
+            raise ValueError("LSTMBeamDecoder decodes a one-layer LSTMTranslator in eval mode")
+        with torch.no_grad():
+            cell = cast(nn.LSTMCell, model.decoder[0])
+            h = model.hidden
+            embed = model.tgt_embed.weight.shape[1]
+            # gate rows reordered from (i, f, g, o) to (i, f, o, g): one sigmoid covers the first three
+            order = torch.cat([torch.arange(2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+            self.token_gates = torch.addmm(cell.bias_ih + cell.bias_hh, model.tgt_embed.weight,
+                                           cell.weight_ih[:, :embed].t())[:, order]  # [V, 4H]  # fmt: skip
+            # [feed, h] [B, 2H] @ this [2H, 4H]: the recurrent share of the gates
+            self.state_weights = torch.cat([cell.weight_ih[:, embed:], cell.weight_hh], dim=1)[order].t().contiguous()
+            self.combine_query = model.combine.weight[:, :h].t().contiguous()  # [H, H]
+            self.combine_context = model.combine.weight[:, h:].t().contiguous()  # [H, H]
+            self.combine_bias = model.combine.bias.detach()
+            self.attn_t = model.attn.weight.detach().t()
+            self.out_weight = model.out.weight.t().contiguous()  # [H, V]
+            self.out_bias = model.out.bias.detach()
+        self._out: dict[range, tuple[torch.Tensor, torch.Tensor]] = {}
+        # the modules, not the model: a cache of decoders keyed weakly by model must not keep it alive
+        self.src_embed, self.encoder, self.hidden = model.src_embed, model.encoder, h
+        self._encoded = functools.lru_cache(maxsize=1024)(self._encode)
+
+    def encode(self, source: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """The decoding state of one source (token ids): (query weights, their bias, context values,
+        [feed, h], c). The encoder's outputs are kept for the last 1024 sources (~13 KB each): a shape
+        predicted again skips the encoder, the largest single cost of a prediction."""
+        states, h, c = self._encoded(tuple(source))
+        keys = torch.mm(self.attn_t, states.t())  # [H, S]: scores = q @ keys
+        query = torch.cat([self.combine_query, keys], dim=1)  # [H, H + S]: combine's q half, then the scores
+        bias = torch.cat([self.combine_bias, keys.new_zeros(keys.shape[1])])
+        values = torch.mm(states, self.combine_context)  # [S, H]
+        return query, bias, values, torch.cat([h.new_zeros(1, self.hidden), h], dim=1), c
+
+    def _encode(self, source: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`LSTMTranslator.encode` for one source: states [S, H], final h and c [1, H] (the two
+        directions' side by side)."""
+        states, (h, c) = self.encoder(self.src_embed(torch.tensor([source])))
+        return states[0], h.view(1, -1), c.view(1, -1)
+
+    def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+        """Logits [B, len(span)] of the tokens in `span` after `token` [B], and the new state."""
+        query, bias, values, feed_h, c = state
+        h = self.hidden
+        gates = torch.addmm(self.token_gates.index_select(0, token), feed_h, self.state_weights)
+        ifo, g = gates.tensor_split((3 * h,), dim=1)  # (tensor_split: split's Python wrapper costs more)
+        i, f, o = torch.sigmoid(ifo).tensor_split(3, dim=1)
+        c = torch.addcmul(f * c, i, torch.tanh(g))
+        hidden = o * torch.tanh(c)
+        pre, scores = torch.addmm(bias, hidden, query).tensor_split((h,), dim=1)
+        feed = torch.tanh(torch.addmm(pre, torch.softmax(scores, dim=1), values))
+        out = self._out.get(span)
+        if out is None:
+            out = self._out[span] = (self.out_bias[span.start : span.stop], self.out_weight[:, span.start : span.stop])
+        return torch.addmm(out[0], feed, out[1]), (query, bias, values, torch.cat([feed, hidden], dim=1), c)
+
+    @staticmethod
+    def select(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The state of the beams `index` picks."""
+        query, bias, values, feed_h, c = state
+        return query, bias, values, feed_h.index_select(0, index), c.index_select(0, index)
 
 
 class TransformerTranslator(nn.Module):
