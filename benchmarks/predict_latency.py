@@ -6,6 +6,9 @@ Shapes: the shipped corpus's rows (every split), so sizes vary as in use. "cold"
 predicted for the first time in the process, which includes enumerating its valid configs for
 the prefix constraint; "warm": the same shapes again (the enumeration is cached per problem, as
 in a long-running service). Batch: shapes per second predicting one shape after another.
+"first": with --fresh N, N shapes each predicted in a new process right after loading the
+checkpoint (nothing learnt from other shapes yet, as for one `kptune predict`; the process
+start, imports and checkpoint load are not counted).
 Writes predict_latency.json under --out.
 """
 
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common import provenance, write_json
 
@@ -37,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
+    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
     args = ap.parse_args(argv)
     import torch
 
@@ -44,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     entries = load_corpus()
+    if args.one is not None:
+        return _first_prediction(entries[args.one].problem, args)
     problems = [entries[(i * len(entries)) // args.shapes].problem for i in range(min(args.shapes, len(entries)))]
     try:
         predict(problems[0], args.k, args.model, args.width)  # load the checkpoint once (not timed)
@@ -64,11 +73,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
               f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
               f"{args.width}, {args.threads} thread(s))")  # fmt: skip
+    if args.fresh:
+        rows = [(i * len(entries)) // args.fresh for i in range(args.fresh)]
+        times = [_time_in_new_process(row, args) for row in rows]
+        runs["first"] = {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99),
+                         "mean_ms": statistics.fmean(times), "processes": len(times)}  # fmt: skip
+        print(f"first in a new process: p50 {runs['first']['p50_ms']:.2f} ms, p99 {runs['first']['p99_ms']:.2f} ms "
+              f"over {len(times)} processes")  # fmt: skip
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "threads": args.threads, "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
     return 0
+
+
+def _first_prediction(problem: Any, args: argparse.Namespace) -> int:
+    """In a --fresh child: load the checkpoint (untimed), then time one prediction; print milliseconds."""
+    from kptune.kernel import get_family
+    from kptune.predict.api import DEFAULT_MODEL, _checkpoint, predict
+
+    try:
+        _checkpoint(Path(args.model or DEFAULT_MODEL), get_family("conv2d_fwd"))
+    except KptuneError as exc:
+        print(f"predict_latency: {exc}", file=sys.stderr)
+        return 2
+    t = time.perf_counter()
+    predict(problem, args.k, args.model, args.width)
+    print((time.perf_counter() - t) * 1e3)
+    return 0
+
+
+def _time_in_new_process(row: int, args: argparse.Namespace) -> float:
+    argv = [sys.executable, __file__, "--one", str(row), "-k", str(args.k), "--width", str(args.width),
+            "--threads", str(args.threads), *(["--model", str(args.model)] if args.model else [])]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
 
 
 def _cpu() -> str:
