@@ -153,8 +153,10 @@ def autotune(
     budget: int = FALLBACK_BUDGET,
     settings: TimingSettings | None = None,
     jobs: int | None = None,
+    runner: Runner | None = None,
 ) -> AutotuneResult:
-    """See the module docstring. Every measurement goes into the perf db."""
+    """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
+    of this kernel and device to measure with (a long-running caller keeps its worker warm)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
@@ -171,9 +173,11 @@ def autotune(
                                   perfdb.path)  # fmt: skip
         path = model if model is not None else model_for(dev, family)
         check_fits(problem, dev)
-        runner = stack.enter_context(Runner(family, dev, settings or TimingSettings()))
+        if runner is None:
+            runner = stack.enter_context(Runner(family, dev, settings or TimingSettings()))
+        warm = runner
         # the measuring worker starts, opens the device and computes the reference while the model predicts
-        starting = _Background(lambda: _start(runner, problem))
+        starting = _Background(lambda: _start(warm, problem))
         stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
@@ -194,7 +198,7 @@ def autotune(
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
         starting.join()
         result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
-                      configs=configs, source=source, resume=not force, runner=runner)  # fmt: skip
+                      configs=configs, source=source, resume=not force, runner=warm)  # fmt: skip
         chosen = set(configs)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
