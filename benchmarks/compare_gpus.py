@@ -19,6 +19,7 @@ config's time for each problem reached) goes to --out as compare.db.gz.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -71,20 +72,20 @@ def precompile_all(problems: Sequence[Conv2dProblem], device_spec: str | None) -
 
 def work(args: argparse.Namespace) -> int:
     """One GPU's share: compare problem after problem, one JSON line each, until the deadline."""
-    from kptune.compare import compare
+    from kptune.compare import compare_each
 
     index, count = args.worker
     rows = pick(args)[index::count]
+    networks = {p.key(): nets for p, nets in rows}
     settings = TimingSettings(target_ms=args.target_ms)
-    deadline = args.deadline
-    with open(args.out / f"rows-{index}.jsonl", "a", encoding="utf-8") as sink:
-        for problem, networks in rows:
-            if time.time() > deadline:
-                break
-            (row,) = compare([problem], device=args.device, k=args.k, db=args.out / f"compare-{index}.db",
-                             settings=settings)  # fmt: skip
-            sink.write(json.dumps({**row.to_json(), "networks": list(networks)}) + "\n")
+    each = compare_each([p for p, _ in rows], device=args.device, k=args.k, settings=settings,
+                        db=args.out / f"compare-{index}.db")  # fmt: skip
+    with contextlib.closing(each) as compared, open(args.out / f"rows-{index}.jsonl", "a", encoding="utf-8") as sink:
+        for row in compared:  # one measuring worker, kept warm over every problem of this GPU
+            sink.write(json.dumps({**row.to_json(), "networks": list(networks[row.problem])}) + "\n")
             sink.flush()
+            if time.time() > args.deadline:
+                break
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,23 @@ def compare(
     settings: TimingSettings | None = None,
     jobs: int | None = None,
 ) -> list[Comparison]:
+    return list(compare_each(problems, device=device, k=k, model=model, db=db, settings=settings, jobs=jobs))
+
+
+def compare_each(
+    problems: Sequence[Conv2dProblem],
+    *,
+    device: DeviceInfo | str | None = None,
+    k: int = 5,
+    model: Path | None = None,
+    db: str | Path | None = None,
+    settings: TimingSettings | None = None,
+    jobs: int | None = None,
+) -> Iterator[Comparison]:
+    """`compare()` one problem at a time: each row as soon as its problem is done (stop any time)."""
     if not problems:
         raise KptuneError("nothing to compare: no shapes")
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
-    rows = []
     with (
         PerfDB(db) as perfdb,
         tempfile.TemporaryDirectory(prefix="kptune-compare-") as tmp,
@@ -94,12 +107,11 @@ def compare(
                 full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs,
                             runner=runner)  # fmt: skip
                 perfdb.merge_from(yard)
-            rows.append(Comparison(
+            yield Comparison(
                 problem.key(), fast.source, fast.wall_s, full.wall_s, full.candidates,
                 fast.best.time_ms if fast.best else None, full.best.time_ms if full.best else None,
                 fast.best.config.key() if fast.best else None, full.best.config.key() if full.best else None,
-            ))  # fmt: skip
-    return rows
+            )  # fmt: skip
 
 
 def plot(rows: Sequence[Comparison], path: Path) -> None:
