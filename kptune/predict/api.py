@@ -11,7 +11,7 @@ from kptune import dataset as ds
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.predict import checkpoint, evaluation
-from kptune.predict.beam import Candidate, all_allowed, beam_search, constrained_allowed
+from kptune.predict.beam import Candidate, all_allowed, beam_search, constrained_allowed, prepare
 from kptune.predict.models import ModelConfig
 from kptune.predict.tokenizer import encode_source
 from kptune.predict.training import dataset_hash, plot_curve, summary, train
@@ -100,7 +100,9 @@ def _checkpoint(path: Path, family: Any) -> checkpoint.Predictor:
 @functools.lru_cache(maxsize=4)
 def _loaded(path: str, stamp: int, family: str, source_hash: str) -> checkpoint.Predictor:
     """A checkpoint loaded once per (path, modification time): a service predicts without reloading."""
-    return checkpoint.load(Path(path), family, source_hash)
+    loaded = checkpoint.load(Path(path), family, source_hash)
+    prepare(loaded.model)
+    return loaded
 
 
 def to_json(doc: Any) -> str:

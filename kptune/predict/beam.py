@@ -39,6 +39,12 @@ class Candidate:
     log_prob: float
 
 
+@torch.inference_mode()
+def prepare(model: torch.nn.Module) -> None:
+    """Build `model`'s decoder tables now (part of loading it), not in its first prediction."""
+    _decoder(model)
+
+
 def constrained_allowed(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Allowed:
     """Values that keep the prefix completable (a lazy, memoized search: no enumeration of the space)."""
     return _completer(space, problem, device).allowed
