@@ -124,6 +124,7 @@ def campaign(
     network: Annotated[list[str] | None, typer.Option(help="only shapes of these networks (corpus CSV)")] = None,
     dtype: Annotated[list[str] | None, typer.Option(help="tune each shape in these dtypes (default: file's)")] = None,
     limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
+    max_gflop: Annotated[float | None, typer.Option(help="only shapes of at most this many GFLOP")] = None,
     kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
     device: Annotated[list[str] | None, typer.Option(help="device(s) (default: every GPU, else the CPU)")] = None,
     workers: Annotated[int | None, typer.Option(help="worker slots (default: one per device / Ray GPU)")] = None,
@@ -161,6 +162,12 @@ def campaign(
         queued = audit_queue(db if db is not None else default_db_path(), queue_device.key, kernel)
         err.print(f"{len(queued)} shapes queued by audits (neighbours of the model's misses) go first", markup=False)
         problems = list(dict.fromkeys([*queued, *problems]))
+    if max_gflop is not None:
+        if not max_gflop > 0:
+            raise KptuneError(f"--max-gflop must be positive, not {max_gflop}")
+        problems = [p for p in problems if p.flops() <= max_gflop * 1e9]
+        if not problems:
+            raise KptuneError(f"no shape of at most {max_gflop:g} GFLOP selected")
     if dtype:
         problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
     devices = [] if ray is not None else campaign_devices(device or ())

@@ -212,7 +212,9 @@ def test_campaign_refuses_bad_input(tmp_path: Path, cpu_device: DeviceInfo) -> N
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for args in (["--shapes", str(tmp_path / "none.txt")], ["--shapes", "kptune/data/corpus.csv", "--split", "dev"],
-                 ["--shapes", "kptune/data/corpus.csv", "--dtype", "int4"]):  # fmt: skip
+                 ["--shapes", "kptune/data/corpus.csv", "--dtype", "int4"],
+                 ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "0"],
+                 ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "1e-9"]):  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
@@ -235,6 +237,8 @@ def test_dry_run_says_what_the_db_lacks_and_measures_nothing(tmp_path: Path, cpu
         0,
     )
     assert before["refused"] == [] and _table(db) == []
+    assert main([*args, "--max-gflop", "1e-5"]) == 0  # 20.7, 4.5 and 6.9 kFLOP: the two cheap ones
+    assert json.loads(capsys.readouterr().out)["shapes"] == 2
     campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], db=db, strategy="random", budget=BUDGET)
     assert main(args) == 0
     after = json.loads(capsys.readouterr().out)
