@@ -237,6 +237,10 @@ def train_cmd(
             "validation for exactly --epochs epochs, keep the last"
         ),
     ] = True,
+    targets_within: Annotated[
+        float, typer.Option(help="configs within this factor of a problem's best are targets too (1.0: the best)")
+    ] = 1.05,
+    max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the seq2seq predictor on the CPU, early-stopping on validation loss (or for fixed epochs)."""
@@ -247,8 +251,12 @@ def train_cmd(
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
     if epochs < 1:
         raise KptuneError(f"--epochs must be at least 1, not {epochs}")
+    if targets_within < 1.0 or max_targets < 1:
+        raise KptuneError(f"--targets-within must be >= 1 and --max-targets >= 1, not {targets_within}, "
+                          f"{max_targets}")  # fmt: skip
     info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
-                            early_stop=early_stop), log=lambda line: err.print(line, markup=False))  # fmt: skip
+                            early_stop=early_stop, targets_within=targets_within, max_targets=max_targets),
+                            log=lambda line: err.print(line, markup=False))  # fmt: skip
     if as_json:
         _print_json(info)
         return

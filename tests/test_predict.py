@@ -189,3 +189,11 @@ def test_fixed_epochs_train_on_train_and_validation_and_keep_the_last_weights(
     seen.clear()
     stopped = training.train(small, dataclasses.replace(SMALL, epochs=3))
     assert seen == [4 - 1, 1] and "held-out train" in stopped.validation  # the old behaviour, unchanged
+
+
+def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
+    for args in (["--targets-within", "0.9"], ["--max-targets", "0"]):
+        run = subprocess.run([sys.executable, "-m", "kptune", "train", "--out", str(tmp_path / "m.safetensors"),
+                              *args], capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 2 and run.stderr.startswith("kptune: error: --targets-within must be >= 1")
+        assert not (tmp_path / "m.safetensors").exists()
