@@ -233,11 +233,24 @@ def train_cmd(
         "model.safetensors"
     ),
     arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
-    epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
+    epochs: Annotated[
+        int, typer.Option(help="at most this many epochs (exactly this many with --no-early-stop)")
+    ] = 300,
     seed: Annotated[int, typer.Option(help="seed for initialisation and batches")] = 0,
+    early_stop: Annotated[
+        bool,
+        typer.Option(
+            help="stop on validation loss; --no-early-stop: train on train + "
+            "validation for exactly --epochs epochs, keep the last"
+        ),
+    ] = True,
+    targets_within: Annotated[
+        float, typer.Option(help="configs within this factor of a problem's best are targets too (1.0: the best)")
+    ] = 1.05,
+    max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the seq2seq predictor on the CPU, early-stopping on validation loss."""
+    """Train the seq2seq predictor on the CPU, early-stopping on validation loss (or for fixed epochs)."""
     from kptune.predict.api import train_checkpoint
     from kptune.predict.models import ModelConfig
 
@@ -245,13 +258,18 @@ def train_cmd(
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
     if epochs < 1:
         raise KptuneError(f"--epochs must be at least 1, not {epochs}")
-    info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed),
+    if targets_within < 1.0 or max_targets < 1:
+        raise KptuneError(f"--targets-within must be >= 1 and --max-targets >= 1, not {targets_within}, "
+                          f"{max_targets}")  # fmt: skip
+    info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
+                            early_stop=early_stop, targets_within=targets_within, max_targets=max_targets),
                             log=lambda line: err.print(line, markup=False))  # fmt: skip
     if as_json:
         _print_json(info)
         return
+    val = f"validation loss {info['val_loss']:.4f} on " if info["val_loss"] is not None else "validation: "
     out.print(f"wrote {info['checkpoint']} (best epoch {info['best_epoch']} of {info['epochs_run']}, "
-              f"validation loss {info['val_loss']:.4f} on {info['validation']}; {info['seconds']} s); "
+              f"{val}{info['validation']}; {info['seconds']} s); "
               f"curve {info['curve']}", markup=False, highlight=False)  # fmt: skip
 
 

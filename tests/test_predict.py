@@ -159,3 +159,41 @@ def test_predict_cli(tmp_path: Path) -> None:
     ):
         run = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
+
+
+def test_fixed_epochs_train_on_train_and_validation_and_keep_the_last_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from kptune import dataset as ds
+    from kptune.predict import api, training
+
+    shipped = ds.load(api.DEFAULT_MODEL.parent / "dataset-h200.db.gz")
+    small = ds.Dataset(shipped.meta, tuple(shipped.split("train")[:4] + shipped.split("validation")))
+    seen: list[int] = []
+    real = training._tensors
+    monkeypatch.setattr(training, "_tensors", lambda problems, *a: seen.append(len(problems)) or real(problems, *a))
+    weights: list[dict[str, torch.Tensor]] = []
+    cfg = dataclasses.replace(SMALL, epochs=3, early_stop=False)
+    result = training.train(small, cfg, on_epoch=lambda e, m, v: weights.append({k: t.clone() for k, t in
+                                                                                 m.state_dict().items()}))  # fmt: skip
+    assert seen == [6]  # 4 train + 2 validation problems, nothing held out to stop on
+    assert len(result.history) == len(weights) == 3 and result.best_epoch == 2
+    assert all(torch.equal(result.model.state_dict()[k], weights[-1][k]) for k in weights[-1])
+    assert not torch.equal(weights[0]["out.weight"], weights[-1]["out.weight"])
+    assert training.summary(result)["val_loss"] is None and "fixed 3 epochs" in result.validation
+    checkpoint.save(tmp_path / "f.safetensors", result.model, cfg, result.vocab, {"family": FAMILY.name,
+                    "source_hash": FAMILY.source_hash, "device_limits": GPU.limits()})  # fmt: skip
+    assert checkpoint.load(tmp_path / "f.safetensors").cfg.early_stop is False
+    seen.clear()
+    stopped = training.train(small, dataclasses.replace(SMALL, epochs=3))
+    assert seen == [4 - 1, 1] and "held-out train" in stopped.validation  # the old behaviour, unchanged
+
+
+def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
+    for args in (["--targets-within", "0.9"], ["--max-targets", "0"]):
+        run = subprocess.run([sys.executable, "-m", "kptune", "train", "--out", str(tmp_path / "m.safetensors"),
+                              *args], capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 2 and run.stderr.startswith("kptune: error: --targets-within must be >= 1")
+        assert not (tmp_path / "m.safetensors").exists()

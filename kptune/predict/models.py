@@ -34,6 +34,7 @@ class ModelConfig:
     epochs: int = 300
     batch: int = 64
     patience: int = 40  # epochs without a better validation score before stopping
+    early_stop: bool = True  # False: exactly `epochs` epochs on train + validation, the last weights kept
     targets_within: float = 1.05  # configs within this factor of the best are targets too
     max_targets: int = 8
     seed: int = 0

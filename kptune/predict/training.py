@@ -4,7 +4,10 @@ Targets of a problem: its configs within `targets_within` of its best time (at m
 `max_targets`, fastest first), each a full target sentence; they teach the model which
 near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). The
 validation split's winners give the early-stopping loss; with no validation problems a seeded
-tenth of the train problems is held out instead (and the checkpoint says so).
+tenth of the train problems is held out instead (and the checkpoint says so). With
+`early_stop=False` nothing is held out: the validation problems join the train problems, training
+runs exactly `epochs` epochs and keeps the last weights (the epoch count chosen beforehand, e.g.
+by cross-validation, `benchmarks/model_cv.py`).
 """
 
 from __future__ import annotations
@@ -78,21 +81,27 @@ def _loss(model: nn.Module, batch: tuple[torch.Tensor, ...], mask: torch.Tensor)
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1))
 
 
-def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s: None) -> TrainResult:
+def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s: None,
+          on_epoch: Callable[[int, nn.Module, TargetVocab], None] | None = None) -> TrainResult:  # fmt: skip
+    """Train `cfg` on `data`'s train split; `on_epoch(epoch, model, vocab)` sees the model (in eval
+    mode) after each epoch, e.g. to score it at several epoch counts in one run."""
     t0 = time.perf_counter()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     vocab = TargetVocab(data.meta["parameters"], _values(data))
     train_set, val_set = data.split("train"), data.split("validation")
     validation = "validation split"
-    if len(val_set) < 4:
+    if not cfg.early_stop:
+        train_set, val_set = train_set + val_set, []
+        validation = f"none: fixed {cfg.epochs} epochs on train + validation"
+    elif len(val_set) < 4:
         rng = random.Random(cfg.seed)
         held = set(rng.sample(range(len(train_set)), max(1, len(train_set) // 10)))
         val_set = [p for i, p in enumerate(train_set) if i in held]
         train_set = [p for i, p in enumerate(train_set) if i not in held]
         validation = "held-out train (the validation split has fewer than 4 problems)"
     tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets)
-    va = _tensors(val_set, vocab, 1.0, 1)
+    va = _tensors(val_set, vocab, 1.0, 1) if val_set else None
     mask = position_mask(vocab)
     model = build_model(cfg, vocab.size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -112,6 +121,14 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
             opt.step()
             total, n = total + loss.item() * len(idx), n + len(idx)
         model.eval()
+        if on_epoch is not None:
+            on_epoch(epoch, model, vocab)
+        if va is None:
+            history.append({"epoch": epoch, "train_loss": total / max(n, 1)})
+            best_epoch = epoch
+            if epoch % 20 == 0:
+                log(f"epoch {epoch}: train {total / max(n, 1):.4f}")
+            continue
         with torch.no_grad():
             val = _loss(model, va, mask).item()
         history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val})
@@ -152,7 +169,8 @@ def plot_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot([h["epoch"] for h in history], [h["train_loss"] for h in history], label="train")
-    ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history], label="validation")
+    if any("val_loss" in h for h in history):
+        ax.plot([h["epoch"] for h in history], [h["val_loss"] for h in history], label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy per token")
     ax.set_title(title)
@@ -168,7 +186,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "train_loss": last["train_loss"],
-        "val_loss": last["val_loss"],
+        "val_loss": last.get("val_loss"),
         "validation": result.validation,
         "seconds": round(result.seconds, 1),
     }
