@@ -66,17 +66,9 @@ def summary(rows: Sequence[Comparison]) -> dict[str, Any]:
             "exhaustive_s": sum(r.exhaustive_s for r in rows)}  # fmt: skip
 
 
-def compare(
-    problems: Sequence[Conv2dProblem],
-    *,
-    device: DeviceInfo | str | None = None,
-    k: int = 5,
-    model: Path | None = None,
-    db: str | Path | None = None,
-    settings: TimingSettings | None = None,
-    jobs: int | None = None,
-) -> list[Comparison]:
-    return list(compare_each(problems, device=device, k=k, model=model, db=db, settings=settings, jobs=jobs))
+def compare(problems: Sequence[Conv2dProblem], **options: Any) -> list[Comparison]:
+    """Every problem's comparison (options as `compare_each`)."""
+    return list(compare_each(problems, **options))
 
 
 def compare_each(
