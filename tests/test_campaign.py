@@ -37,8 +37,9 @@ n=1,c=16,h=24,w=24,k=32,r=3,s=3,pad=1
 n=2,c=32,h=14,w=14,k=64,r=1,s=1
 """
 # Two configs this close may swap places between two runs on PoCL: on a 2-core machine the same
-# config's median time differed by up to 1.9x between two runs (a near-tie, not a lost measurement).
-NEAR_TIE = 2.0
+# config's median time differed by up to 1.9x between two runs, and 2.5x once in a CI run of session 5
+# (a near-tie, not a lost measurement: a winner lost or recorded as failed has no time and fails the test).
+NEAR_TIE = 3.0
 
 
 def _shapes(tmp_path: Path) -> list[Conv2dProblem]:
