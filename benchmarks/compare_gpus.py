@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import geomean, provenance, spread, write_json
+from common import provenance, spread, write_json
 
 from kptune.corpus import corpus_split, load_corpus
 from kptune.errors import KptuneError
@@ -90,21 +90,13 @@ def work(args: argparse.Namespace) -> int:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    import statistics
+    """`kptune compare`'s summary of the rows, plus the worst ratio, the share >= 0.95 and the paths taken."""
+    from kptune.compare import Comparison, summary
 
-    speedups = [r["speedup"] for r in rows if r["speedup"]]
-    ratios = [r["ratio"] for r in rows if r["ratio"]]
-    return {
-        "problems": len(rows),
-        "median_speedup": statistics.median(speedups) if speedups else None,
-        "geomean_ratio": geomean(ratios),
-        "min_ratio": min(ratios, default=None),
-        "share_ratio_ge_0.99": sum(r >= 0.99 for r in ratios) / len(ratios) if ratios else None,
-        "share_ratio_ge_0.95": sum(r >= 0.95 for r in ratios) / len(ratios) if ratios else None,
-        "autotune_s": round(sum(r["model_s"] for r in rows), 1),
-        "exhaustive_s": round(sum(r["exhaustive_s"] for r in rows), 1),
-        "sources": sorted({r["source"] for r in rows}),
-    }
+    ratios = [r for r in (Comparison.from_json(row).ratio for row in rows) if r is not None]
+    return {**summary([Comparison.from_json(row) for row in rows]), "min_ratio": min(ratios, default=None),
+            "share_ratio_ge_0.95": sum(r >= 0.95 for r in ratios) / len(ratios) if ratios else None,
+            "sources": sorted({row["source"] for row in rows})}  # fmt: skip
 
 
 def merge_dbs(out: Path, count: int) -> Path | None:
@@ -214,8 +206,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def _plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     from kptune.compare import Comparison, plot
 
-    fields = {f.name for f in dataclasses.fields(Comparison)}
-    plot([Comparison(**{k: v for k, v in r.items() if k in fields}) for r in rows], path)
+    plot([Comparison.from_json(row) for row in rows], path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

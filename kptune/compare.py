@@ -55,6 +55,11 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "speedup": self.speedup, "ratio": self.ratio}
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Comparison:
+        """The row `to_json` wrote (its derived and extra keys ignored)."""
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+
 
 def summary(rows: Sequence[Comparison]) -> dict[str, Any]:
     speedups = [r.speedup for r in rows if r.speedup is not None]
