@@ -39,6 +39,14 @@ def pick_problems(n: int, dtypes: Sequence[str]) -> list[Conv2dProblem]:
     return [dataclasses.replace(p, dtype=d) for p in problems for d in dtypes]
 
 
+def speedups(runs: list[dict[str, Any]]) -> float:
+    """Set each run's speed-up over the run with the fewest workers so far (runs may come in any order)."""
+    base = min(runs, key=lambda r: r["workers"])["measure_s"]
+    for run in runs:
+        run["speedup"] = round(base / run["measure_s"], 3) if run["measure_s"] else None
+    return float(base)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=int, default=24, help="corpus rows, evenly spaced")
@@ -63,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc: dict[str, Any] = {"benchmark": "campaign_speed", **provenance(), "device": devices[0].name,
                            "devices": [d.spec for d in devices], "problems": [p.key() for p in problems],
                            "settings": dataclasses.asdict(settings), "runs": []}  # fmt: skip
-    base = None
+    base: float | None = None
     for workers in args.gpus:
         use = devices[:workers] if len(devices) >= workers else devices
         db = args.out / f"campaign-{workers}.db"
@@ -71,15 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = campaign(problems, family, devices=use, workers=workers, db=db, settings=settings, chunk=args.chunk)
         run = {k: v for k, v in result.to_json().items() if k != "per_problem"}
         run["per_problem_s"] = {p.problem: round(p.seconds, 3) for p in result.problems}
-        base = base or result.measure_s
-        run["speedup"] = round(base / result.measure_s, 3) if result.measure_s else None
         doc["runs"].append(run)
+        base = speedups(doc["runs"])
         write_json(args.out / "campaign_speed.json", doc)
         print(f"{workers} worker(s) on {', '.join(d.spec for d in use)}: {len(problems)} shapes, "
               f"{result.measured} configs in {result.measure_s:.1f} s (compile pass {result.compile_s:.1f} s, "
               f"{result.compiled} configs): {result.configs_per_s:.1f} configs/s, "
               f"{result.shapes_per_gpu_minute:.2f} shapes per GPU-minute, median shape "
-              f"{result.median_problem_s or 0:.2f} s, speed-up {run['speedup']}; worker seconds: "
+              f"{result.median_problem_s or 0:.2f} s, speed-up {run['speedup']} (over {base:.1f} s); worker seconds: "
               + ", ".join(f"{k} {v:.1f}" for k, v in result.phases_s.items()), flush=True)  # fmt: skip
         if not args.keep_db:
             db.unlink(missing_ok=True)
