@@ -33,7 +33,7 @@ from kptune.kernel import KernelFamily
 from kptune.measurement import Measurement, TimingSettings, fastest
 from kptune.perfdb import PerfDB
 from kptune.problem import Problem
-from kptune.runner import Runner, precompile
+from kptune.runner import ProblemData, Runner, precompile
 from kptune.space import Config
 from kptune.strategies import get_strategy
 
@@ -165,23 +165,21 @@ def _measure_task(
     runner: Runner, task: Task, shared_best: Callable[[], float | None] = lambda: None
 ) -> Iterator[Measurement]:
     runner.set_problem(task.problem)
-    best = task.best_ms
-    for config in task.configs:
+
+    def best() -> float | None:
         other = shared_best()
-        if other is not None and (best is None or other < best):
-            best = other
-        m = runner.measure(config, best)
-        if m.ok and m.time_ms is not None and (best is None or m.time_ms < best):
-            best = m.time_ms
-        yield m
+        return task.best_ms if other is None or (task.best_ms is not None and task.best_ms < other) else other
+
+    return runner.measure_each(task.configs, best)
 
 
 class LocalMeasurer:
     """A `kptune.worker` process on a local device (the Runner restarts it after a crash)."""
 
-    def __init__(self, family: KernelFamily, device: DeviceInfo, settings: TimingSettings, slot: int) -> None:
+    def __init__(self, family: KernelFamily, device: DeviceInfo, settings: TimingSettings, slot: int,
+                 data: ProblemData | None = None) -> None:  # fmt: skip
         self.name = f"{device.spec}#{slot}"
-        self.runner = Runner(family, device, settings)
+        self.runner = Runner(family, device, settings, data)
 
     def run(self, task: Task, shared_best: Callable[[], float | None]) -> Iterator[Measurement]:
         return _measure_task(self.runner, task, shared_best)
@@ -309,7 +307,8 @@ class _LocalEngine:
         precompile(self.family, self.device, defines, self.settings, jobs)
 
     def measurers(self) -> list[Measurer]:
-        return [LocalMeasurer(self.family, d, self.settings, i) for i, d in enumerate(self.slot_devices)]
+        data = ProblemData(keep=2 * len(self.slot_devices))  # one reference per problem, whichever slots share it
+        return [LocalMeasurer(self.family, d, self.settings, i, data) for i, d in enumerate(self.slot_devices)]
 
     def close(self) -> None:
         pass

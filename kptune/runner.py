@@ -10,12 +10,14 @@ compile cache.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -83,15 +85,52 @@ class Worker:
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
 
 
+Payload = tuple[Problem, dict[str, np.ndarray], np.ndarray]  # the problem, its seeded inputs, the reference
+
+
+class ProblemData:
+    """Seeded inputs and float64 references, made once per problem and shared by runners in threads.
+
+    Several workers of one campaign measure chunks of the same problem: one reference, not one each.
+    Keeps the `keep` most recently asked problems.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[tuple[str, Problem, int], list[Any]] = collections.OrderedDict()
+
+    def get(self, family: KernelFamily, problem: Problem, seed: int) -> Payload:
+        key = (family.name, problem, seed)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = [threading.Lock(), None]
+                while len(self._entries) > self.keep:
+                    self._entries.popitem(last=False)
+            self._entries.move_to_end(key)
+        with entry[0]:
+            if entry[1] is None:
+                entry[1] = make_payload(family, problem, seed)
+            return entry[1]  # type: ignore[no-any-return]
+
+
+def make_payload(family: KernelFamily, problem: Problem, seed: int) -> Payload:
+    inputs = family.make_inputs(problem, np.random.default_rng(seed))
+    return problem, inputs, np.asarray(family.reference(problem, inputs), dtype=np.float64)
+
+
 class Runner:
     """Measures configs of one kernel family on one device; use as a context manager."""
 
-    def __init__(self, family: KernelFamily, device: DeviceInfo, settings: TimingSettings | None = None) -> None:
+    def __init__(self, family: KernelFamily, device: DeviceInfo, settings: TimingSettings | None = None,
+                 data: ProblemData | None = None) -> None:  # fmt: skip
         self.family = family
         self.device = device
         self.settings = settings or TimingSettings()
+        self._data = data
         self._worker: Worker | None = None
-        self._payload: tuple[Problem, dict[str, np.ndarray], np.ndarray] | None = None
+        self._payload: Payload | None = None
         self._worker_has_problem = False
         self.restarts = 0
 
@@ -118,10 +157,10 @@ class Runner:
             raise DeviceError(f"kernel {self.family.name} does not take {problem.kind} problems")
         if self._payload is not None and self._payload[0] == problem:
             return  # the same problem again (a campaign's next chunk of it): same seeded inputs and reference
-        rng = np.random.default_rng(self.settings.seed)
-        inputs = self.family.make_inputs(problem, rng)
-        reference = np.asarray(self.family.reference(problem, inputs), dtype=np.float64)
-        self._payload = (problem, inputs, reference)
+        seed = self.settings.seed
+        self._payload = (
+            self._data.get(self.family, problem, seed) if self._data else make_payload(self.family, problem, seed)
+        )
         self._worker_has_problem = False
 
     def start(self) -> None:
@@ -139,20 +178,89 @@ class Runner:
             self._worker_has_problem = True
         return self._worker
 
-    def measure(self, config: Config, best_ms: float | None = None, *, _again: bool = False) -> Measurement:
+    def measure(self, config: Config, best_ms: float | None = None) -> Measurement:
         """Measure one config; every failure is an outcome, never an exception."""
+        return next(self.measure_each([config], lambda: best_ms))
+
+    def measure_each(
+        self, configs: Sequence[Config], best_ms: Callable[[], float | None] = lambda: None, ahead: int = 1
+    ) -> Iterator[Measurement]:
+        """Measure configs in order, yielding each measurement; every failure is an outcome.
+
+        `best_ms()` is asked as each config is sent (the best so far, for early stopping; this
+        run's own results are folded in). `ahead` more configs are queued in the worker while it
+        measures one, so it never waits for the driver; results still come one config at a time,
+        so a hang or crash is charged to the config at the head and the queued ones go again.
+        """
         if self._payload is None:
             raise RuntimeError("set_problem() first")
-        bad = self.family.space.violations(self._payload[0], self.device, config)
-        if bad:
-            return Measurement(config, Outcome.INVALID, error=bad[0])
+        problem = self._payload[0]
+        todo = collections.deque(configs)
+        sent: collections.deque[Config] = collections.deque()
+        again: set[Config] = set()
+        own_best: float | None = None
+
+        def best() -> float | None:
+            other = best_ms()
+            return own_best if other is None or (own_best is not None and own_best < other) else other
+
+        def requeue() -> None:
+            todo.extendleft(reversed(sent))
+            sent.clear()
+
+        while todo or sent:
+            while todo and len(sent) <= ahead:
+                bad = self.family.space.violations(problem, self.device, todo[0])
+                if bad and sent:
+                    break  # answered in order: after the configs already sent
+                config = todo.popleft()
+                if bad:
+                    yield Measurement(config, Outcome.INVALID, error=bad[0])
+                    continue
+                try:
+                    worker = self._ready_worker()
+                except (EOFError, OSError, TimeoutError) as exc:
+                    self._drop_worker()
+                    yield Measurement(config, Outcome.LAUNCH_ERROR, error=f"worker failed to load the problem: {exc!r}")
+                    continue
+                try:
+                    worker.send("measure", config, best())
+                except OSError:  # the worker is gone: charged to the config it was measuring, if any
+                    todo.appendleft(config)
+                    if not sent:
+                        self._drop_worker()
+                        if config in again:
+                            todo.popleft()
+                            yield Measurement(config, Outcome.LAUNCH_ERROR, error="worker gone before the config")
+                        again.add(config)
+                    break
+                sent.append(config)
+            if not sent:
+                continue
+            assert self._worker is not None
+            result = self._receive(self._worker, sent[0])
+            if result is None:  # killed from outside, not the kernel's doing: measure it once more
+                config = sent.popleft()
+                requeue()
+                if config not in again:
+                    again.add(config)
+                    todo.appendleft(config)
+                    continue
+                result = Measurement(config, Outcome.LAUNCH_ERROR, error="worker killed from outside twice")
+            else:
+                sent.popleft()
+                if self._worker is None:  # the worker is gone: the queued configs go to a fresh one
+                    requeue()
+            if result.ok and result.time_ms is not None and (own_best is None or result.time_ms < own_best):
+                own_best = result.time_ms
+            yield result
+
+    def _receive(self, worker: Worker, config: Config) -> Measurement | None:
+        """The result for `config` (the oldest sent); a hang or crash is its outcome and drops the worker.
+
+        None: the worker was killed by a signal its kernel cannot raise (see _KILLED_FROM_OUTSIDE).
+        """
         try:
-            worker = self._ready_worker()
-        except (EOFError, OSError, TimeoutError) as exc:
-            self._drop_worker()
-            return Measurement(config, Outcome.LAUNCH_ERROR, error=f"worker failed to load the problem: {exc!r}")
-        try:
-            worker.send("measure", config, best_ms)
             _, result = worker.recv(self.settings.timeout_s)
         except TimeoutError:
             self._drop_worker()
@@ -163,10 +271,8 @@ class Runner:
             except subprocess.TimeoutExpired:
                 code = None
             self._drop_worker()
-            if code in _KILLED_FROM_OUTSIDE and not _again:
-                # a signal from outside (someone stopping the run, the OOM killer), not the kernel's doing:
-                # recording a fault would keep a good config out of every later run; measure it once more
-                return self.measure(config, best_ms, _again=True)
+            if code in _KILLED_FROM_OUTSIDE:
+                return None
             return Measurement(config, Outcome.LAUNCH_ERROR, error=f"worker died (exit code {code})")
         if result.fatal:
             self._drop_worker()

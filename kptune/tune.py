@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -127,12 +128,13 @@ def tune(
                 clock = time.perf_counter()
                 compile_errors = runner.precompile(todo, jobs)
                 phases["precompile"] = time.perf_counter() - clock
-                for config in todo:
-                    clock = time.perf_counter()
-                    if config in compile_errors:
-                        m = Measurement(config, Outcome.COMPILE_ERROR, error=compile_errors[config])
-                    else:
-                        m = runner.measure(config, best.time_ms if best else None)
+                failed = [Measurement(c, Outcome.COMPILE_ERROR, error=compile_errors[c]) for c in compile_errors]
+                measured = runner.measure_each(
+                    [c for c in todo if c not in compile_errors], lambda: best.time_ms if best else None
+                )
+                clock = time.perf_counter()
+                for m in itertools.chain(failed, measured):
+                    config = m.config
                     worker_s = m.compile_s + m.verify_s + m.bench_s
                     phases["compile"] += m.compile_s
                     phases["verify"] += m.verify_s
@@ -147,6 +149,7 @@ def tune(
                     done += 1
                     if progress is not None:
                         progress(done, len(candidates), m, best)
+                    clock = time.perf_counter()
         outcomes = collections.Counter(str(m.outcome) for m in latest.values())
         return TuneResult(
             problem=problem, device=dev, kernel=family.name, strategy=strategy, db_path=perfdb.path,

@@ -6,7 +6,7 @@ from families_for_tests import AXPY_FAULTY, AxpyProblem, faulty
 
 from kptune.device import DeviceInfo
 from kptune.measurement import Outcome, TimingSettings
-from kptune.runner import Runner
+from kptune.runner import ProblemData, Runner
 from kptune.space import Config
 
 FAST = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=20.0)
@@ -77,3 +77,45 @@ def test_a_worker_killed_from_outside_is_not_a_kernel_fault(cpu_device: DeviceIn
         hung = runner.measure(faulty(3))  # killed after 1 s; measured again: the watchdog's timeout
         assert hung.outcome is Outcome.TIMEOUT and runner.restarts == 2, hung
         assert runner.measure(faulty(0)).outcome is Outcome.OK
+
+
+def test_measure_each_charges_each_fault_to_its_own_config(cpu_device: DeviceInfo) -> None:
+    """With a config queued ahead in the worker, a crash or hang is still charged to the config that
+    caused it, and the queued configs are measured in a fresh worker, in order."""
+    settings = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=8.0)
+    other = Config.of({"MODE": 0, "WG": 32, "ELEMS": 1})
+    bad = Config.of({"MODE": 0, "WG": 3, "ELEMS": 1})
+    configs = [faulty(0), faulty(4), other, bad, faulty(2), faulty(3), faulty(0), other]
+    with Runner(AXPY_FAULTY, cpu_device, settings) as runner:
+        runner.set_problem(AxpyProblem(n=4096))
+        got = list(runner.measure_each(configs, ahead=2))
+    assert [m.config for m in got] == configs
+    outcomes = [m.outcome for m in got]
+    assert outcomes[1] in (Outcome.LAUNCH_ERROR, Outcome.WRONG_RESULT), got[1]
+    assert outcomes[:1] + outcomes[2:] == [Outcome.OK, Outcome.OK, Outcome.INVALID, Outcome.WRONG_RESULT,
+                                           Outcome.TIMEOUT, Outcome.OK, Outcome.OK]  # fmt: skip
+    assert runner.restarts >= 1
+
+
+def test_stop_rule_follows_the_device_kind() -> None:
+    settings = TimingSettings()
+    gpu, cpu = settings.stop_rule("gpu"), settings.stop_rule("cpu")
+    assert gpu[0] < cpu[0] and gpu[1] < cpu[1] and gpu[2] > 0 == cpu[2]
+    assert TimingSettings(early_stop_factor=3.0, stop_slack_ms=0.0).stop_rule("gpu")[1:] == (3.0, 0.0)
+
+
+def test_problem_data_is_made_once_for_every_runner_sharing_it() -> None:
+    import threading
+
+    data = ProblemData(keep=2)
+    problems = [AxpyProblem(n=1024 * (i + 1)) for i in range(3)]
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(data.get(AXPY_FAULTY, problems[0], 0))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(g is got[0] for g in got)
+    for p in problems[1:]:
+        data.get(AXPY_FAULTY, p, 0)
+    assert data.get(AXPY_FAULTY, problems[0], 0) is not got[0]  # only the 2 latest are kept
