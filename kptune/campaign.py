@@ -170,7 +170,7 @@ def _measure_task(
         other = shared_best()
         return task.best_ms if other is None or (task.best_ms is not None and task.best_ms < other) else other
 
-    return runner.measure_each(task.configs, best)
+    return runner.measure_each(task.configs, best, ahead=2)  # two queued: the driver's threads share one GIL
 
 
 class LocalMeasurer:
@@ -381,14 +381,39 @@ class _RayEngine:
 # --------------------------------------------------------------------------- the driver
 
 
-def _work(measurer: Measurer, tasks: queue.Queue[Task], results: queue.Queue[tuple[Any, ...]],
+class _Chunks:
+    """The chunks still to measure, largest problems first, handed out to slots with affinity.
+
+    A slot keeps taking chunks of the problem it has loaded while any are left: loading a problem
+    moves its inputs and float64 reference into the worker (hundreds of MB for a large layer),
+    so slots that hop between problems spend their time loading, not measuring.
+    """
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self._lock = threading.Lock()
+        self._tasks = list(tasks)
+
+    def take(self, problem_index: int | None) -> Task | None:
+        with self._lock:
+            for i, task in enumerate(self._tasks):
+                if task.index == problem_index:
+                    return self._tasks.pop(i)
+            return self._tasks.pop(0) if self._tasks else None
+
+    def give_back(self, task: Task) -> None:
+        with self._lock:
+            self._tasks.insert(0, task)
+
+
+def _work(measurer: Measurer, tasks: _Chunks, results: queue.Queue[tuple[Any, ...]],
           best_ms: dict[int, float], stop: threading.Event) -> None:  # fmt: skip
-    """A driver thread: feeds one worker slot whole problems until none is left."""
+    """A driver thread: feeds one worker slot chunks (its loaded problem's first) until none is left."""
+    loaded: int | None = None
     while not stop.is_set():
-        try:
-            task = tasks.get_nowait()
-        except queue.Empty:
+        task = tasks.take(loaded)
+        if task is None:
             break
+        loaded = task.index
         best = best_ms.get(task.index)  # the best so far, other workers' chunks of this problem included
         if best is not None and (task.best_ms is None or best < task.best_ms):
             task = dataclasses.replace(task, best_ms=best)
@@ -402,7 +427,7 @@ def _work(measurer: Measurer, tasks: queue.Queue[Task], results: queue.Queue[tup
                     return
         except Exception as exc:  # the slot is broken (device gone, actor died): give the rest back
             if n < len(task.configs):
-                tasks.put(dataclasses.replace(task, configs=task.configs[n:]))
+                tasks.give_back(dataclasses.replace(task, configs=task.configs[n:]))
             reason = str(exc).splitlines()[0] if str(exc) else ""
             results.put(("failed", measurer.name, f"{type(exc).__name__}: {reason}"))
             break
@@ -472,9 +497,7 @@ def campaign(
         measured = 0
         if tasks:
             measurers = engine.measurers()
-            work: queue.Queue[Task] = queue.Queue()
-            for task in split_tasks(tasks, chunk):
-                work.put(task)
+            work = _Chunks(split_tasks(tasks, chunk))
             best_ms = {t.index: t.best_ms for t in tasks if t.best_ms is not None}
             results: queue.Queue[tuple[Any, ...]] = queue.Queue()
             threads = [

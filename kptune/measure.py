@@ -89,8 +89,8 @@ def measure_config(
         )  # fmt: skip
     # one launch is a noisy sample (a CPU device, or the host's launch latency on a tiny kernel):
     # alone it stops only a config far off the best; the first batch's minimum decides the rest
-    verify_factor, early_factor, slack_ms = settings.stop_rule(backend.device.kind)
-    if best_ms is not None and first_ms > verify_factor * best_ms + slack_ms:
+    stop = settings.stop_rule(backend.device.kind)
+    if stop.stops_after_verify(first_ms, best_ms):
         return Measurement(
             config, Outcome.OK, time_ms=first_ms, min_ms=first_ms, runs=1, rel_error=err,
             compile_s=compile_s, verify_s=verify_s,
@@ -102,7 +102,7 @@ def measure_config(
         times = backend.time_launches(
             kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)], zeroed
         )
-        if not (best_ms is not None and min(times) > early_factor * best_ms + slack_ms):
+        if not stop.stops_after_first_batch(times, best_ms):
             typical = max(statistics.median(times), 1e-4)
             more = int(settings.target_ms / typical) - len(times)
             more = max(settings.min_runs - len(times), min(more, settings.max_runs - len(times)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from kptune.space import Config
 
@@ -58,27 +59,48 @@ class TimingSettings:
     min_runs: int = 5
     max_runs: int = 100
     target_ms: float = 10.0  # aim for this much timed device time per config
-    # Early stopping: a config stops once min(first batch) > early_stop_factor * best + slack, or at once
-    # when the verifying launch alone took verify_stop_factor * best + slack. None: by how noisy one
-    # launch is on the device (`stop_rule`).
+    # Early stopping: a config stops once min(first batch) > early_stop_factor * best + stop_slack_ms,
+    # or at once when its verifying launch took verify_stop_factor * best + verify_slack_ms.
+    # None: by how noisy one launch is on the device (`stop_rule`).
     early_stop_factor: float | None = None
     verify_stop_factor: float | None = None
     stop_slack_ms: float | None = None
+    verify_slack_ms: float | None = None
     rotate_cache_factor: float = 2.0  # rotate input copies totalling this many L2 sizes
     max_input_sets: int = 8
     timeout_s: float = 60.0  # watchdog per config, compile included
     seed: int = 0
 
-    def stop_rule(self, device_kind: str) -> tuple[float, float, float]:
-        """(verify_stop_factor, early_stop_factor, slack_ms) for a device of this kind.
+    def stop_rule(self, device_kind: str) -> StopRule:
+        """When to stop timing a config on a device of this kind (fields left None).
 
         A GPU's launches repeat to within a few per cent above ~0.1 ms (2026-11-22 H200 campaign: median
         over min of 5+ runs, p99 1.05 at 0.1-1 ms, 1.04 above 1 ms); shorter kernels carry the host's
-        launch jitter, hence an absolute slack. A CPU device (PoCL) moved up to 2x between runs.
+        launch jitter, hence an absolute slack; the verifying launch (the first of a freshly loaded
+        kernel, zeroing included) ran up to ~0.035 ms long on an H200 (a 0.0155 ms winner timed
+        0.051 ms), hence its larger slack. A CPU device (PoCL) moved up to 2x between runs.
         """
         gpu = device_kind == "gpu"
-        return (
-            self.verify_stop_factor if self.verify_stop_factor is not None else (1.5 if gpu else 4.0),
-            self.early_stop_factor if self.early_stop_factor is not None else (1.2 if gpu else 2.0),
-            self.stop_slack_ms if self.stop_slack_ms is not None else (0.01 if gpu else 0.0),
+
+        def pick(value: float | None, on_gpu: float, on_cpu: float) -> float:
+            return value if value is not None else (on_gpu if gpu else on_cpu)
+
+        return StopRule(
+            verify_factor=pick(self.verify_stop_factor, 1.5, 4.0),
+            verify_slack_ms=pick(self.verify_slack_ms, 0.05, 0.0),
+            early_factor=pick(self.early_stop_factor, 1.2, 2.0),
+            early_slack_ms=pick(self.stop_slack_ms, 0.01, 0.0),
         )
+
+
+class StopRule(NamedTuple):
+    verify_factor: float
+    verify_slack_ms: float
+    early_factor: float
+    early_slack_ms: float
+
+    def stops_after_verify(self, first_ms: float, best_ms: float | None) -> bool:
+        return best_ms is not None and first_ms > self.verify_factor * best_ms + self.verify_slack_ms
+
+    def stops_after_first_batch(self, times: list[float], best_ms: float | None) -> bool:
+        return best_ms is not None and min(times) > self.early_factor * best_ms + self.early_slack_ms

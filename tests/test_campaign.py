@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from kptune.campaign import campaign, plan
+from kptune.campaign import Task, _Chunks, campaign, plan, split_tasks
 from kptune.corpus import read_shapes
 from kptune.device import DeviceInfo
 from kptune.errors import CorpusError, KptuneError
 from kptune.kernel import get_family
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
+from kptune.space import Config
 from kptune.tune import tune
 
 SHAPES = """\
@@ -274,3 +275,17 @@ def test_a_chunk_stops_early_against_the_best_of_other_chunks(cpu_device: Device
     assert all(m.ok for m in alone + behind)
     assert all(m.runs <= settings.first_batch for m in behind)
     assert alone[0].runs > settings.first_batch  # nothing to stop against: timed in full
+
+
+def test_a_slot_keeps_to_its_loaded_problem_while_it_has_chunks() -> None:
+    """Loading a problem into a worker moves its inputs and reference: chunks go to the slot that has it."""
+    a, b = (Conv2dProblem(n=1, c=4, h=8, w=8, k=4, r=1, s=1), Conv2dProblem(n=2, c=4, h=8, w=8, k=4, r=1, s=1))
+    configs = tuple(Config.of({"X": i}) for i in range(6))
+    chunks = _Chunks(split_tasks([Task(0, a, configs, None), Task(1, b, configs, None)], 2))
+    first, second = chunks.take(None), chunks.take(None)
+    assert first is not None and second is not None and (first.index, second.index) == (0, 0)
+    other = chunks.take(1)  # a slot holding problem 1 gets problem 1's chunk, not problem 0's last one
+    assert other is not None and other.index == 1
+    chunks.give_back(other)
+    taken = [chunks.take(0) for _ in range(4)]
+    assert [t.index for t in taken if t] == [0, 1, 1, 1] and chunks.take(0) is None

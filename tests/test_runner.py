@@ -98,10 +98,15 @@ def test_measure_each_charges_each_fault_to_its_own_config(cpu_device: DeviceInf
 
 
 def test_stop_rule_follows_the_device_kind() -> None:
-    settings = TimingSettings()
-    gpu, cpu = settings.stop_rule("gpu"), settings.stop_rule("cpu")
-    assert gpu[0] < cpu[0] and gpu[1] < cpu[1] and gpu[2] > 0 == cpu[2]
-    assert TimingSettings(early_stop_factor=3.0, stop_slack_ms=0.0).stop_rule("gpu")[1:] == (3.0, 0.0)
+    gpu, cpu = TimingSettings().stop_rule("gpu"), TimingSettings().stop_rule("cpu")
+    assert gpu.verify_factor < cpu.verify_factor and gpu.early_factor < cpu.early_factor
+    assert gpu.early_slack_ms > 0 == cpu.early_slack_ms
+    # a GPU's verifying launch stops a config only past its factor and the first launch's slack
+    assert not gpu.stops_after_verify(0.051, 0.0155) and gpu.stops_after_verify(1.6, 1.0)
+    assert not gpu.stops_after_first_batch([1.3, 1.1, 1.5], 1.0) and gpu.stops_after_first_batch([1.3, 1.25], 1.0)
+    assert not gpu.stops_after_verify(9.0, None)
+    rule = TimingSettings(early_stop_factor=3.0, stop_slack_ms=0.0).stop_rule("gpu")
+    assert (rule.early_factor, rule.early_slack_ms) == (3.0, 0.0)
 
 
 def test_problem_data_is_made_once_for_every_runner_sharing_it() -> None:
