@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -74,11 +73,12 @@ def fold_scores(held: Sequence[Any], rank: Any, k: int) -> dict[str, Any]:
 
 
 def pooled(rows: Sequence[dict[str, Any]], k: int) -> dict[str, float | None]:
-    """Geomean over every held-out problem of all folds (fold geomeans weighted by problem count)."""
+    """Geomean over every held-out problem of all folds: a fold's geomean counts once per problem of it,
+    which gives the geomean of the per-problem ratios (the rows keep only the fold geomeans)."""
     n = sum(r["problems"] for r in rows)
     out: dict[str, float | None] = {}
     for key in ("ratio1", f"ratio{k}"):
-        out[key] = math.exp(sum(math.log(r[key]) * r["problems"] for r in rows) / n) if n else None
+        out[key] = geomean(r[key] for r in rows for _ in range(r["problems"]))
     out["in_top32"] = sum(r["in_top32"] * r["problems"] for r in rows) / max(n, 1)
     return out
 

@@ -91,12 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _first_prediction(problem: Any, args: argparse.Namespace) -> int:
     """In a --fresh child: load the checkpoint (untimed), then time one prediction; print milliseconds."""
-    from kptune.kernel import get_family
-    from kptune.predict.api import DEFAULT_MODEL, _checkpoint, predict
+    from kptune.predict.api import load_predictor, predict
 
     t = time.perf_counter()
     try:
-        _checkpoint(Path(args.model or DEFAULT_MODEL), get_family("conv2d_fwd"))
+        load_predictor(args.model)
     except KptuneError as exc:
         print(f"predict_latency: {exc}", file=sys.stderr)
         return 2

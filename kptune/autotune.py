@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -175,9 +176,8 @@ def autotune(
         check_fits(problem, dev)
         if runner is None:
             runner = stack.enter_context(Runner(family, dev, settings or TimingSettings()))
-        warm = runner
         # the measuring worker starts, opens the device and computes the reference while the model predicts
-        starting = _Background(lambda: _start(warm, problem))
+        starting = _Background(functools.partial(_start, runner, problem))
         stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
@@ -198,7 +198,7 @@ def autotune(
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
         starting.join()
         result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
-                      configs=configs, source=source, resume=not force, runner=warm)  # fmt: skip
+                      configs=configs, source=source, resume=not force, runner=runner)  # fmt: skip
         chosen = set(configs)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip

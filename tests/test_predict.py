@@ -137,6 +137,22 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path: Path) -> None:
         checkpoint.load(tmp_path / "other.safetensors")
 
 
+def test_load_predictor_is_the_checkpoint_predict_then_uses(tmp_path: Path) -> None:
+    from kptune.errors import KptuneError
+    from kptune.predict import api
+
+    _save(tmp_path / "m.safetensors")
+    pred = api.load_predictor(tmp_path / "m.safetensors")
+    assert pred.device == GPU and pred.vocab.names == VOCAB.names
+    problem = Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1")
+    found, used = api.predict(problem, 3, tmp_path / "m.safetensors")
+    assert used is pred and len(found) == 3  # cached: the prediction did not load it again
+    with pytest.raises(KptuneError, match=r"no checkpoint at .*none\.safetensors"):
+        api.load_predictor(tmp_path / "none.safetensors")
+    with pytest.raises(KptuneError, match=r"no checkpoint at .*none\.safetensors"):
+        api.predict(problem, 3, tmp_path / "none.safetensors")
+
+
 def test_predict_cli(tmp_path: Path) -> None:
     _save(tmp_path / "m.safetensors")
     cli = [sys.executable, "-m", "kptune", "predict"]

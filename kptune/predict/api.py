@@ -79,7 +79,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     """The top-k configs for `problem`, valid by construction when constrained: for `device`'s limits
     (the device they will run on), or by default for the device the checkpoint was trained for."""
     family = get_family("conv2d_fwd")
-    pred = _checkpoint(Path(model_path or DEFAULT_MODEL), family)
+    pred = load_predictor(model_path)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
@@ -88,8 +88,11 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     return found, pred
 
 
-def _checkpoint(path: Path, family: Any) -> checkpoint.Predictor:
-    """The checkpoint at `path` for `family`, loaded once per modification time."""
+def load_predictor(model_path: Path | None = None) -> checkpoint.Predictor:
+    """The checkpoint `predict` uses (default: the shipped one), loaded once per modification time:
+    call it ahead so that a first prediction does not pay the load. A bad checkpoint raises KptuneError."""
+    family = get_family("conv2d_fwd")
+    path = Path(model_path or DEFAULT_MODEL)
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:
