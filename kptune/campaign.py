@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kptune.compiled import define_key
 from kptune.device import DeviceInfo, check_fits
 from kptune.errors import DeviceError, KptuneError
 from kptune.kernel import KernelFamily
@@ -303,8 +304,9 @@ class _LocalEngine:
         self.slot_devices = [devices[i % len(devices)] for i in range(slots)]
         self.device = devices[0]
 
-    def precompile(self, defines: list[dict[str, int]], jobs: int | None) -> None:
-        precompile(self.family, self.device, defines, self.settings, jobs)
+    def precompile(self, defines: list[dict[str, int]], jobs: int | None,
+                   on_compiled: Callable[[Sequence[int]], None] | None = None) -> None:  # fmt: skip
+        precompile(self.family, self.device, defines, self.settings, jobs, on_compiled=on_compiled)
 
     def measurers(self) -> list[Measurer]:
         data = ProblemData(keep=2 * len(self.slot_devices))  # one reference per problem, whichever slots share it
@@ -405,15 +407,63 @@ class _Chunks:
             self._tasks.insert(0, task)
 
 
+class _CompilePass:
+    """The compile pass in a thread beside the measuring (local engine): a chunk is measured once
+    its configs are compiled, or once the pass is over (what it could not build, workers compile).
+
+    The pass builds define sets in task order, largest problem first, as chunks are handed out, so
+    the first chunks are ready after a small part of the pass.
+    """
+
+    def __init__(self, engine: _LocalEngine, defines: list[dict[str, int]], jobs: int) -> None:
+        self.keys = [define_key(d) for d in defines]
+        self.seconds = 0.0
+        self.error: str | None = None
+        self._done: set[str] = set()
+        self._over = False
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(engine, defines, jobs), daemon=True)
+        self._thread.start()
+
+    def _run(self, engine: _LocalEngine, defines: list[dict[str, int]], jobs: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            engine.precompile(defines, jobs, self._mark)
+        except Exception as exc:  # the measuring workers compile what is left, slowly
+            self.error = f"compile pass failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            self.seconds = time.perf_counter() - t0
+            with self._cv:
+                self._over = True
+                self._cv.notify_all()
+
+    def _mark(self, indices: Sequence[int]) -> None:
+        with self._cv:
+            self._done.update(self.keys[i] for i in indices)
+            self._cv.notify_all()
+
+    def wait_for(self, keys: set[str], stop: threading.Event) -> None:
+        with self._cv:
+            while not (self._over or keys <= self._done or stop.is_set()):
+                self._cv.wait(1.0)
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 def _work(measurer: Measurer, tasks: _Chunks, results: queue.Queue[tuple[Any, ...]],
-          best_ms: dict[int, float], stop: threading.Event) -> None:  # fmt: skip
-    """A driver thread: feeds one worker slot chunks (its loaded problem's first) until none is left."""
+          best_ms: dict[int, float], stop: threading.Event,
+          ready: Callable[[Task], None] | None = None) -> None:  # fmt: skip
+    """A driver thread: feeds one worker slot chunks (its loaded problem's first) until none is left;
+    `ready(task)` returns once the chunk may be measured (its configs compiled)."""
     loaded: int | None = None
     while not stop.is_set():
         task = tasks.take(loaded)
         if task is None:
             break
         loaded = task.index
+        if ready is not None:
+            ready(task)
         best = best_ms.get(task.index)  # the best so far, other workers' chunks of this problem included
         if best is not None and (task.best_ms is None or best < task.best_ms):
             task = dataclasses.replace(task, best_ms=best)
@@ -450,10 +500,13 @@ def campaign(
     jobs: int | None = None,
     chunk: int | None = None,
     progress: CampaignProgress | None = None,
+    overlap: bool = True,
 ) -> CampaignResult:
     """Measure every config `strategy` picks for each problem (exhaustive: all valid ones), resuming from `db`.
 
-    Locally: one worker per device in `devices` (or `workers` slots spread over them).
+    Locally: one worker per device in `devices` (or `workers` slots spread over them); with
+    `overlap`, they start measuring while the compile pass (on the other cores) goes on, each
+    chunk once its configs are compiled; without, the pass comes first and is timed apart.
     With `ray_address` ("local" starts a private Ray instance): one Ray actor per cluster
     GPU, or `workers` CPU actors on a cluster without GPUs, each opening `ray_device`.
     With `chunk`, a problem's configs go out in runs of that many, so that workers share
@@ -484,7 +537,11 @@ def campaign(
         source = strategy if strategy in ("exhaustive", "random") else "manual"
         clock = time.perf_counter()
         defines = union_defines(tasks, family)
-        if defines:
+        compiling: _CompilePass | None = None
+        if defines and overlap and isinstance(engine, _LocalEngine):
+            cores = os.cpu_count() or 2
+            compiling = _CompilePass(engine, defines, jobs or max(2, cores - len(engine.slot_devices) - 1))
+        elif defines:
             engine.precompile(defines, jobs)
         compile_s = time.perf_counter() - clock
         total = sum(len(t.configs) for t in tasks)
@@ -500,8 +557,16 @@ def campaign(
             work = _Chunks(split_tasks(tasks, chunk))
             best_ms = {t.index: t.best_ms for t in tasks if t.best_ms is not None}
             results: queue.Queue[tuple[Any, ...]] = queue.Queue()
+            ready = None
+            if compiling is not None:
+                gate = compiling
+
+                def ready(task: Task) -> None:
+                    gate.wait_for({define_key(family.defines(task.problem, c)) for c in task.configs}, stop)
+
             threads = [
-                threading.Thread(target=_work, args=(m, work, results, best_ms, stop), daemon=True) for m in measurers
+                threading.Thread(target=_work, args=(m, work, results, best_ms, stop, ready), daemon=True)
+                for m in measurers
             ]
             for thread in threads:
                 thread.start()
@@ -539,6 +604,11 @@ def campaign(
                 if progress is not None:
                     progress.advance(measured, sum(r.complete for r in reports))
         measure_s = time.perf_counter() - clock
+        if compiling is not None:
+            compiling.join()
+            compile_s = compiling.seconds
+            if compiling.error:
+                failures.append(compiling.error)
         return CampaignResult(
             device=device.key, workers=len(measurers) or (workers or 1), engine=engine.name, db_path=perfdb.path,
             problems=reports, measured=measured, resumed=resumed, outcomes=dict(sorted(outcomes.items())),

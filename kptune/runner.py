@@ -298,6 +298,7 @@ def precompile(
     settings: TimingSettings | None = None,
     jobs: int | None = None,
     chunk: int = 4,
+    on_compiled: Callable[[Sequence[int]], None] | None = None,
 ) -> dict[int, str]:
     """Compile each define set of `family` in parallel workers into the persistent cache.
 
@@ -306,12 +307,16 @@ def precompile(
     {index in `defines`: error} for those that did not compile. A worker that dies or
     hangs while compiling is dropped; its configs compile (or fail) again when measured.
     Define sets the compile cache already holds (`CompiledIndex`) start no worker at all.
+    `on_compiled(indices)` hears of define sets as they are done (cached ones first; failures too),
+    so measuring can start on them while the rest compile.
     """
     settings = settings or TimingSettings()
     index = CompiledIndex(family, device)
     keys = [define_key(d) for d in defines]
     known = index.known()
     todo = [i for i, key in enumerate(keys) if key not in known]
+    if on_compiled is not None:
+        on_compiled([i for i, key in enumerate(keys) if key in known])
     jobs = max(0, min(jobs if jobs is not None else (os.cpu_count() or 1), len(todo) // chunk))
     if jobs < 2:
         return {}
@@ -343,6 +348,8 @@ def precompile(
                     continue
                 errors.update({i: e for i, e in zip(part, errs, strict=True) if e is not None})
                 index.add(keys[i] for i, e in zip(part, errs, strict=True) if e is None)
+                if on_compiled is not None:
+                    on_compiled(part)
                 if chunks:
                     give(w)
                 else:

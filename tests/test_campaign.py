@@ -109,6 +109,22 @@ def test_two_local_workers_match_a_single_process(tmp_path: Path, cpu_device: De
     assert (again.measured, again.resumed, again.complete) == (0, 3 * BUDGET, 3)  # a rerun measures nothing
 
 
+def test_measuring_starts_while_a_cold_compile_pass_goes_on(tmp_path: Path, cpu_device: DeviceInfo,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """On a fresh machine the compile pass and the measuring overlap: the first chunk is measured
+    long before the last config compiles, and every config is still measured once, correctly."""
+    monkeypatch.setenv("KPTUNE_CACHE_DIR", str(tmp_path / "cold-cache"))
+    start = time.time()
+    result = campaign(_shapes(tmp_path), FAMILY, devices=[cpu_device], workers=1, db=tmp_path / "o.db",
+                      strategy="random", budget=30, chunk=3, jobs=2)  # fmt: skip
+    assert result.compiled > 60 and result.compile_s > 0 and not result.failures
+    rows = _table(tmp_path / "o.db")
+    assert len(rows) == result.measured == sum(p.candidates for p in result.problems) and {r[2] for r in rows} == {"ok"}
+    with sqlite3.connect(tmp_path / "o.db") as c:
+        (first,) = c.execute("SELECT min(created) FROM measurements").fetchone()
+    assert first < start + result.compile_s, "the first chunk waited for the whole compile pass"
+
+
 def test_two_ray_workers_match_a_single_process(tmp_path: Path, cpu_device: DeviceInfo,
                                                 single_process: list[tuple[str, str, str]]) -> None:  # fmt: skip
     if os.environ.get("CI") is None:
