@@ -133,7 +133,8 @@ def campaign(
     budget: Annotated[int | None, typer.Option(help="configs per shape (random)")] = None,
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
-    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to 100)")] = 2.0,
+    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: spare cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     from_audit: Annotated[bool, typer.Option("--from-audit", help="first the neighbours of audited misses")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be tuned; measure nothing")] = False,
@@ -150,6 +151,8 @@ def campaign(
 
     family = get_family(kernel)
     get_strategy(strategy)
+    if not 0 < target_ms <= 1000:
+        raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
     if shapes is None and not from_audit:
         raise KptuneError("give --shapes FILE, --from-audit, or both")
     problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit) if shapes else []
@@ -175,7 +178,7 @@ def campaign(
         _campaign_plan(problems, family, devices[0] if devices else resolve_device(device[0] if device else None),
                        db, strategy, budget, seed, as_json)  # fmt: skip
         return
-    settings = TimingSettings(timeout_s=timeout, seed=seed)
+    settings = TimingSettings(timeout_s=timeout, seed=seed, target_ms=target_ms)
     label = "ray" if ray is not None else ", ".join(dict.fromkeys(d.spec for d in devices))
     with CampaignDisplay(err, label=label) as progress:
         result = run_campaign(problems, family, devices=devices, db=db, workers=workers, ray_address=ray,

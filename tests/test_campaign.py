@@ -232,7 +232,8 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for args in (["--shapes", str(tmp_path / "none.txt")], ["--shapes", "kptune/data/corpus.csv", "--split", "dev"],
                  ["--shapes", "kptune/data/corpus.csv", "--dtype", "int4"],
                  ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "0"],
-                 ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "1e-9"]):  # fmt: skip
+                 ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "1e-9"],
+                 ["--shapes", "kptune/data/corpus.csv", "--target-ms", "0"]):  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
