@@ -442,10 +442,20 @@ class _CompilePass:
             self._done.update(self.keys[i] for i in indices)
             self._cv.notify_all()
 
-    def wait_for(self, keys: set[str], stop: threading.Event) -> None:
+    def ready_part(self, task: Task, family: KernelFamily, stop: threading.Event) -> tuple[Task, Task | None]:
+        """Wait until the chunk's first config is compiled; then (its compiled prefix, the rest or None)."""
+        keys = [define_key(family.defines(task.problem, c)) for c in task.configs]
         with self._cv:
-            while not (self._over or keys <= self._done or stop.is_set()):
+            while not (self._over or keys[0] in self._done or stop.is_set()):
                 self._cv.wait(1.0)
+            n = (
+                len(keys)
+                if self._over or stop.is_set()
+                else next((i for i, key in enumerate(keys) if key not in self._done), len(keys))
+            )
+        if n >= len(keys):
+            return task, None
+        return dataclasses.replace(task, configs=task.configs[:n]), dataclasses.replace(task, configs=task.configs[n:])
 
     def join(self) -> None:
         self._thread.join()
@@ -453,9 +463,10 @@ class _CompilePass:
 
 def _work(measurer: Measurer, tasks: _Chunks, results: queue.Queue[tuple[Any, ...]],
           best_ms: dict[int, float], stop: threading.Event,
-          ready: Callable[[Task], None] | None = None) -> None:  # fmt: skip
+          ready: Callable[[Task], tuple[Task, Task | None]] | None = None) -> None:  # fmt: skip
     """A driver thread: feeds one worker slot chunks (its loaded problem's first) until none is left;
-    `ready(task)` returns once the chunk may be measured (its configs compiled)."""
+    `ready(task)` waits for the chunk's first config to be compiled and splits off the compiled
+    part, the rest going back to the front of the queue."""
     loaded: int | None = None
     while not stop.is_set():
         task = tasks.take(loaded)
@@ -463,7 +474,9 @@ def _work(measurer: Measurer, tasks: _Chunks, results: queue.Queue[tuple[Any, ..
             break
         loaded = task.index
         if ready is not None:
-            ready(task)
+            task, rest = ready(task)
+            if rest is not None:
+                tasks.give_back(rest)
         best = best_ms.get(task.index)  # the best so far, other workers' chunks of this problem included
         if best is not None and (task.best_ms is None or best < task.best_ms):
             task = dataclasses.replace(task, best_ms=best)
@@ -557,12 +570,7 @@ def campaign(
             work = _Chunks(split_tasks(tasks, chunk))
             best_ms = {t.index: t.best_ms for t in tasks if t.best_ms is not None}
             results: queue.Queue[tuple[Any, ...]] = queue.Queue()
-            ready = None
-            if compiling is not None:
-                gate = compiling
-
-                def ready(task: Task) -> None:
-                    gate.wait_for({define_key(family.defines(task.problem, c)) for c in task.configs}, stop)
+            ready = None if compiling is None else functools.partial(compiling.ready_part, family=family, stop=stop)
 
             threads = [
                 threading.Thread(target=_work, args=(m, work, results, best_ms, stop, ready), daemon=True)

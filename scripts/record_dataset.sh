@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-perf-h200.db}
 OUT=${2:-kptune/data/dataset-h200.db.gz}
-python -m kptune campaign --shapes kptune/data/corpus.csv --dtype fp32 --dtype fp16 --chunk 512 \
+python -m kptune campaign --shapes kptune/data/corpus.csv --dtype fp32 --dtype fp16 --chunk 512 --target-ms 2 \
   --db "$DB" ${CAMPAIGN_ARGS:-} || echo "campaign incomplete; the dataset keeps the shapes done so far" >&2
 python -m kptune dataset build --db "$DB" --out "$OUT"
 python -m kptune dataset show "$OUT"
