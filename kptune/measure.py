@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kptune.backends import Backend, CompileError, LaunchError
+from kptune.errors import DeviceError
 from kptune.kernel import KernelFamily
 from kptune.measurement import Measurement, Outcome, TimingSettings
 from kptune.problem import Problem
@@ -35,9 +36,10 @@ def prepare(
     family: KernelFamily,
     problem: Problem,
     inputs: Mapping[str, np.ndarray],
-    reference: np.ndarray,
+    reference: np.ndarray | None,
     settings: TimingSettings,
 ) -> ProblemState:
+    """Upload `copies` of the inputs and keep the reference on the device (None: computed there)."""
     name, shape, dtype = family.output(problem)
     input_bytes = sum(a.nbytes for a in inputs.values()) or 1
     want = math.ceil(settings.rotate_cache_factor * backend.device.l2_bytes / input_bytes)
@@ -45,11 +47,19 @@ def prepare(
     copies = max(1, min(want, settings.max_input_sets, budget))
     out = backend.empty(shape, dtype)
     scalars = [backend.scalar(v) for v in family.scalars(problem)]
-    arg_sets = []
+    arg_sets, uploaded = [], []
     for _ in range(copies):
         bufs = {k: backend.upload(v) for k, v in inputs.items()}
+        uploaded.append(bufs)
         arg_sets.append([out if b == name else bufs[b] for b in family.buffers] + scalars)
-    return ProblemState(problem, backend.upload_reference(reference), out, shape, dtype, arg_sets)
+    if reference is None:
+        try:
+            ref = backend.device_reference(family, problem, uploaded[0])
+        except DeviceError:  # its temporaries do not fit beside the inputs: the host's, as elsewhere
+            reference = np.asarray(family.reference(problem, inputs), dtype=np.float64)
+    if reference is not None:
+        ref = backend.upload_reference(reference)
+    return ProblemState(problem, ref, out, shape, dtype, arg_sets)
 
 
 def measure_config(

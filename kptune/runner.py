@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kptune.backends import reference_on_device
 from kptune.compiled import CompiledIndex, define_key
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
@@ -85,7 +86,8 @@ class Worker:
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
 
 
-Payload = tuple[Problem, dict[str, np.ndarray], np.ndarray]  # the problem, its seeded inputs, the reference
+# the problem, its seeded inputs, and the float64 reference (None: the worker computes it on the device)
+Payload = tuple[Problem, dict[str, np.ndarray], np.ndarray | None]
 
 
 class ProblemData:
@@ -98,10 +100,10 @@ class ProblemData:
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[tuple[str, Problem, int], list[Any]] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple[str, Problem, int, bool], list[Any]] = collections.OrderedDict()
 
-    def get(self, family: KernelFamily, problem: Problem, seed: int) -> Payload:
-        key = (family.name, problem, seed)
+    def get(self, family: KernelFamily, problem: Problem, seed: int, host_reference: bool = True) -> Payload:
+        key = (family.name, problem, seed, host_reference)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -111,13 +113,14 @@ class ProblemData:
             self._entries.move_to_end(key)
         with entry[0]:
             if entry[1] is None:
-                entry[1] = make_payload(family, problem, seed)
+                entry[1] = make_payload(family, problem, seed, host_reference)
             return entry[1]  # type: ignore[no-any-return]
 
 
-def make_payload(family: KernelFamily, problem: Problem, seed: int) -> Payload:
+def make_payload(family: KernelFamily, problem: Problem, seed: int, host_reference: bool = True) -> Payload:
     inputs = family.make_inputs(problem, np.random.default_rng(seed))
-    return problem, inputs, np.asarray(family.reference(problem, inputs), dtype=np.float64)
+    reference = np.asarray(family.reference(problem, inputs), dtype=np.float64) if host_reference else None
+    return problem, inputs, reference
 
 
 class Runner:
@@ -152,14 +155,17 @@ class Runner:
             self.restarts += 1
 
     def set_problem(self, problem: Problem) -> None:
-        """Make inputs (seeded) and the float64 reference once; every config is checked against it."""
+        """Make inputs (seeded) and the float64 reference once (on the device where the backend can);
+        every config is checked against it."""
         if not self.family.accepts(problem):
             raise DeviceError(f"kernel {self.family.name} does not take {problem.kind} problems")
         if self._payload is not None and self._payload[0] == problem:
             return  # the same problem again (a campaign's next chunk of it): same seeded inputs and reference
-        seed = self.settings.seed
+        seed, host = self.settings.seed, not reference_on_device(self.device, self.family)
         self._payload = (
-            self._data.get(self.family, problem, seed) if self._data else make_payload(self.family, problem, seed)
+            self._data.get(self.family, problem, seed, host)
+            if self._data
+            else make_payload(self.family, problem, seed, host)
         )
         self._worker_has_problem = False
 

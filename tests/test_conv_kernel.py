@@ -65,6 +65,22 @@ def test_reference_matches_a_direct_loop() -> None:
     np.testing.assert_allclose(y, expect, rtol=1e-12, atol=1e-12)
 
 
+def test_the_array_reference_is_the_host_reference_with_any_array_module(cpu_device: DeviceInfo) -> None:
+    """The reference a CuPy worker computes on the GPU is this code with xp=cupy (compared there in
+    tests/test_gpu.py); with NumPy it is the host reference. OpenCL workers get the host's."""
+    from kptune.backends import reference_on_device
+    from kptune.runner import make_payload
+
+    for shape in SHAPES:
+        p = Conv2dProblem.parse(shape)
+        inputs = FAMILY.make_inputs(p, np.random.default_rng(0))
+        assert FAMILY.array_reference is not None
+        np.testing.assert_array_equal(FAMILY.array_reference(p, inputs, np), FAMILY.reference(p, inputs))
+    assert not reference_on_device(cpu_device, FAMILY)
+    problem, inputs, reference = make_payload(FAMILY, p, 0, host_reference=False)
+    assert problem == p and reference is None and set(inputs) == {"x", "w"}
+
+
 def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The first and last config of every (algorithm, split-K, unroll, padding) group of each of SHAPES,

@@ -77,6 +77,35 @@ def test_device_relative_error_matches_the_host(n: int) -> None:
 
 
 @pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+@pytest.mark.parametrize("shape", SHAPES)
+def test_device_reference_matches_the_host(shape: str) -> None:
+    """The float64 reference computed on the GPU (cuBLAS) is the host's, to rounding."""
+    import cupy
+
+    problem = Conv2dProblem.parse(shape)
+    backend = open_backend(CUPY_GPUS[0])
+    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
+    ref, norm = backend.device_reference(FAMILY, problem, {k: backend.upload(v) for k, v in inputs.items()})
+    host = FAMILY.reference(problem, inputs)
+    assert np.linalg.norm(cupy.asnumpy(ref) - host) <= 1e-12 * np.linalg.norm(host)
+    assert norm == pytest.approx(float(np.linalg.norm(host)), rel=1e-12)
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+def test_a_runner_on_cupy_verifies_against_the_device_reference() -> None:
+    from kptune.backends import reference_on_device
+
+    device = CUPY_GPUS[0]
+    problem = Conv2dProblem.parse(SHAPES[0])
+    assert reference_on_device(device, FAMILY)
+    with Runner(FAMILY, device, SHORT) as runner:
+        runner.set_problem(problem)
+        assert runner._payload is not None and runner._payload[2] is None  # only the inputs travel
+        got = list(runner.measure_each(FAMILY.space.configs(problem, device)[:20]))
+    assert all(m.outcome is Outcome.OK and m.rel_error is not None and m.rel_error < 1e-4 for m in got), got[:3]
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
 def test_torch_entry_on_cuda_tensors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kptune.kernel import KernelFamily
+    from kptune.problem import Problem
 
 BACKEND_NAMES = ("cupy", "opencl")
 
@@ -55,6 +59,10 @@ class Backend(Protocol):
     def upload_reference(self, reference: np.ndarray) -> Any:
         """Keep the float64 reference where `relative_error` can use it."""
 
+    def device_reference(self, family: KernelFamily, problem: Problem, inputs: Mapping[str, Any]) -> Any:
+        """The float64 reference computed on the device from uploaded inputs, kept as `upload_reference`
+        keeps one (only backends in `DEVICE_REFERENCE_BACKENDS`)."""
+
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         """||output - reference|| / ||reference||, NaN or inf when the output is not finite."""
 
@@ -78,6 +86,16 @@ class Backend(Protocol):
         """A 32-bit integer kernel argument."""
 
     def close(self) -> None: ...
+
+
+#: backends that compute a family's reference on the device (`KernelFamily.array_reference`), so
+#: the driver sends only the inputs: seconds of host float64 arithmetic and hundreds of MB less
+DEVICE_REFERENCE_BACKENDS = frozenset({"cupy"})
+
+
+def reference_on_device(device: DeviceInfo, family: KernelFamily) -> bool:
+    """Whether the measuring worker computes `family`'s reference on `device` itself."""
+    return device.backend in DEVICE_REFERENCE_BACKENDS and family.array_reference is not None
 
 
 def host_relative_error(got: np.ndarray, ref: np.ndarray) -> float:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kptune.backends import CompileError, LaunchError, cache_dir, first_lines
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kptune.kernel import KernelFamily
+    from kptune.problem import Problem
 
 
 def _cp() -> Any:
@@ -132,6 +136,15 @@ class CupyBackend:
     def upload_reference(self, reference: np.ndarray) -> Any:
         ref = self.cp.asarray(reference, dtype=self.cp.float64)
         return ref, float(self.cp.linalg.norm(ref)) or 1.0
+
+    def device_reference(self, family: KernelFamily, problem: Problem, inputs: Mapping[str, Any]) -> Any:
+        assert family.array_reference is not None
+        try:
+            ref = self.cp.asarray(family.array_reference(problem, inputs, self.cp), dtype=self.cp.float64)
+            return ref, float(self.cp.linalg.norm(ref)) or 1.0
+        except self.cp.cuda.memory.OutOfMemoryError:
+            self.cp.get_default_memory_pool().free_all_blocks()
+            raise DeviceError(f"the float64 reference of {problem.key()} does not fit in device memory") from None
 
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         # On the device, one fused pass and one sync per config: no download, no big temporaries.

@@ -155,6 +155,9 @@ class OpenCLBackend:
     def upload_reference(self, reference: np.ndarray) -> Any:
         return reference
 
+    def device_reference(self, family: Any, problem: Any, inputs: Mapping[str, Any]) -> Any:
+        raise NotImplementedError("OpenCL takes the host's reference (DEVICE_REFERENCE_BACKENDS)")
+
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         return host_relative_error(self.download(output, shape, dtype), reference)
 

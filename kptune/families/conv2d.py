@@ -69,14 +69,19 @@ def scalars(p: Conv2dProblem) -> tuple[int, ...]:
 
 
 def reference(problem: Conv2dProblem, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Forward convolution in float64: one GEMM over channels per filter tap."""
+    """Forward convolution in float64 on the host: one GEMM over channels per filter tap."""
     return conv2d_reference(problem, inputs["x"], inputs["w"])
 
 
-def conv2d_reference(p: Conv2dProblem, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    x64 = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p.pad_h, p.pad_h), (p.pad_w, p.pad_w)))
-    w64 = w.astype(np.float64)
-    y = np.zeros((p.n, p.k, p.out_h, p.out_w))
+def array_reference(problem: Conv2dProblem, inputs: Mapping[str, Any], xp: Any) -> Any:
+    """The same with array module `xp`: with CuPy, on the GPU (cuBLAS DGEMM per filter tap)."""
+    return conv2d_reference(problem, inputs["x"], inputs["w"], xp)
+
+
+def conv2d_reference(p: Conv2dProblem, x: Any, w: Any, xp: Any = np) -> Any:
+    x64 = xp.pad(x.astype(xp.float64), ((0, 0), (0, 0), (p.pad_h, p.pad_h), (p.pad_w, p.pad_w)))
+    w64 = w.astype(xp.float64)
+    y = xp.zeros((p.n, p.k, p.out_h, p.out_w), dtype=xp.float64)
     h_end = p.stride_h * (p.out_h - 1) + 1
     w_end = p.stride_w * (p.out_w - 1) + 1
     for r in range(p.r):
@@ -84,7 +89,7 @@ def conv2d_reference(p: Conv2dProblem, x: np.ndarray, w: np.ndarray) -> np.ndarr
             h0, w0 = r * p.dil_h, s * p.dil_w
             tap = x64[:, :, h0 : h0 + h_end : p.stride_h, w0 : w0 + w_end : p.stride_w]
             # (n, c, P, Q) x (k, c) -> (n, P, Q, k)
-            y += np.moveaxis(np.tensordot(tap, w64[:, :, r, s], axes=([1], [1])), 3, 1)
+            y += xp.moveaxis(xp.tensordot(tap, w64[:, :, r, s], axes=([1], [1])), 3, 1)
     return y
 
 
@@ -101,6 +106,7 @@ CONV2D_FWD = register_family(
         buffers=("x", "w", "y"),
         scalars=scalars,
         reference=reference,
+        array_reference=array_reference,
         tolerance=tolerance,
         problem_defines=problem_defines,
         zeroed_output=zeroed_output,
