@@ -108,9 +108,10 @@ def measure_config(
     sets = state.arg_sets
     try:
         if settings.warmup:
-            backend.time_launches(kernel, groups, local, [sets[i % len(sets)] for i in range(settings.warmup)], zeroed)
+            warm = [sets[i % len(sets)] for i in range(settings.warmup)]
+            backend.time_launches(kernel, groups, local, warm, zeroed, first_ms)
         times = backend.time_launches(
-            kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)], zeroed
+            kernel, groups, local, [sets[i % len(sets)] for i in range(settings.first_batch)], zeroed, first_ms
         )
         if not stop.stops_after_first_batch(times, best_ms):
             typical = max(statistics.median(times), 1e-4)
@@ -119,7 +120,7 @@ def measure_config(
             if more > 0:
                 start = len(times)
                 times += backend.time_launches(
-                    kernel, groups, local, [sets[(start + i) % len(sets)] for i in range(more)], zeroed
+                    kernel, groups, local, [sets[(start + i) % len(sets)] for i in range(more)], zeroed, typical
                 )
     except LaunchError as exc:
         return Measurement(config, Outcome.LAUNCH_ERROR, compile_s=compile_s, error=str(exc), fatal=exc.fatal)

@@ -106,6 +106,29 @@ def test_a_runner_on_cupy_verifies_against_the_device_reference() -> None:
 
 
 @pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+def test_the_spin_keeps_host_overhead_out_of_a_small_kernels_time() -> None:
+    """Timed behind the GPU-side spin, a ~10 us kernel's launches read no longer than without it
+    (without, each event pair also holds the host's launch overhead)."""
+    import statistics
+
+    problem = Conv2dProblem.parse("n=1,c=64,h=14,w=14,k=64,r=1,s=1")
+    device = CUPY_GPUS[0]
+    backend = open_backend(device)
+    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
+    state = prepare(backend, FAMILY, problem, inputs, None, SHORT)
+    config = FAMILY.space.configs(problem, device)[0]
+    kernel = backend.compile(FAMILY.full_source, FAMILY.entry, FAMILY.defines(problem, config))
+    groups, local = FAMILY.geometry(problem, config)
+    sets = [state.arg_sets[0]] * 50
+    zeroed = state.output if FAMILY.needs_zeroed_output(config) else None
+    backend.time_launches(kernel, groups, local, sets[:3], zeroed)  # module load, calibration
+    held = statistics.median(backend.time_launches(kernel, groups, local, sets, zeroed))
+    backend._cycles_per_ms = 0.0  # no spin
+    bare = statistics.median(backend.time_launches(kernel, groups, local, sets, zeroed))
+    assert held <= 1.05 * bare, (held, bare)
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
 def test_torch_entry_on_cuda_tensors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

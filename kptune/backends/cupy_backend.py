@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,15 @@ def open_device(device: DeviceInfo) -> CupyBackend:
     return CupyBackend(device)
 
 
+#: a GPU-side wait that keeps timed launches back to back while the host enqueues them
+#: (NVBench's blocking kernel does the same)
+_SPIN_SOURCE = r"""
+extern "C" __global__ void kptune_spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+"""
+HOLD_MARGIN = 2.0  # the spin lasts this many times the host's enqueue time it must cover
 _REDUCE_ROWS = 4096  # parallel row sums in relative_error: enough blocks to fill any GPU
 
 
@@ -90,6 +100,9 @@ class CupyBackend:
         self._device = self.cp.cuda.Device(int(device.index))
         self._device.use()
         self._kernels: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
+        self._cycles_per_ms: float | None = None  # of the spin kernel; 0.0: no hold
+        self._spin: Any = None
+        self._host_ms = 0.02  # host ms to enqueue one timed launch, updated as launches are timed
         self._squared_distance = self.cp.ReductionKernel(
             "T x, float64 y", "float64 z", "((double)(float)x - y) * ((double)(float)x - y)",
             "a + b", "z = a", "0", "kptune_squared_distance",
@@ -181,10 +194,19 @@ class CupyBackend:
         local: Sequence[int],
         arg_sets: Sequence[Sequence[Any]],
         zeroed: Any = None,
+        expect_ms: float | None = None,
     ) -> list[float]:
+        """Each launch between two CUDA events, the batch queued behind a GPU-side spin (`_hold`).
+
+        Without the spin, an event pair around a launch that the GPU reaches before the host has
+        enqueued it also times the host's launch overhead (~10-20 us of CuPy argument handling):
+        most of a small kernel's time. OpenCL's profiling times the command itself and needs none.
+        """
         cuda = self.cp.cuda
         try:
+            self._hold(len(arg_sets), expect_ms)
             events = []
+            t0 = time.perf_counter()
             for args in arg_sets:
                 start, end = cuda.Event(), cuda.Event()
                 start.record()
@@ -193,10 +215,47 @@ class CupyBackend:
                 kernel(tuple(groups), tuple(local), tuple(args))
                 end.record()
                 events.append((start, end))
+            host_ms = (time.perf_counter() - t0) * 1e3 / len(arg_sets)
+            self._host_ms = 0.8 * self._host_ms + 0.2 * host_ms
             events[-1][1].synchronize()
             return [cuda.get_elapsed_time(s, e) for s, e in events]
         except Exception as exc:
             raise LaunchError(first_lines(str(exc)), fatal=True) from None
+
+    def _hold(self, launches: int, expect_ms: float | None) -> None:
+        """Keep the GPU busy (a spin kernel) while the host enqueues `launches` timed launches.
+
+        The GPU would wait for the host only where a launch takes less than the host needs to
+        enqueue one (`_host_ms`, measured as it goes): the spin lasts HOLD_MARGIN times the host's
+        time for the first launch plus that shortfall for the rest (the whole batch if unknown).
+        """
+        if self._cycles_per_ms is None:
+            self._cycles_per_ms = self._calibrate_spin()
+        if not self._cycles_per_ms:
+            return
+        host = self._host_ms
+        short = host if expect_ms is None else max(0.0, host - expect_ms)
+        hold_ms = HOLD_MARGIN * (host + (launches - 1) * short)
+        self._spin((1,), (1,), (np.int64(hold_ms * self._cycles_per_ms),))
+
+    def _calibrate_spin(self) -> float:
+        """GPU clock cycles per ms of the spin kernel, timed with events (0.0: no hold on this device)."""
+        cuda = self.cp.cuda
+        try:
+            self._spin = self.cp.RawKernel(_SPIN_SOURCE, "kptune_spin")
+            cycles = 1_000_000
+            times = []
+            for _ in range(3):
+                start, end = cuda.Event(), cuda.Event()
+                start.record()
+                self._spin((1,), (1,), (np.int64(cycles),))
+                end.record()
+                end.synchronize()
+                times.append(cuda.get_elapsed_time(start, end))
+            ms = sorted(times)[1]
+            return cycles / ms if ms > 0 else 0.0
+        except Exception:  # no clock64 (an odd HIP build): time without the hold, as OpenCL cannot need it
+            return 0.0
 
     def scalar(self, value: int) -> Any:
         return np.int32(value)
