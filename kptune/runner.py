@@ -214,52 +214,57 @@ class Runner:
             todo.extendleft(reversed(sent))
             sent.clear()
 
-        while todo or sent:
-            while todo and len(sent) <= ahead:
-                bad = self.family.space.violations(problem, self.device, todo[0])
-                if bad and sent:
-                    break  # answered in order: after the configs already sent
-                config = todo.popleft()
-                if bad:
-                    yield Measurement(config, Outcome.INVALID, error=bad[0])
-                    continue
-                try:
-                    worker = self._ready_worker()
-                except (EOFError, OSError, TimeoutError) as exc:
-                    self._drop_worker()
-                    yield Measurement(config, Outcome.LAUNCH_ERROR, error=f"worker failed to load the problem: {exc!r}")
-                    continue
-                try:
-                    worker.send("measure", config, best())
-                except OSError:  # the worker is gone: charged to the config it was measuring, if any
-                    todo.appendleft(config)
-                    if not sent:
+        try:
+            while todo or sent:
+                while todo and len(sent) <= ahead:
+                    bad = self.family.space.violations(problem, self.device, todo[0])
+                    if bad and sent:
+                        break  # answered in order: after the configs already sent
+                    config = todo.popleft()
+                    if bad:
+                        yield Measurement(config, Outcome.INVALID, error=bad[0])
+                        continue
+                    try:
+                        worker = self._ready_worker()
+                    except (EOFError, OSError, TimeoutError) as exc:
                         self._drop_worker()
-                        if config in again:
-                            todo.popleft()
-                            yield Measurement(config, Outcome.LAUNCH_ERROR, error="worker gone before the config")
-                        again.add(config)
-                    break
-                sent.append(config)
-            if not sent:
-                continue
-            assert self._worker is not None
-            result = self._receive(self._worker, sent[0])
-            if result is None:  # killed from outside, not the kernel's doing: measure it once more
-                config = sent.popleft()
-                requeue()
-                if config not in again:
-                    again.add(config)
-                    todo.appendleft(config)
+                        error = f"worker failed to load the problem: {exc!r}"
+                        yield Measurement(config, Outcome.LAUNCH_ERROR, error=error)
+                        continue
+                    try:
+                        worker.send("measure", config, best())
+                    except OSError:  # the worker is gone: charged to the config it was measuring, if any
+                        todo.appendleft(config)
+                        if not sent:
+                            self._drop_worker()
+                            if config in again:
+                                todo.popleft()
+                                yield Measurement(config, Outcome.LAUNCH_ERROR, error="worker gone before the config")
+                            again.add(config)
+                        break
+                    sent.append(config)
+                if not sent:
                     continue
-                result = Measurement(config, Outcome.LAUNCH_ERROR, error="worker killed from outside twice")
-            else:
-                sent.popleft()
-                if self._worker is None:  # the worker is gone: the queued configs go to a fresh one
+                assert self._worker is not None
+                result = self._receive(self._worker, sent[0])
+                if result is None:  # killed from outside, not the kernel's doing: measure it once more
+                    config = sent.popleft()
                     requeue()
-            if result.ok and result.time_ms is not None and (own_best is None or result.time_ms < own_best):
-                own_best = result.time_ms
-            yield result
+                    if config not in again:
+                        again.add(config)
+                        todo.appendleft(config)
+                        continue
+                    result = Measurement(config, Outcome.LAUNCH_ERROR, error="worker killed from outside twice")
+                else:
+                    sent.popleft()
+                    if self._worker is None:  # the worker is gone: the queued configs go to a fresh one
+                        requeue()
+                if result.ok and result.time_ms is not None and (own_best is None or result.time_ms < own_best):
+                    own_best = result.time_ms
+                yield result
+        finally:
+            if sent:  # abandoned with configs in flight: their results must not reach a later caller
+                self._drop_worker()
 
     def _receive(self, worker: Worker, config: Config) -> Measurement | None:
         """The result for `config` (the oldest sent); a hang or crash is its outcome and drops the worker.

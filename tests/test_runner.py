@@ -124,3 +124,13 @@ def test_problem_data_is_made_once_for_every_runner_sharing_it() -> None:
     for p in problems[1:]:
         data.get(AXPY_FAULTY, p, 0)
     assert data.get(AXPY_FAULTY, problems[0], 0) is not got[0]  # only the 2 latest are kept
+
+
+def test_an_abandoned_measure_each_leaves_no_result_for_the_next_caller(cpu_device: DeviceInfo) -> None:
+    other = Config.of({"MODE": 0, "WG": 32, "ELEMS": 1})
+    with Runner(AXPY_FAULTY, cpu_device, FAST) as runner:
+        runner.set_problem(AxpyProblem(n=4096))
+        each = runner.measure_each([faulty(0), other, faulty(0)], ahead=2)
+        assert next(each).config == faulty(0)
+        each.close()  # two configs still queued in the worker
+        assert runner.measure(other).config == other and runner.measure(faulty(2)).outcome is Outcome.WRONG_RESULT
