@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from kptune.device import DeviceInfo
 from kptune.kernel import KernelFamily
 
 _KEY_CHARS = 20
+_KEY = re.compile(f"[0-9a-f]{{{_KEY_CHARS}}}")
+_READ: dict[Path, tuple[int, int, frozenset[str]]] = {}  # index file -> (inode, bytes read, keys in them)
 
 
 def define_key(defines: Mapping[str, int]) -> str:
@@ -40,12 +43,24 @@ class CompiledIndex:
         digest = hashlib.sha256(compiler.encode()).hexdigest()[:12]
         self.path = (root or cache_dir()) / "compiled" / f"{family.name}-{family.source_hash}-{digest}.txt"
 
-    def known(self) -> set[str]:
+    def known(self) -> frozenset[str]:
+        """The keys in the index. Read once per process, then only what was appended since: a
+        tuner asking for every new shape does not re-read tens of thousands of lines each time."""
         try:
-            lines = self.path.read_text(encoding="ascii", errors="replace").splitlines()
+            with self.path.open("rb") as f:
+                stat = os.fstat(f.fileno())
+                inode, offset, keys = _READ.get(self.path, (stat.st_ino, 0, frozenset()))
+                if inode != stat.st_ino or stat.st_size < offset:  # another file now (a wiped cache)
+                    offset, keys = 0, frozenset()
+                f.seek(offset)
+                data = f.read(stat.st_size - offset)
         except OSError:
-            return set()
-        return {ln for ln in lines if len(ln) == _KEY_CHARS and all(c in "0123456789abcdef" for c in ln)}
+            return frozenset()
+        complete = data.rfind(b"\n") + 1  # a line still being appended is read next time
+        if complete:
+            keys = keys | frozenset(filter(_KEY.fullmatch, data[:complete].decode("ascii", "replace").splitlines()))
+        _READ[self.path] = (stat.st_ino, offset + complete, keys)
+        return keys
 
     def add(self, keys: Iterable[str]) -> None:
         data = "".join(f"{k}\n" for k in keys).encode("ascii")

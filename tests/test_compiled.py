@@ -54,3 +54,20 @@ def test_a_second_pass_over_compiled_configs_starts_no_worker(
     other = family.space.configs(problem, cpu_device)[8:16]
     runner.precompile(family, cpu_device, defines + [family.defines(problem, c) for c in other], jobs=2)
     assert len(started) == 2
+
+
+def test_the_index_is_read_once_then_only_what_was_appended(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    family = get_family("conv2d_fwd")
+    first, second, third = (define_key({"BM": n}) for n in (16, 32, 64))
+    index = CompiledIndex(family, cpu_device, root=tmp_path)
+    index.add([first])
+    assert index.known() == {first}
+    CompiledIndex(family, cpu_device, root=tmp_path).add([second])  # another pass (or driver) appends
+    with open(index.path, "a") as f:
+        f.write(third[:9])  # being appended right now: read once the line is whole
+    assert index.known() == {first, second}
+    with open(index.path, "a") as f:
+        f.write(third[9:] + "\n")
+    assert index.known() == {first, second, third}
+    index.path.write_text(second + "\n")  # rewritten smaller (a wiped cache): read from the start
+    assert index.known() == {second}
