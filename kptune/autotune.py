@@ -47,6 +47,7 @@ class AutotuneResult:
     predict_ms: float
     wall_s: float
     db_path: Path
+    setup_s: float = 0.0  # loading the problem into the worker (inputs, reference), beside the prediction
 
     @property
     def best_tflops(self) -> float | None:
@@ -65,7 +66,8 @@ class AutotuneResult:
             "problem": self.problem.key(), "device": self.device.spec, "device_name": self.device.name,
             "kernel": self.kernel, "source": self.source, "model": self.model, "note": self.note,
             "best": row(best) if best else None, "candidates": [row(m) for m in self.measured],
-            "predict_ms": round(self.predict_ms, 3), "wall_s": round(self.wall_s, 3), "db": str(self.db_path),
+            "predict_ms": round(self.predict_ms, 3), "setup_s": round(self.setup_s, 3),
+            "wall_s": round(self.wall_s, 3), "db": str(self.db_path),
         }  # fmt: skip
 
 
@@ -115,12 +117,16 @@ class _Background:
 
     def __init__(self, fn: Callable[[], object]) -> None:
         self._error: BaseException | None = None
+        self.seconds = 0.0  # how long `fn` ran
 
         def run() -> None:
+            t0 = time.perf_counter()
             try:
                 fn()
             except BaseException as exc:  # handed to join()
                 self._error = exc
+            finally:
+                self.seconds = time.perf_counter() - t0
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
@@ -204,4 +210,4 @@ def autotune(
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
         return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured) or result.best,
                               str(path) if path else None, note, predict_ms, time.perf_counter() - t0,
-                              perfdb.path)  # fmt: skip
+                              perfdb.path, starting.seconds)  # fmt: skip

@@ -2,7 +2,8 @@
 
 For each problem: `autotune(force=True)` (predict the top-k, measure them), then exhaustive
 search of every valid config into a scratch db (so it re-measures what the model path measured
-and its time is the whole search's), merged into the perf db afterwards. Both paths measure
+and its time is the whole search's, plus the problem's setup (inputs, reference), which it
+finds done by the model path), merged into the perf db afterwards. Both paths measure
 through one worker kept warm for the whole run, as a long-running tuner would: after the first
 problem neither pays a process start or a device context. Reported per problem: the seconds
 each took, the tuning-time speedup T_exhaustive / T_model, and the performance ratio
@@ -41,6 +42,8 @@ class Comparison:
     optimum_ms: float | None
     model_config: str | None
     optimum_config: str | None
+    predict_ms: float = 0.0  # of model_s: the prediction
+    setup_s: float = 0.0  # of model_s, and added to exhaustive_s: loading the problem (inputs, reference)
 
     @property
     def speedup(self) -> float | None:
@@ -57,8 +60,8 @@ class Comparison:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Comparison:
-        """The row `to_json` wrote (its derived and extra keys ignored)."""
-        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+        """The row `to_json` wrote (its derived and extra keys ignored; rows of older runs lack the last fields)."""
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
 
 
 def summary(rows: Sequence[Comparison]) -> dict[str, Any]:
@@ -104,10 +107,12 @@ def compare_each(
                 full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs,
                             runner=runner)  # fmt: skip
                 perfdb.merge_from(yard)
+            # the exhaustive search found the problem loaded by the model path: charge it that setup too
             yield Comparison(
-                problem.key(), fast.source, fast.wall_s, full.wall_s, full.candidates,
+                problem.key(), fast.source, fast.wall_s, full.wall_s + fast.setup_s, full.candidates,
                 fast.best.time_ms if fast.best else None, full.best.time_ms if full.best else None,
                 fast.best.config.key() if fast.best else None, full.best.config.key() if full.best else None,
+                fast.predict_ms, fast.setup_s,
             )  # fmt: skip
 
 

@@ -88,7 +88,7 @@ def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
 
 
 def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_path: Path) -> None:
-    from kptune.compare import compare, plot, summary
+    from kptune.compare import Comparison, compare, plot, summary
 
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
     tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
@@ -101,6 +101,11 @@ def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_
                                "WHERE m.source = 'exhaustive' AND m.outcome = 'ok'").fetchall())  # fmt: skip
     assert row.optimum_ms == min(times.values()) <= times[row.model_config]
     assert row.speedup is not None and row.speedup > 0
+    # the problem's setup (inputs, reference, the worker's start) is charged to both paths
+    assert 0 < row.setup_s < row.model_s and row.exhaustive_s > row.setup_s and 0 < row.predict_ms < 1e3 * row.model_s
+    assert Comparison.from_json(row.to_json()) == row
+    old = {k: v for k, v in row.to_json().items() if k not in ("predict_ms", "setup_s")}  # a row of an earlier run
+    assert Comparison.from_json(old).setup_s == 0.0
     assert _sources(tmp_path / "perf.db") == {"model": 2, "exhaustive": row.configs}
     s = summary(rows)
     assert s["problems"] == 1 and s["median_speedup"] == row.speedup
