@@ -56,8 +56,9 @@ class KernelFamily:
     buffers:     buffer names in kernel argument order (inputs and the output)
     scalars:     (problem) -> int arguments that follow the buffers
     reference:   (problem, inputs) -> the expected output in float64
-    array_reference: (problem, inputs, xp) -> the same with array module xp (NumPy or CuPy), so a
-                 backend with device arrays computes it on the device (optional)
+    array_inputs, array_reference: (problem, seed, xp) -> inputs and (problem, inputs, xp) -> the
+                 reference, with array module xp (NumPy or CuPy), so that a backend with device arrays
+                 makes the problem on the device (optional; both or neither)
     tolerance:   largest accepted ||out - ref|| / ||ref||, a number or (problem) -> number
     problem_defines: (problem, config) -> extra compile-time defines (e.g. the element type)
     zeroed_output: (config) -> whether the output must be zeroed before each launch (a kernel
@@ -78,6 +79,7 @@ class KernelFamily:
     tolerance: float | Callable[[Any], float] = 1e-4
     problem_defines: Callable[[Any, Config], dict[str, int]] | None = None
     zeroed_output: Callable[[Config], bool] | None = None
+    array_inputs: Callable[[Any, int, Any], dict[str, Any]] | None = None
     array_reference: Callable[[Any, Mapping[str, Any], Any], Any] | None = None
 
     def defines(self, problem: Problem, config: Config) -> dict[str, int]:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from kptune.backends import Backend, CompileError, LaunchError
-from kptune.errors import DeviceError
 from kptune.kernel import KernelFamily
 from kptune.measurement import Measurement, Outcome, TimingSettings
 from kptune.problem import Problem
@@ -35,29 +34,29 @@ def prepare(
     backend: Backend,
     family: KernelFamily,
     problem: Problem,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray] | None,
     reference: np.ndarray | None,
     settings: TimingSettings,
 ) -> ProblemState:
-    """Upload `copies` of the inputs and keep the reference on the device (None: computed there)."""
+    """Copies of the inputs and the reference on the device: the host's, or (both None) made there."""
     name, shape, dtype = family.output(problem)
-    input_bytes = sum(a.nbytes for a in inputs.values()) or 1
+    if inputs is None:
+        first, ref = backend.make_on_device(family, problem, settings.seed)
+    else:
+        first, ref = {k: backend.upload(v) for k, v in inputs.items()}, None
+    input_bytes = sum(a.nbytes for a in (first if inputs is None else inputs).values()) or 1
     want = math.ceil(settings.rotate_cache_factor * backend.device.l2_bytes / input_bytes)
     budget = max(1, int(0.25 * backend.device.global_mem_bytes // input_bytes))
     copies = max(1, min(want, settings.max_input_sets, budget))
     out = backend.empty(shape, dtype)
     scalars = [backend.scalar(v) for v in family.scalars(problem)]
-    arg_sets, uploaded = [], []
-    for _ in range(copies):
-        bufs = {k: backend.upload(v) for k, v in inputs.items()}
-        uploaded.append(bufs)
-        arg_sets.append([out if b == name else bufs[b] for b in family.buffers] + scalars)
-    if reference is None:
-        try:
-            ref = backend.device_reference(family, problem, uploaded[0])
-        except DeviceError:  # its temporaries do not fit beside the inputs: the host's, as elsewhere
-            reference = np.asarray(family.reference(problem, inputs), dtype=np.float64)
-    if reference is not None:
+    uploaded = [first]
+    for _ in range(copies - 1):
+        uploaded.append({k: backend.upload(v) for k, v in inputs.items()} if inputs is not None
+                        else {k: v.copy() for k, v in first.items()})  # fmt: skip
+    arg_sets = [[out if b == name else bufs[b] for b in family.buffers] + scalars for bufs in uploaded]
+    if ref is None:
+        assert reference is not None, "host inputs come with the host's reference"
         ref = backend.upload_reference(reference)
     return ProblemState(problem, ref, out, shape, dtype, arg_sets)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kptune.backends import reference_on_device
+from kptune.backends import made_on_device
 from kptune.compiled import CompiledIndex, define_key
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
@@ -86,8 +86,8 @@ class Worker:
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
 
 
-# the problem, its seeded inputs, and the float64 reference (None: the worker computes it on the device)
-Payload = tuple[Problem, dict[str, np.ndarray], np.ndarray | None]
+# the problem, its seeded inputs and float64 reference (both None: the worker makes them on the device)
+Payload = tuple[Problem, dict[str, np.ndarray] | None, np.ndarray | None]
 
 
 class ProblemData:
@@ -100,10 +100,10 @@ class ProblemData:
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[tuple[str, Problem, int, bool], list[Any]] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[tuple[str, Problem, int], list[Any]] = collections.OrderedDict()
 
-    def get(self, family: KernelFamily, problem: Problem, seed: int, host_reference: bool = True) -> Payload:
-        key = (family.name, problem, seed, host_reference)
+    def get(self, family: KernelFamily, problem: Problem, seed: int) -> Payload:
+        key = (family.name, problem, seed)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -113,14 +113,14 @@ class ProblemData:
             self._entries.move_to_end(key)
         with entry[0]:
             if entry[1] is None:
-                entry[1] = make_payload(family, problem, seed, host_reference)
+                entry[1] = make_payload(family, problem, seed)
             return entry[1]  # type: ignore[no-any-return]
 
 
-def make_payload(family: KernelFamily, problem: Problem, seed: int, host_reference: bool = True) -> Payload:
+def make_payload(family: KernelFamily, problem: Problem, seed: int) -> Payload:
+    """The host's seeded inputs and float64 reference (the worker's device makes its own where it can)."""
     inputs = family.make_inputs(problem, np.random.default_rng(seed))
-    reference = np.asarray(family.reference(problem, inputs), dtype=np.float64) if host_reference else None
-    return problem, inputs, reference
+    return problem, inputs, np.asarray(family.reference(problem, inputs), dtype=np.float64)
 
 
 class Runner:
@@ -155,18 +155,19 @@ class Runner:
             self.restarts += 1
 
     def set_problem(self, problem: Problem) -> None:
-        """Make inputs (seeded) and the float64 reference once (on the device where the backend can);
-        every config is checked against it."""
+        """Make inputs (seeded) and the float64 reference once (the worker makes them on its device
+        where the backend can); every config is checked against the reference."""
         if not self.family.accepts(problem):
             raise DeviceError(f"kernel {self.family.name} does not take {problem.kind} problems")
         if self._payload is not None and self._payload[0] == problem:
             return  # the same problem again (a campaign's next chunk of it): same seeded inputs and reference
-        seed, host = self.settings.seed, not reference_on_device(self.device, self.family)
-        self._payload = (
-            self._data.get(self.family, problem, seed, host)
-            if self._data
-            else make_payload(self.family, problem, seed, host)
-        )
+        seed = self.settings.seed
+        if made_on_device(self.device, self.family):
+            self._payload = (problem, None, None)
+        elif self._data is not None:
+            self._payload = self._data.get(self.family, problem, seed)
+        else:
+            self._payload = make_payload(self.family, problem, seed)
         self._worker_has_problem = False
 
     def start(self) -> None:

@@ -65,20 +65,25 @@ def test_reference_matches_a_direct_loop() -> None:
     np.testing.assert_allclose(y, expect, rtol=1e-12, atol=1e-12)
 
 
-def test_the_array_reference_is_the_host_reference_with_any_array_module(cpu_device: DeviceInfo) -> None:
-    """The reference a CuPy worker computes on the GPU is this code with xp=cupy (compared there in
-    tests/test_gpu.py); with NumPy it is the host reference. OpenCL workers get the host's."""
-    from kptune.backends import reference_on_device
-    from kptune.runner import make_payload
+def test_the_array_versions_are_the_host_ones_with_numpy(cpu_device: DeviceInfo) -> None:
+    """A CuPy worker makes each problem on the GPU with this code and xp=cupy (checked there in
+    tests/test_gpu.py); with NumPy the reference is the host's, the inputs are alike. OpenCL
+    workers get the host's."""
+    from kptune.backends import made_on_device
+    from kptune.runner import Runner
 
+    assert FAMILY.array_inputs is not None and FAMILY.array_reference is not None
     for shape in SHAPES:
         p = Conv2dProblem.parse(shape)
         inputs = FAMILY.make_inputs(p, np.random.default_rng(0))
-        assert FAMILY.array_reference is not None
         np.testing.assert_array_equal(FAMILY.array_reference(p, inputs, np), FAMILY.reference(p, inputs))
-    assert not reference_on_device(cpu_device, FAMILY)
-    problem, inputs, reference = make_payload(FAMILY, p, 0, host_reference=False)
-    assert problem == p and reference is None and set(inputs) == {"x", "w"}
+        made = FAMILY.array_inputs(p, 0, np)
+        assert {k: (v.shape, v.dtype) for k, v in made.items()} == {k: (v.shape, v.dtype) for k, v in inputs.items()}
+        assert all(-1 <= v.min() and v.max() < 1 and np.all(v != 0) for v in made.values())
+    assert not made_on_device(cpu_device, FAMILY)
+    with Runner(FAMILY, cpu_device) as runner:
+        runner.set_problem(p)
+        assert runner._payload is not None and runner._payload[1] is not None and runner._payload[2] is not None
 
 
 def test_sample_of_configs_verifies_on_pocl(cpu_device: DeviceInfo, tmp_path: Path,

@@ -78,29 +78,31 @@ def test_device_relative_error_matches_the_host(n: int) -> None:
 
 @pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
 @pytest.mark.parametrize("shape", SHAPES)
-def test_device_reference_matches_the_host(shape: str) -> None:
-    """The float64 reference computed on the GPU (cuBLAS) is the host's, to rounding."""
+def test_a_problem_made_on_the_gpu_has_the_hosts_reference_for_its_inputs(shape: str) -> None:
+    """Inputs and float64 reference made on the GPU (CuPy's generator, cuBLAS): the host's reference
+    of those very inputs, to rounding."""
     import cupy
 
     problem = Conv2dProblem.parse(shape)
     backend = open_backend(CUPY_GPUS[0])
-    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
-    ref, norm = backend.device_reference(FAMILY, problem, {k: backend.upload(v) for k, v in inputs.items()})
-    host = FAMILY.reference(problem, inputs)
+    inputs, (ref, norm) = backend.make_on_device(FAMILY, problem, 0)
+    host_inputs = {k: cupy.asnumpy(v) for k, v in inputs.items()}
+    assert all(-1 <= v.min() and v.max() < 1 for v in host_inputs.values())
+    host = FAMILY.reference(problem, host_inputs)
     assert np.linalg.norm(cupy.asnumpy(ref) - host) <= 1e-12 * np.linalg.norm(host)
     assert norm == pytest.approx(float(np.linalg.norm(host)), rel=1e-12)
 
 
 @pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
-def test_a_runner_on_cupy_verifies_against_the_device_reference() -> None:
-    from kptune.backends import reference_on_device
+def test_a_runner_on_cupy_sends_only_the_problem() -> None:
+    from kptune.backends import made_on_device
 
     device = CUPY_GPUS[0]
     problem = Conv2dProblem.parse(SHAPES[0])
-    assert reference_on_device(device, FAMILY)
+    assert made_on_device(device, FAMILY)
     with Runner(FAMILY, device, SHORT) as runner:
         runner.set_problem(problem)
-        assert runner._payload is not None and runner._payload[2] is None  # only the inputs travel
+        assert runner._payload == (problem, None, None)
         got = list(runner.measure_each(FAMILY.space.configs(problem, device)[:20]))
     assert all(m.outcome is Outcome.OK and m.rel_error is not None and m.rel_error < 1e-4 for m in got), got[:3]
 
@@ -114,8 +116,7 @@ def test_the_spin_keeps_host_overhead_out_of_a_small_kernels_time() -> None:
     problem = Conv2dProblem.parse("n=1,c=64,h=14,w=14,k=64,r=1,s=1")
     device = CUPY_GPUS[0]
     backend = open_backend(device)
-    inputs = FAMILY.make_inputs(problem, np.random.default_rng(0))
-    state = prepare(backend, FAMILY, problem, inputs, None, SHORT)
+    state = prepare(backend, FAMILY, problem, None, None, SHORT)
     config = FAMILY.space.configs(problem, device)[0]
     kernel = backend.compile(FAMILY.full_source, FAMILY.entry, FAMILY.defines(problem, config))
     groups, local = FAMILY.geometry(problem, config)

@@ -59,9 +59,10 @@ class Backend(Protocol):
     def upload_reference(self, reference: np.ndarray) -> Any:
         """Keep the float64 reference where `relative_error` can use it."""
 
-    def device_reference(self, family: KernelFamily, problem: Problem, inputs: Mapping[str, Any]) -> Any:
-        """The float64 reference computed on the device from uploaded inputs, kept as `upload_reference`
-        keeps one (only backends in `DEVICE_REFERENCE_BACKENDS`)."""
+    def make_on_device(self, family: KernelFamily, problem: Problem, seed: int) -> tuple[dict[str, Any], Any]:
+        """The problem's inputs and float64 reference made on the device (`KernelFamily.array_inputs`,
+        `.array_reference`); the reference kept as `upload_reference` keeps one. Only backends in
+        `ON_DEVICE_BACKENDS`."""
 
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         """||output - reference|| / ||reference||, NaN or inf when the output is not finite."""
@@ -91,14 +92,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-#: backends that compute a family's reference on the device (`KernelFamily.array_reference`), so
-#: the driver sends only the inputs: seconds of host float64 arithmetic and hundreds of MB less
-DEVICE_REFERENCE_BACKENDS = frozenset({"cupy"})
+#: backends that make a family's inputs and float64 reference on the device, so the driver sends
+#: the worker nothing but the problem: seconds of host arithmetic and up to hundreds of MB less
+ON_DEVICE_BACKENDS = frozenset({"cupy"})
 
 
-def reference_on_device(device: DeviceInfo, family: KernelFamily) -> bool:
-    """Whether the measuring worker computes `family`'s reference on `device` itself."""
-    return device.backend in DEVICE_REFERENCE_BACKENDS and family.array_reference is not None
+def made_on_device(device: DeviceInfo, family: KernelFamily) -> bool:
+    """Whether the measuring worker makes `family`'s problems (inputs, reference) on `device` itself."""
+    return (device.backend in ON_DEVICE_BACKENDS and family.array_inputs is not None
+            and family.array_reference is not None)  # fmt: skip
 
 
 def host_relative_error(got: np.ndarray, ref: np.ndarray) -> float:

@@ -150,14 +150,20 @@ class CupyBackend:
         ref = self.cp.asarray(reference, dtype=self.cp.float64)
         return ref, float(self.cp.linalg.norm(ref)) or 1.0
 
-    def device_reference(self, family: KernelFamily, problem: Problem, inputs: Mapping[str, Any]) -> Any:
-        assert family.array_reference is not None
+    def make_on_device(self, family: KernelFamily, problem: Problem, seed: int) -> tuple[dict[str, Any], Any]:
+        assert family.array_inputs is not None and family.array_reference is not None
+        cp = self.cp
         try:
-            ref = self.cp.asarray(family.array_reference(problem, inputs, self.cp), dtype=self.cp.float64)
-            return ref, float(self.cp.linalg.norm(ref)) or 1.0
-        except self.cp.cuda.memory.OutOfMemoryError:
-            self.cp.get_default_memory_pool().free_all_blocks()
-            raise DeviceError(f"the float64 reference of {problem.key()} does not fit in device memory") from None
+            inputs = family.array_inputs(problem, seed, cp)
+        except cp.cuda.memory.OutOfMemoryError:
+            raise DeviceError(f"the inputs of {problem.key()} do not fit in device memory") from None
+        try:
+            ref = cp.asarray(family.array_reference(problem, inputs, cp), dtype=cp.float64)
+        except cp.cuda.memory.OutOfMemoryError:  # its temporaries do not fit beside the inputs: on the host
+            cp.get_default_memory_pool().free_all_blocks()
+            host = {k: cp.asnumpy(v) for k, v in inputs.items()}
+            ref = cp.asarray(np.asarray(family.reference(problem, host), dtype=np.float64))
+        return inputs, (ref, float(cp.linalg.norm(ref)) or 1.0)
 
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         # On the device, one fused pass and one sync per config: no download, no big temporaries.

@@ -155,8 +155,8 @@ class OpenCLBackend:
     def upload_reference(self, reference: np.ndarray) -> Any:
         return reference
 
-    def device_reference(self, family: Any, problem: Any, inputs: Mapping[str, Any]) -> Any:
-        raise NotImplementedError("OpenCL takes the host's reference (DEVICE_REFERENCE_BACKENDS)")
+    def make_on_device(self, family: Any, problem: Any, seed: int) -> tuple[dict[str, Any], Any]:
+        raise NotImplementedError("OpenCL takes the host's inputs and reference (ON_DEVICE_BACKENDS)")
 
     def relative_error(self, output: Any, reference: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> float:
         return host_relative_error(self.download(output, shape, dtype), reference)

@@ -43,6 +43,16 @@ def make_inputs(problem: Conv2dProblem, rng: np.random.Generator) -> dict[str, n
     return {"x": x, "w": w}
 
 
+def array_inputs(problem: Conv2dProblem, seed: int, xp: Any) -> dict[str, Any]:
+    """Inputs made where `xp` keeps its arrays (CuPy: on the GPU, by its generator; other values
+    than `make_inputs`, same distribution)."""
+    dtype = _NUMPY_DTYPES[problem.dtype]
+    rng = xp.random.RandomState(seed)
+    x = rng.uniform(-1.0, 1.0, (problem.n, problem.c, problem.h, problem.w)).astype(dtype)
+    w = rng.uniform(-1.0, 1.0, (problem.k, problem.c, problem.r, problem.s)).astype(dtype)
+    return {"x": x, "w": w}
+
+
 def output(problem: Conv2dProblem) -> tuple[str, tuple[int, ...], np.dtype[Any]]:
     return "y", (problem.n, problem.k, problem.out_h, problem.out_w), _NUMPY_DTYPES[problem.dtype]
 
@@ -106,6 +116,7 @@ CONV2D_FWD = register_family(
         buffers=("x", "w", "y"),
         scalars=scalars,
         reference=reference,
+        array_inputs=array_inputs,
         array_reference=array_reference,
         tolerance=tolerance,
         problem_defines=problem_defines,
