@@ -387,8 +387,9 @@ class _Chunks:
     """The chunks still to measure, largest problems first, handed out to slots with affinity.
 
     A slot keeps taking chunks of the problem it has loaded while any are left: loading a problem
-    moves its inputs and float64 reference into the worker (hundreds of MB for a large layer),
-    so slots that hop between problems spend their time loading, not measuring.
+    makes its inputs and float64 reference (on the device with CuPy; with OpenCL on the host, and
+    hundreds of MB moved for a large layer), so slots that hop between problems spend their time
+    loading, not measuring.
     """
 
     def __init__(self, tasks: Sequence[Task]) -> None:
@@ -444,16 +445,20 @@ class _CompilePass:
 
     def ready_part(self, task: Task, family: KernelFamily, stop: threading.Event) -> tuple[Task, Task | None]:
         """Wait until the chunk's first config is compiled; then (its compiled prefix, the rest or None)."""
-        keys = [define_key(family.defines(task.problem, c)) for c in task.configs]
+
+        def key(config: Config) -> str:
+            return define_key(family.defines(task.problem, config))
+
+        first = key(task.configs[0])
         with self._cv:
-            while not (self._over or keys[0] in self._done or stop.is_set()):
+            while not (self._over or first in self._done or stop.is_set()):
                 self._cv.wait(1.0)
-            n = (
-                len(keys)
-                if self._over or stop.is_set()
-                else next((i for i, key in enumerate(keys) if key not in self._done), len(keys))
-            )
-        if n >= len(keys):
+            if self._over or stop.is_set():
+                return task, None
+            n = 1
+            while n < len(task.configs) and key(task.configs[n]) in self._done:
+                n += 1
+        if n == len(task.configs):
             return task, None
         return dataclasses.replace(task, configs=task.configs[:n]), dataclasses.replace(task, configs=task.configs[n:])
 

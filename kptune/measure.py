@@ -41,23 +41,22 @@ def prepare(
     """Copies of the inputs and the reference on the device: the host's, or (both None) made there."""
     name, shape, dtype = family.output(problem)
     if inputs is None:
-        first, ref = backend.make_on_device(family, problem, settings.seed)
+        made, ref = backend.make_on_device(family, problem, settings.seed)
+        input_bytes = sum(a.nbytes for a in made.values())
     else:
-        first, ref = {k: backend.upload(v) for k, v in inputs.items()}, None
-    input_bytes = sum(a.nbytes for a in (first if inputs is None else inputs).values()) or 1
-    want = math.ceil(settings.rotate_cache_factor * backend.device.l2_bytes / input_bytes)
-    budget = max(1, int(0.25 * backend.device.global_mem_bytes // input_bytes))
+        assert reference is not None, "host inputs come with the host's reference"
+        ref = backend.upload_reference(reference)
+        input_bytes = sum(a.nbytes for a in inputs.values())
+    want = math.ceil(settings.rotate_cache_factor * backend.device.l2_bytes / max(input_bytes, 1))
+    budget = max(1, int(0.25 * backend.device.global_mem_bytes // max(input_bytes, 1)))
     copies = max(1, min(want, settings.max_input_sets, budget))
     out = backend.empty(shape, dtype)
     scalars = [backend.scalar(v) for v in family.scalars(problem)]
-    uploaded = [first]
-    for _ in range(copies - 1):
-        uploaded.append({k: backend.upload(v) for k, v in inputs.items()} if inputs is not None
-                        else {k: v.copy() for k, v in first.items()})  # fmt: skip
+    if inputs is None:
+        uploaded = [made] + [{k: v.copy() for k, v in made.items()} for _ in range(copies - 1)]
+    else:
+        uploaded = [{k: backend.upload(v) for k, v in inputs.items()} for _ in range(copies)]
     arg_sets = [[out if b == name else bufs[b] for b in family.buffers] + scalars for bufs in uploaded]
-    if ref is None:
-        assert reference is not None, "host inputs come with the host's reference"
-        ref = backend.upload_reference(reference)
     return ProblemState(problem, ref, out, shape, dtype, arg_sets)
 
 
