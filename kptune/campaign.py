@@ -31,7 +31,7 @@ from kptune.compiled import define_key
 from kptune.device import DeviceInfo, check_fits
 from kptune.errors import DeviceError, KptuneError
 from kptune.kernel import KernelFamily
-from kptune.measurement import Measurement, TimingSettings, fastest
+from kptune.measurement import Measurement, TimingSettings, fastest, lowest
 from kptune.perfdb import PerfDB
 from kptune.problem import Problem
 from kptune.runner import ProblemData, Runner, precompile
@@ -167,11 +167,8 @@ def _measure_task(
 ) -> Iterator[Measurement]:
     runner.set_problem(task.problem)
 
-    def best() -> float | None:
-        other = shared_best()
-        return task.best_ms if other is None or (task.best_ms is not None and task.best_ms < other) else other
-
-    return runner.measure_each(task.configs, best, ahead=2)  # two queued: the driver's threads share one GIL
+    # two configs queued per worker: the driver's threads share one GIL
+    return runner.measure_each(task.configs, lambda: lowest(shared_best(), task.best_ms), ahead=2)
 
 
 class LocalMeasurer:
@@ -482,9 +479,8 @@ def _work(measurer: Measurer, tasks: _Chunks, results: queue.Queue[tuple[Any, ..
             task, rest = ready(task)
             if rest is not None:
                 tasks.give_back(rest)
-        best = best_ms.get(task.index)  # the best so far, other workers' chunks of this problem included
-        if best is not None and (task.best_ms is None or best < task.best_ms):
-            task = dataclasses.replace(task, best_ms=best)
+        # the best so far, other workers' chunks of this problem included (a Ray actor cannot ask mid-task)
+        task = dataclasses.replace(task, best_ms=lowest(best_ms.get(task.index), task.best_ms))
         t0 = time.perf_counter()
         n = 0
         try:

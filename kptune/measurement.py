@@ -44,6 +44,12 @@ class Measurement:
         return self.outcome is Outcome.OK
 
 
+def lowest(*times: float | None) -> float | None:
+    """The smallest of the times known (None where none is)."""
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
 def fastest(measurements: Iterable[Measurement]) -> Measurement | None:
     """The correct measurement with the lowest median time, if any."""
     ok = [m for m in measurements if m.ok and m.time_ms is not None]

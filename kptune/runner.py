@@ -28,7 +28,7 @@ from kptune.compiled import CompiledIndex, define_key
 from kptune.device import DeviceInfo
 from kptune.errors import DeviceError
 from kptune.kernel import KernelFamily
-from kptune.measurement import Measurement, Outcome, TimingSettings
+from kptune.measurement import Measurement, Outcome, TimingSettings, lowest
 from kptune.problem import Problem
 from kptune.space import Config
 
@@ -208,8 +208,7 @@ class Runner:
         own_best: float | None = None
 
         def best() -> float | None:
-            other = best_ms()
-            return own_best if other is None or (own_best is not None and own_best < other) else other
+            return lowest(best_ms(), own_best)
 
         def requeue() -> None:
             todo.extendleft(reversed(sent))
@@ -260,8 +259,8 @@ class Runner:
                     sent.popleft()
                     if self._worker is None:  # the worker is gone: the queued configs go to a fresh one
                         requeue()
-                if result.ok and result.time_ms is not None and (own_best is None or result.time_ms < own_best):
-                    own_best = result.time_ms
+                if result.ok:
+                    own_best = lowest(own_best, result.time_ms)
                 yield result
         finally:
             if sent:  # abandoned with configs in flight: their results must not reach a later caller
