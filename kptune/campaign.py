@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 import queue
+import random
 import re
 import statistics
 import sys
@@ -225,6 +226,8 @@ def _ray_precompile(family: KernelFamily, device_spec: str | None, defines: list
 
 # --------------------------------------------------------------------------- planning
 
+ORDERS = ("largest", "given", "shuffled")
+
 
 def plan(
     problems: Sequence[Problem],
@@ -234,8 +237,16 @@ def plan(
     strategy: str = "exhaustive",
     budget: int | None = None,
     seed: int = 0,
+    order: str = "largest",
 ) -> tuple[list[Task], list[ProblemReport], int]:
-    """Tasks (largest first) for the configs each problem lacks in `db`; reports for all; configs already there."""
+    """Tasks for the configs each problem lacks in `db`, in `order`; reports for all; configs already there.
+
+    Orders (ORDERS): largest first (FLOP x configs: the long ones start early, so the workers finish
+    together), as given, or shuffled by `seed` (a campaign cut short by a time limit is then an
+    unbiased sample of the shapes).
+    """
+    if order not in ORDERS:
+        raise KptuneError(f"unknown campaign order {order!r}; choose from {', '.join(ORDERS)}")
     pick = get_strategy(strategy)
     did, kid = db.device_id(device), db.kernel_id(family.name, family.source_hash, family.space.names)
     tasks, reports, resumed = [], [], 0
@@ -257,7 +268,10 @@ def plan(
         resumed += len(candidates) - len(todo)
         if todo:
             tasks.append(Task(len(reports) - 1, problem, todo, best.time_ms if best else None))
-    tasks.sort(key=lambda t: -t.problem.flops() * len(t.configs))
+    if order == "largest":
+        tasks.sort(key=lambda t: -t.problem.flops() * len(t.configs))
+    elif order == "shuffled":
+        random.Random(seed).shuffle(tasks)
     return tasks, reports, resumed
 
 
@@ -515,6 +529,7 @@ def campaign(
     chunk: int | None = None,
     progress: CampaignProgress | None = None,
     overlap: bool = True,
+    order: str = "largest",
 ) -> CampaignResult:
     """Measure every config `strategy` picks for each problem (exhaustive: all valid ones), resuming from `db`.
 
@@ -525,6 +540,7 @@ def campaign(
     GPU, or `workers` CPU actors on a cluster without GPUs, each opening `ray_device`.
     With `chunk`, a problem's configs go out in runs of that many, so that workers share
     large problems (each computes the problem's reference once); else whole problems.
+    `order`: which problems go out first (`plan`).
     """
     t0 = time.perf_counter()
     settings = settings or TimingSettings()
@@ -544,7 +560,7 @@ def campaign(
     stop = threading.Event()
     try:
         device = engine.device
-        tasks, reports, resumed = plan(problems, family, device, perfdb, strategy, budget, settings.seed)
+        tasks, reports, resumed = plan(problems, family, device, perfdb, strategy, budget, settings.seed, order)
         did, kid = perfdb.device_id(device), perfdb.kernel_id(family.name, family.source_hash, family.space.names)
         pids = {t.index: perfdb.problem_id(t.problem) for t in tasks}
         lacking = {t.index: len(t.configs) for t in tasks}

@@ -136,6 +136,7 @@ def campaign(
     target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to 100)")] = 2.0,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: spare cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
+    order: Annotated[str, typer.Option(help="largest shapes first | as given | shuffled by --seed")] = "largest",
     from_audit: Annotated[bool, typer.Option("--from-audit", help="first the neighbours of audited misses")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be tuned; measure nothing")] = False,
     db: DbOpt = None,
@@ -145,6 +146,7 @@ def campaign(
     import dataclasses
 
     from kptune.backends import campaign_devices
+    from kptune.campaign import ORDERS
     from kptune.campaign import campaign as run_campaign
     from kptune.corpus import read_shapes
     from kptune.progress import CampaignDisplay
@@ -153,6 +155,8 @@ def campaign(
     get_strategy(strategy)
     if not 0 < target_ms <= 1000:
         raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
+    if order not in ORDERS:
+        raise KptuneError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     if shapes is None and not from_audit:
         raise KptuneError("give --shapes FILE, --from-audit, or both")
     problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit) if shapes else []
@@ -183,7 +187,8 @@ def campaign(
     with CampaignDisplay(err, label=label) as progress:
         result = run_campaign(problems, family, devices=devices, db=db, workers=workers, ray_address=ray,
                               ray_device=device[0] if ray is not None and device else None, strategy=strategy,
-                              budget=budget, settings=settings, jobs=jobs, chunk=chunk, progress=progress)  # fmt: skip
+                              budget=budget, settings=settings, jobs=jobs, chunk=chunk, progress=progress,
+                              order=order)  # fmt: skip
     if as_json:
         _print_json(result.to_json())
         return

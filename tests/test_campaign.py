@@ -228,12 +228,30 @@ def test_campaign_refuses_bad_input(tmp_path: Path, cpu_device: DeviceInfo) -> N
         campaign(_shapes(tmp_path), FAMILY, ray_address="not an address", db=tmp_path / "x.db")
 
 
+def test_plan_orders_largest_first_as_given_or_shuffled(tmp_path: Path, cpu_device: DeviceInfo) -> None:
+    shapes = read_shapes(Path("kptune/data/corpus.csv"), networks=["squeezenet1_1"], limit=12)
+    with PerfDB(tmp_path / "empty.db") as perfdb:
+        def keys(order: str, seed: int = 0) -> list[str]:
+            tasks, _, _ = plan(shapes, FAMILY, cpu_device, perfdb, "random", 3, seed, order)
+            return [t.problem.key() for t in tasks]
+
+        largest = keys("largest")
+        assert [p.key() for p in sorted(shapes, key=lambda p: -p.flops())] == largest
+        assert keys("given") == [p.key() for p in shapes] != largest
+        shuffled = keys("shuffled")
+        assert sorted(shuffled) == sorted(largest) and shuffled == keys("shuffled") != keys("shuffled", 1)
+        assert shuffled not in (largest, keys("given"))
+        with pytest.raises(KptuneError, match="unknown campaign order"):
+            keys("smallest")
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     for args in (["--shapes", str(tmp_path / "none.txt")], ["--shapes", "kptune/data/corpus.csv", "--split", "dev"],
                  ["--shapes", "kptune/data/corpus.csv", "--dtype", "int4"],
                  ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "0"],
                  ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "1e-9"],
-                 ["--shapes", "kptune/data/corpus.csv", "--target-ms", "0"]):  # fmt: skip
+                 ["--shapes", "kptune/data/corpus.csv", "--target-ms", "0"],
+                 ["--shapes", "kptune/data/corpus.csv", "--order", "smallest"]):  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
