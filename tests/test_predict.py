@@ -213,3 +213,21 @@ def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
                               *args], capture_output=True, text=True)  # fmt: skip
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: --targets-within must be >= 1")
         assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_prediction_searches_on_one_torch_thread_and_restores_the_callers(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from kptune.predict import api
+
+    _save(tmp_path / "m.safetensors")
+    seen: list[int] = []
+    search = api.beam_search
+    monkeypatch.setattr(api, "beam_search", lambda *a, **kw: seen.append(torch.get_num_threads()) or search(*a, **kw))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        found, _ = api.predict(Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1"), 3,
+                               tmp_path / "m.safetensors")  # fmt: skip
+        assert seen == [1] and len(found) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

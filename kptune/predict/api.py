@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from kptune import dataset as ds
@@ -82,10 +84,28 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     pred = load_predictor(model_path)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
-    found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
+    with one_torch_thread():
+        found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {target.key}")
     return found, pred
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """PyTorch's intra-op pool at one thread for the duration: one shape's beam search is a chain of small
+    ops, which a pool only slows, and badly where other processes keep the cores busy (inside
+    `benchmarks/compare_gpus.py` on a 4x H200 host, four tuners with busy measuring workers, a
+    prediction took 0.7-2.9 s with PyTorch's default pool against ~5 ms alone; on 2 cores with 2 busy
+    processes: p50 13.5 ms with 2 threads, 3.3 ms with one). The caller's setting is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_predictor(model_path: Path | None = None) -> checkpoint.Predictor:
