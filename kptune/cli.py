@@ -662,6 +662,9 @@ def dataset_build(
             "samples): labels are the sample's best, not the optimum"
         ),
     ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="an earlier installment: its problems the db lacks are carried over")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Cut the dataset from a perf db: exhaustively tuned problems, top configs, all of them for test."""
@@ -674,9 +677,10 @@ def dataset_build(
         raise KptuneError(f"--top must be at least 1, not {top}")
     if sampled is not None and sampled < 2:
         raise KptuneError(f"--sampled must be at least 2, not {sampled}")
+    earlier = dataset.load(base) if base is not None else None
     with PerfDB(path) as perfdb:
         _, device_key = perfdb.find_device(device)
-        data, counts = dataset.build(perfdb, device_key, kernel, top, sampled=sampled)
+        data, counts = dataset.build(perfdb, device_key, kernel, top, sampled=sampled, base=earlier)
     try:
         out_path.write_bytes(data)
     except OSError as exc:

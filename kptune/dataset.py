@@ -79,11 +79,15 @@ def _corpus_index(entries: Sequence[CorpusEntry]) -> dict[str, CorpusEntry]:
 
 
 def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int = TOP,
-          corpus: Sequence[CorpusEntry] | None = None,
-          sampled: int | None = None) -> tuple[bytes, dict[str, int]]:  # fmt: skip
+          corpus: Sequence[CorpusEntry] | None = None, sampled: int | None = None,
+          base: Dataset | None = None) -> tuple[bytes, dict[str, int]]:  # fmt: skip
     """The dataset as gzipped SQLite bytes, and counts per split. Exhaustively tuned problems only, unless
     `sampled`: then also problems with at least that many correct configs measured (a random sample),
-    labelled by the best of the sample, which is not the optimum (meta "labels" says which)."""
+    labelled by the best of the sample, which is not the optimum (meta "labels" says which).
+
+    `base`: an earlier installment of this dataset (same device, kernel source and labels); its
+    problems that `db` does not hold complete are carried over as they are (train and validation cut
+    to `top`), so an installment needs only the perf db of the sessions since the last one."""
     family = get_family(family_name)
     index = _corpus_index(corpus if corpus is not None else load_corpus())
     tuned = [t for t in db.tuned_problems(device_key, family.name) if t.source_hash == family.source_hash]
@@ -97,8 +101,24 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
             "top": top, "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "labels": "exhaustive" if sampled is None else f"best of >= {sampled} sampled configs"}  # fmt: skip
     out.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+    if base is not None:
+        _check_base(base, meta)
     config_ids: dict[str, int] = {}
     counts: dict[str, int] = {}
+
+    def insert(key: str, split: str, networks: str, valid: int, ok: int, times: Sequence[tuple[str, float]]) -> None:
+        cur = out.execute("INSERT INTO problems (key, split, networks, valid_configs, ok_configs) VALUES (?,?,?,?,?)",
+                          (key, split, networks, valid, ok))  # fmt: skip
+        rows = []
+        for rank, (config, ms) in enumerate(times if split == "test" else times[:top]):
+            if config not in config_ids:
+                config_ids[config] = len(config_ids) + 1
+                out.execute("INSERT INTO configs VALUES (?, ?)", (config_ids[config], config))
+            rows.append((cur.lastrowid, config_ids[config], rank, ms))
+        out.executemany("INSERT INTO times VALUES (?,?,?,?)", rows)
+        counts[split] = counts.get(split, 0) + 1
+
+    done: set[str] = set()
     for t in tuned:
         problem = problem_from_key(t.problem_key)
         valid = len(family.space.configs(problem, device))
@@ -108,24 +128,23 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         entry = index.get(dataclasses.replace(problem, dtype="fp32").key()) if hasattr(problem, "dtype") else None
         split = entry.split if entry else "extra"
         ok = sorted((m for m in measured if m.ok and m.time_ms), key=lambda m: (m.time_ms, m.config.key()))
-        keep = ok if split == "test" else ok[:top]
-        cur = out.execute(
-            "INSERT INTO problems (key, split, networks, valid_configs, ok_configs) VALUES (?,?,?,?,?)",
-            (t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok)),
-        )
-        rows = []
-        for rank, m in enumerate(keep):
-            key = m.config.key()
-            if key not in config_ids:
-                config_ids[key] = len(config_ids) + 1
-                out.execute("INSERT INTO configs VALUES (?, ?)", (config_ids[key], key))
-            rows.append((cur.lastrowid, config_ids[key], rank, m.time_ms))
-        out.executemany("INSERT INTO times VALUES (?,?,?,?)", rows)
-        counts[split] = counts.get(split, 0) + 1
+        insert(t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok),
+               [(m.config.key(), m.time_ms or 0.0) for m in ok])  # fmt: skip
+        done.add(t.problem_key)
+    for p in base.problems if base is not None else ():
+        if p.key not in done:
+            insert(p.key, p.split, ";".join(p.networks), p.valid_configs, p.ok_configs, p.times)
     out.commit()
     data = gzip.compress(out.serialize(), compresslevel=9, mtime=0)
     out.close()
     return data, counts
+
+
+def _check_base(base: Dataset, meta: dict[str, Any]) -> None:
+    """A base installment must describe the same device, kernel code, parameters and kind of labels."""
+    for key in ("device", "family", "source_hash", "parameters", "labels"):
+        if base.meta.get(key) != meta[key]:
+            raise DatasetError(f"the base dataset's {key} is {base.meta.get(key)!r}, this build's {meta[key]!r}")
 
 
 def load(path: Path) -> Dataset:

@@ -67,6 +67,29 @@ def test_a_sampled_dataset_takes_problems_measured_in_part_and_says_so(tmp_path:
     assert counts == {"test": 1, "train": 1}
 
 
+def test_an_installment_carries_over_the_base_problems_its_db_lacks(tmp_path: Path) -> None:
+    _build(tmp_path / "perf.db")
+    with PerfDB(tmp_path / "perf.db") as db:
+        (tmp_path / "d1.db.gz").write_bytes(dataset.build(db, GPU.key, top=32, corpus=CORPUS)[0])
+    first = dataset.load(tmp_path / "d1.db.gz")
+    fp16 = dataclasses.replace(TEST, dtype="fp16")  # a later session's db: one new problem, and TRAIN again in part
+    with PerfDB(tmp_path / "later.db") as db:
+        did, kid = db.device_id(GPU), db.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)
+        db.add_many([(db.problem_id(problem), did, kid, Measurement(c, Outcome.OK, 2.0 + i % 7, 2.0, 5), "exhaustive")
+                     for problem, configs in ((fp16, FAMILY.space.configs(fp16, GPU)),
+                                              (TRAIN, FAMILY.space.configs(TRAIN, GPU)[:5]))
+                     for i, c in enumerate(configs)])  # fmt: skip
+        data, counts = dataset.build(db, GPU.key, top=16, corpus=CORPUS, base=first)
+        assert counts == {"test": 2, "train": 1}
+        with pytest.raises(dataset.DatasetError, match="base dataset's labels"):
+            dataset.build(db, GPU.key, corpus=CORPUS, sampled=5, base=first)
+    (tmp_path / "d2.db.gz").write_bytes(data)
+    second = {p.key: p for p in dataset.load(tmp_path / "d2.db.gz").problems}
+    old = {p.key: p for p in first.problems}
+    assert second[TEST.key()] == old[TEST.key()] and second[fp16.key()].split == "test"
+    assert second[TRAIN.key()].times == old[TRAIN.key()].times[:16]  # the base's, cut to this build's top
+
+
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "x.gz").write_bytes(b"not gzip")
     with pytest.raises(dataset.DatasetError, match=r"not a gzipped kptune dataset|cannot read"):
