@@ -135,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--width", type=int, default=8, help="beam width, as kptune eval")
+    ap.add_argument("--spread", action="store_true",
+                    help="also score each model with its beam hedging over the split factor (as SETTING+spread)")
     ap.add_argument("--no-validation", action="store_true", help="leave the validation split out of the pool")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     ap.add_argument("--out", type=Path, default=Path("."))
@@ -148,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.device import DeviceInfo
     from kptune.kernel import get_family
     from kptune.predict import evaluation
+    from kptune.predict.beam import hedged_position
     from kptune.predict.models import ModelConfig
     from kptune.predict.training import train
 
@@ -184,13 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 def score(epoch: int, model: Any, vocab: Any, held: list[Any] = held, f: int = f, name: str = name,
                           seed: int = seed) -> None:  # fmt: skip
-                    if epoch + 1 in marks:
-                        rank = evaluation.model_ranker(model, vocab, family.space, device, "beam", args.width)
-                        rows.append({"setting": name, "seed": seed, "epochs": epoch + 1, "fold": f,
+                    if epoch + 1 not in marks:
+                        return
+                    for suffix, spread in (("", None), *((("+spread", hedged_position(family.name, vocab)),)
+                                                         if args.spread else ())):  # fmt: skip
+                        rank = evaluation.model_ranker(model, vocab, family.space, device, "beam", args.width, spread)
+                        rows.append({"setting": name + suffix, "seed": seed, "epochs": epoch + 1, "fold": f,
                                      "problems": len(held), **fold_scores(held, rank, k)})  # fmt: skip
 
                 train(splits(set(members)), cfg, on_epoch=score)
-                last = rows[-1]
+                last = next(r for r in reversed(rows) if r["setting"] == name)
                 print(f"{name} seed {seed} fold {f}: {time.perf_counter() - t0:.0f} s, at {last['epochs']} epochs "
                       f"ratio1 {last['ratio1']:.3f} ratio{k} {last[f'ratio{k}']:.3f}", flush=True)  # fmt: skip
     table = summarise(rows, k)

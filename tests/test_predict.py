@@ -68,6 +68,45 @@ def test_constrained_beam_returns_only_valid_configs(n: int, c: int, hw: int, k:
 _MODEL = _model()
 
 
+def test_capped_keeps_the_best_with_at_most_half_of_one_value_while_others_remain() -> None:
+    from kptune.predict.beam import _capped
+
+    ranked = [("a", 9), ("a", 8), ("a", 7), ("b", 6), ("a", 5), ("c", 4)]
+    assert _capped(ranked, 4, lambda e: e[0]) == [("a", 9), ("a", 8), ("b", 6), ("c", 4)]
+    assert _capped(ranked[:4], 4, lambda e: e[0]) == ranked[:4]  # too few others: filled, order kept
+    assert _capped(ranked, 1, lambda e: e[0]) == [("a", 9)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=SIZES, c=SIZES, hw=st.sampled_from([1, 5, 7, 14, 28, 56]), k=SIZES, r=st.sampled_from([1, 3, 5]),
+       stride=st.sampled_from([1, 2]))  # fmt: skip
+def test_a_beam_hedging_over_the_split_factor_stays_valid_and_spreads_it(n: int, c: int, hw: int, k: int, r: int,
+                                                                         stride: int) -> None:  # fmt: skip
+    from kptune.predict.beam import hedged_position
+
+    problem = Conv2dProblem.parse(f"n={n},c={c},h={hw},w={hw},k={k},r={r},s={r},pad={r // 2},stride={stride}")
+    pos = hedged_position(FAMILY.name, VOCAB)
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    found = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5, spread=pos)
+    plain = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5)
+    assert found and all(FAMILY.space.valid(problem, GPU, c.config) for c in found)
+    assert len({c.config for c in found}) == len(found) == len(plain)
+    assert [c.log_prob for c in found] == sorted((c.log_prob for c in found), reverse=True)
+    splits = [c.config["KSPLIT"] for c in found]
+    assert max(splits.count(v) for v in splits) <= 3 or len(set(splits)) < 3  # at most 3 of 5 unless filled
+
+
+def test_the_hedge_spreads_candidates_the_plain_beam_puts_on_one_split_factor() -> None:
+    from kptune.predict.beam import hedged_position
+
+    problem = Conv2dProblem.parse("n=1,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    plain = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5)
+    hedged = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5, hedged_position(FAMILY.name, VOCAB))
+    assert [c.config["KSPLIT"] for c in plain].count(1) == 4  # (this seeded untrained model's ranking)
+    assert [c.config["KSPLIT"] for c in hedged].count(1) == 3 and hedged[0] == plain[0]
+
+
 def test_unconstrained_beam_can_leave_the_space_and_transformer_decodes() -> None:
     problem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
     free = beam_search(_MODEL, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)

@@ -13,7 +13,14 @@ from kptune import dataset as ds
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.predict import checkpoint, evaluation
-from kptune.predict.beam import Candidate, all_allowed, beam_search, constrained_allowed, prepare
+from kptune.predict.beam import (
+    Candidate,
+    all_allowed,
+    beam_search,
+    constrained_allowed,
+    hedged_position,
+    prepare,
+)
 from kptune.predict.models import ModelConfig
 from kptune.predict.tokenizer import encode_source
 from kptune.predict.training import dataset_hash, plot_curve, summary, train
@@ -54,7 +61,10 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     train_set = data.split("train")
     space = family.space
     rankers = {
-        "seq2seq constrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam", width),
+        "seq2seq constrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam", width,
+                                                            hedged_position(family.name, pred.vocab)),
+        "seq2seq constrained beam, no hedge": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam",
+                                                                      width),
         "seq2seq greedy constrained": evaluation.model_ranker(pred.model, pred.vocab, space, device, "greedy"),
         "seq2seq unconstrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device,
                                                               "unconstrained", width),
@@ -77,15 +87,18 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 
 
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
-            constrained: bool = True, device: Any = None) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
+            constrained: bool = True, device: Any = None,
+            hedge: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
     """The top-k configs for `problem`, valid by construction when constrained: for `device`'s limits
-    (the device they will run on), or by default for the device the checkpoint was trained for."""
+    (the device they will run on), or by default for the device the checkpoint was trained for.
+    `hedge`: the k spread over the family's hedged parameter (`beam.HEDGED`: conv2d's split factor)."""
     family = get_family("conv2d_fwd")
     pred = load_predictor(model_path)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
+    spread = hedged_position(family.name, pred.vocab) if hedge else None
     with one_torch_thread():
-        found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k)
+        found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k, spread)
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {target.key}")
     return found, pred

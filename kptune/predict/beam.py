@@ -12,6 +12,7 @@ tokens of at most `width` beams is plain Python, cheaper than tensor ops at that
 from __future__ import annotations
 
 import array
+import collections
 import dataclasses
 import functools
 import heapq
@@ -28,6 +29,11 @@ from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Completer, Config, SearchSpace
+
+#: family -> the parameter its top-k candidates hedge over (`beam_search`'s `spread`): conv2d's split
+#: factor, the parameter whose wrong guess cost most on the H200 (the 4 fp32 test problems whose best of
+#: 5 was below 0.7 had the optimum at split 4 or 8 and all five candidates at one other split)
+HEDGED: dict[str, str] = {"conv2d_fwd": "KSPLIT"}
 
 #: values of parameter len(prefix) that may follow `prefix` (a tuple of values)
 Allowed = Callable[[tuple[int, ...]], Sequence[int]]
@@ -55,14 +61,26 @@ def _completer(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Comp
     return Completer(space, problem, device)  # memoized answers carry over to the next prediction
 
 
+def hedged_position(family: str, vocab: TargetVocab) -> int | None:
+    """The target position of `family`'s hedged parameter (None: the family hedges over nothing)."""
+    name = HEDGED.get(family)
+    return vocab.names.index(name) if name in vocab.names else None
+
+
 def all_allowed(vocab: TargetVocab) -> Allowed:
     return lambda prefix: vocab.values[len(prefix)]
 
 
 @torch.inference_mode()
 def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int], allowed: Allowed,
-                width: int = 8, k: int = 5) -> list[Candidate]:  # fmt: skip
-    """The top-k distinct complete configs by total log-probability (fewer if fewer exist)."""
+                width: int = 8, k: int = 5, spread: int | None = None) -> list[Candidate]:  # fmt: skip
+    """The top-k distinct complete configs by total log-probability (fewer if fewer exist).
+
+    `spread`: a position whose value the candidates hedge over. From that position on, at most half
+    of the beams (and of the k returned) share its value, as long as other allowed values have beams
+    to fill the rest: a beam otherwise commits all k candidates to one value of a parameter that the
+    model is least sure of, and one wrong guess there costs all k (conv2d's split factor: see
+    `hedged_position`)."""
     if any(m.training for m in model.modules()):  # (eval() on a model already in eval mode costs ~50 us)
         model.eval()
     positions = len(vocab.values)
@@ -95,12 +113,35 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
             scored += [(score + row[j] - norm, b, j) for j in js]
         if not scored:
             return []
-        scored = heapq.nlargest(keep, scored, key=operator.itemgetter(0))
+        if spread is None or t < spread:
+            scored = heapq.nlargest(keep, scored, key=operator.itemgetter(0))
+        else:
+            spread_of = (lambda b, j: values[j]) if t == spread else (lambda b, j: beams[b][0][spread])
+            scored = _capped(sorted(scored, key=operator.itemgetter(0), reverse=True), keep,
+                             lambda e: spread_of(e[1], e[2]))  # fmt: skip
         memory = decoder.select(memory, _long([b for _, b, _ in scored]))
         beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
         last = _long([span.start + j for _, _, j in scored])
+    if spread is not None:
+        beams = _capped(beams, k, lambda beam: beam[0][spread])
     out = [Candidate(Config(tuple(zip(vocab.names, values, strict=True))), score) for values, score in beams]
     return out[:k]
+
+
+def _capped(ranked: Sequence[Any], keep: int, value: Callable[[Any], int]) -> list[Any]:
+    """The first `keep` of `ranked` (best first), at most half of them (rounded up) of one `value`
+    while entries of other values remain; the order among those kept is the ranking's."""
+    cap, taken, counts = -(-keep // 2), [], collections.Counter[int]()
+    for i, entry in enumerate(ranked):
+        if counts[value(entry)] < cap:
+            counts[value(entry)] += 1
+            taken.append(i)
+            if len(taken) == keep:
+                break
+    if len(taken) < keep:  # too few other values: fill with the best of the rest
+        chosen = set(taken)
+        taken += [i for i in range(len(ranked)) if i not in chosen][: keep - len(taken)]
+    return [ranked[i] for i in sorted(taken)]
 
 
 def _long(ids: list[int]) -> torch.Tensor:

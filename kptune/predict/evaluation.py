@@ -137,8 +137,9 @@ def tree_per_parameter(
 
 
 def model_ranker(model: Any, vocab: Any, space: SearchSpace, device: DeviceInfo, mode: str = "beam",
-                 width: int = 8) -> Ranker:  # fmt: skip
-    """The seq2seq model's ranking: constrained beam, greedy constrained (k=1), or unconstrained beam."""
+                 width: int = 8, spread: int | None = None) -> Ranker:  # fmt: skip
+    """The seq2seq model's ranking: constrained beam, greedy constrained (k=1), or unconstrained beam;
+    `spread` as `beam_search`'s (beams only)."""
     from kptune.predict.beam import all_allowed, beam_search, constrained_allowed
     from kptune.predict.tokenizer import encode_source
 
@@ -146,12 +147,11 @@ def model_ranker(model: Any, vocab: Any, space: SearchSpace, device: DeviceInfo,
         conv = problem_from_key(problem.key)
         source = encode_source(conv)  # type: ignore[arg-type]
         if mode == "unconstrained":
-            found = beam_search(model, vocab, source, all_allowed(vocab), width, k)
+            found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread)
         else:
             allowed = constrained_allowed(space, conv, device)
-            found = beam_search(
-                model, vocab, source, allowed, 1 if mode == "greedy" else width, 1 if mode == "greedy" else k
-            )
+            found = (beam_search(model, vocab, source, allowed, 1, 1) if mode == "greedy" else
+                     beam_search(model, vocab, source, allowed, width, k, spread))  # fmt: skip
         return [c.config.key() for c in found]
 
     return rank
