@@ -135,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--width", type=int, default=8, help="beam width, as kptune eval")
-    ap.add_argument("--spread", action="store_true",
-                    help="also score each model with its beam hedging over the split factor (as SETTING+spread)")
+    ap.add_argument(
+        "--spread",
+        action="store_true",
+        help="also score each model with its beam hedging over the split factor (as SETTING+spread)",
+    )
     ap.add_argument("--no-validation", action="store_true", help="leave the validation split out of the pool")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine may be shared)")
     ap.add_argument("--out", type=Path, default=Path("."))

@@ -231,6 +231,7 @@ def test_campaign_refuses_bad_input(tmp_path: Path, cpu_device: DeviceInfo) -> N
 def test_plan_orders_largest_first_as_given_or_shuffled(tmp_path: Path, cpu_device: DeviceInfo) -> None:
     shapes = read_shapes(Path("kptune/data/corpus.csv"), networks=["squeezenet1_1"], limit=12)
     with PerfDB(tmp_path / "empty.db") as perfdb:
+
         def keys(order: str, seed: int = 0) -> list[str]:
             tasks, _, _ = plan(shapes, FAMILY, cpu_device, perfdb, "random", 3, seed, order)
             return [t.problem.key() for t in tasks]

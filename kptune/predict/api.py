@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from kptune import dataset as ds

@@ -116,25 +116,25 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         if spread is None or t < spread:
             scored = heapq.nlargest(keep, scored, key=operator.itemgetter(0))
         else:
-            spread_of = (lambda b, j: values[j]) if t == spread else (lambda b, j: beams[b][0][spread])
-            scored = _capped(sorted(scored, key=operator.itemgetter(0), reverse=True), keep,
-                             lambda e: spread_of(e[1], e[2]))  # fmt: skip
+            scored.sort(key=operator.itemgetter(0), reverse=True)
+            hedged = [values[j] if t == spread else beams[b][0][spread] for _, b, j in scored]
+            scored = _capped(scored, keep, hedged)
         memory = decoder.select(memory, _long([b for _, b, _ in scored]))
         beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
         last = _long([span.start + j for _, _, j in scored])
     if spread is not None:
-        beams = _capped(beams, k, lambda beam: beam[0][spread])
+        beams = _capped(beams, k, [prefix[spread] for prefix, _ in beams])
     out = [Candidate(Config(tuple(zip(vocab.names, values, strict=True))), score) for values, score in beams]
     return out[:k]
 
 
-def _capped(ranked: Sequence[Any], keep: int, value: Callable[[Any], int]) -> list[Any]:
-    """The first `keep` of `ranked` (best first), at most half of them (rounded up) of one `value`
-    while entries of other values remain; the order among those kept is the ranking's."""
+def _capped(ranked: Sequence[Any], keep: int, hedged: Sequence[int]) -> list[Any]:
+    """The first `keep` of `ranked` (best first), at most half of them (rounded up) of one `hedged`
+    value (hedged[i]: ranked[i]'s) while entries of other values remain; the ranking's order kept."""
     cap, taken, counts = -(-keep // 2), [], collections.Counter[int]()
-    for i, entry in enumerate(ranked):
-        if counts[value(entry)] < cap:
-            counts[value(entry)] += 1
+    for i, value in enumerate(hedged):
+        if counts[value] < cap:
+            counts[value] += 1
             taken.append(i)
             if len(taken) == keep:
                 break
