@@ -4,8 +4,9 @@
    once (`force` re-tunes).
 2. Else the device's model (a checkpoint made for this device key and kernel source: given,
    or found among the user's models and the shipped ones) predicts the top-k configs with the
-   constrained beam; each is compiled, verified and timed on the device, every measurement
-   stored with source=model, and the fastest returned.
+   constrained beam, and the nearest tuned shapes of the device's shipped dataset lend their
+   fastest `neighbours` configs (`kptune.neighbours`); each is compiled, verified and timed on
+   the device, every measurement stored with source=model, and the fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
 
@@ -25,6 +26,7 @@ from kptune.device import DeviceInfo, check_fits
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
 from kptune.measurement import Measurement, TimingSettings, fastest
+from kptune.neighbours import NEIGHBOURS, neighbour_configs
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
@@ -161,12 +163,16 @@ def autotune(
     settings: TimingSettings | None = None,
     jobs: int | None = None,
     runner: Runner | None = None,
+    neighbours: int = NEIGHBOURS,
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
-    of this kernel and device to measure with (a long-running caller keeps its worker warm)."""
+    of this kernel and device to measure with (a long-running caller keeps its worker warm).
+    `neighbours`: configs of the nearest tuned shapes measured beside the model's k (0: none)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
+    if neighbours < 0:
+        raise KptuneError(f"neighbours must be 0 or more, not {neighbours}")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
     with contextlib.ExitStack() as stack:
@@ -194,6 +200,10 @@ def autotune(
             source, note = "model", f"top {len(configs)} of the model {path.name}"
             if predictor.device.key != dev.key:
                 note += f" (made for {predictor.device.key}, another CPU device)"
+            lent = [c for c in neighbour_configs(problem, dev, family, neighbours) if c not in configs]
+            if lent:
+                configs += lent
+                note += f", and {len(lent)} of the nearest tuned shapes"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

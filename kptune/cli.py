@@ -350,6 +350,9 @@ def autotune_cmd(
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-tune even if the db has a winner")] = False,
     budget: Annotated[int, typer.Option(help="configs of the random search when there is no model")] = 24,
+    neighbours: Annotated[
+        int, typer.Option(help="also measure this many configs of the nearest tuned shapes (0: none)")
+    ] = 2,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -360,7 +363,8 @@ def autotune_cmd(
     problem = parse_problem(shape, miopen)
     if budget < 1:
         raise KptuneError(f"--budget must be at least 1, not {budget}")
-    result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs)
+    result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs,
+                      neighbours=neighbours)  # fmt: skip
     doc = result.to_json()
     if as_json:
         _print_json(doc)
@@ -385,6 +389,7 @@ def compare_cmd(
     split: Annotated[list[str] | None, typer.Option(help="corpus split(s) (with --shapes)")] = None,
     limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
     k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
+    neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shapes (0: none)")] = 2,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="PNG: autotune winner vs optimum")] = None,
@@ -398,7 +403,7 @@ def compare_cmd(
     if (shape is None) == (shapes is None):
         raise KptuneError("give exactly one of --shape or --shapes")
     problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
-    rows = compare(problems, device=device, k=k, model=model, db=db)
+    rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours)
     doc = {"rows": [r.to_json() for r in rows], "summary": summary(rows)}
     if plot_path is not None:
         plot(rows, plot_path)

@@ -1,9 +1,10 @@
 """`compare()`: the model path against exhaustive search, same device, same run: the yardstick.
 
-For each problem: `autotune(force=True)` (predict the top-k, measure them), then exhaustive
-search of every valid config into a scratch db (so it re-measures what the model path measured
-and its time is the whole search's, plus the problem's setup (inputs, reference), which it
-finds done by the model path), merged into the perf db afterwards. Both paths measure
+For each problem: `autotune(force=True)` (the model's top-k and the nearest tuned shapes'
+configs, measured), then exhaustive search of every valid config into a scratch db (so it
+re-measures what the model path measured and its time is the whole search's, plus the
+problem's setup (inputs, reference), which it finds done by the model path), merged into the
+perf db afterwards. Both paths measure
 through one worker kept warm for the whole run, as a long-running tuner would: after the first
 problem neither pays a process start or a device context. Reported per problem: the seconds
 each took, the tuning-time speedup T_exhaustive / T_model, and the performance ratio
@@ -25,6 +26,7 @@ from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
+from kptune.neighbours import NEIGHBOURS
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
@@ -88,6 +90,7 @@ def compare_each(
     db: str | Path | None = None,
     settings: TimingSettings | None = None,
     jobs: int | None = None,
+    neighbours: int = NEIGHBOURS,
 ) -> Iterator[Comparison]:
     """`compare()` one problem at a time: each row as soon as its problem is done (stop any time)."""
     if not problems:
@@ -101,7 +104,7 @@ def compare_each(
         for i, problem in enumerate(problems):
             # both paths measure through one warm worker, as a long-running tuner would
             fast = autotune(problem, device=dev, k=k, db=perfdb, model=model, force=True, settings=settings, jobs=jobs,
-                            runner=runner)  # fmt: skip
+                            runner=runner, neighbours=neighbours)  # fmt: skip
             scratch = Path(tmp) / f"exhaustive-{i}.db"
             with PerfDB(scratch) as yard:
                 full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs,

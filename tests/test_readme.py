@@ -33,5 +33,5 @@ def test_the_readme_main_command_autotunes_with_a_model(tmp_path: Path, cpu_devi
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert result["source"] == "model", result["note"]
-    assert result["best"] is not None and len(result["candidates"]) == 5
+    assert result["best"] is not None and 5 <= len(result["candidates"]) <= 7  # and up to 2 of the nearest shapes
     assert all(c["outcome"] == "ok" for c in result["candidates"])
