@@ -98,15 +98,10 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
             continue
         if meta.get("device") == device.key:
             fits.append(path)
-        elif device.kind == "cpu" and _is_cpu_of(meta, device.backend):
+        elif device.may_borrow(meta):
             kin.append(path)
     found = fits or kin
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def _is_cpu_of(meta: dict[str, Any], backend: str) -> bool:
-    limits = meta.get("device_limits")
-    return isinstance(limits, dict) and limits.get("kind") == "cpu" and limits.get("backend") == backend
 
 
 def default_model_places() -> list[Path]:

@@ -149,6 +149,15 @@ def _check_base(base: Dataset, meta: dict[str, Any]) -> None:
 
 def load(path: Path) -> Dataset:
     """Read a dataset file written by `build` (gzipped SQLite); DatasetError if it is not one."""
+    return _read(path, meta_only=False)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Only a dataset file's meta (device, family, source hash, ...): no problem is parsed."""
+    return _read(path, meta_only=True).meta
+
+
+def _read(path: Path, meta_only: bool) -> Dataset:
     try:
         raw = gzip.decompress(Path(path).read_bytes())
     except OSError as exc:
@@ -165,6 +174,8 @@ def load(path: Path) -> Dataset:
             raise DatasetError(
                 f"{path}: dataset format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}"
             )
+        if meta_only:
+            return Dataset(meta, ())
         configs = dict(conn.execute("SELECT id, key FROM configs"))
         times: dict[int, list[tuple[str, float]]] = {}
         for pid, cid, _, ms in conn.execute(

@@ -41,6 +41,14 @@ class DeviceInfo:
     def limits(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def may_borrow(self, meta: dict[str, Any]) -> bool:
+        """Whether a model or dataset made for another device (its `meta`: device key, device_limits) may
+        serve this one: a CPU device may borrow a CPU's of the same backend (CPUs differ less than GPUs,
+        and every config is still checked against this device's own limits); a GPU only its own."""
+        limits = meta.get("device_limits")
+        return (meta.get("device") != self.key and self.kind == "cpu" and isinstance(limits, dict)
+                and limits.get("kind") == "cpu" and limits.get("backend") == self.backend)  # fmt: skip
+
 
 def check_fits(problem: Any, device: DeviceInfo) -> None:
     """Refuse, before any launch, a problem whose tensors cannot fit in the device's memory."""

@@ -59,25 +59,18 @@ def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ..
             meta = _meta(str(path), path.stat().st_mtime_ns)
             if meta is None or meta.get("source_hash") != family.source_hash or meta.get("family") != family.name:
                 continue
-            limits = meta.get("device_limits") or {}
             if meta.get("device") == device.key:
                 fits.append(path)
-            elif device.kind == "cpu" and limits.get("kind") == "cpu" and limits.get("backend") == device.backend:
+            elif device.may_borrow(meta):
                 kin.append(path)
     found = fits or kin
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def _meta(path: str, stamp: int) -> dict[str, Any] | None:
-    data = _loaded(path, stamp)
-    return data.meta if data is not None else None
-
-
 @functools.lru_cache(maxsize=8)
-def _loaded(path: str, stamp: int) -> ds.Dataset | None:
-    """A dataset file read once per version (None: not a readable dataset: skipped, as a bad checkpoint is)."""
+def _meta(path: str, stamp: int) -> dict[str, Any] | None:
     try:
-        return ds.load(Path(path))
+        return ds.read_meta(Path(path))
     except ds.DatasetError:
         return None
 
@@ -88,6 +81,9 @@ def _ranker(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Rank
     from kptune.kernel import get_family
     from kptune.predict.evaluation import nearest_shape
 
-    data = _loaded(path, stamp)
-    lent = [p for p in data.problems if p.split in SPLITS_LENT and p.times] if data is not None else []
+    try:
+        data = ds.load(Path(path))
+    except ds.DatasetError:
+        return None
+    lent = [p for p in data.problems if p.split in SPLITS_LENT and p.times]
     return nearest_shape(lent, get_family(family_name).space, device) if lent else None
