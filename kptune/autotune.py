@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kptune.backends import resolve_device
-from kptune.device import DeviceInfo, check_fits
+from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
 from kptune.measurement import Measurement, TimingSettings, fastest
@@ -91,17 +91,8 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
             paths += sorted(place.glob("*.safetensors"))
         elif place.is_file():
             paths.append(place)
-    fits, kin = [], []
-    for path in paths:
-        meta = read_meta(path)
-        if not meta or meta.get("source_hash") != family.source_hash:
-            continue
-        if meta.get("device") == device.key:
-            fits.append(path)
-        elif device.may_borrow(meta):
-            kin.append(path)
-    found = fits or kin
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    metas = ((path, read_meta(path)) for path in paths)
+    return newest_made_for(device, ((p, m) for p, m in metas if m and m.get("source_hash") == family.source_hash))
 
 
 def default_model_places() -> list[Path]:

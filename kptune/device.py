@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -48,6 +50,19 @@ class DeviceInfo:
         limits = meta.get("device_limits")
         return (meta.get("device") != self.key and self.kind == "cpu" and isinstance(limits, dict)
                 and limits.get("kind") == "cpu" and limits.get("backend") == self.backend)  # fmt: skip
+
+
+def newest_made_for(device: DeviceInfo, files: Iterable[tuple[Path, dict[str, Any]]]) -> Path | None:
+    """Of (path, meta) files made for some device (models, datasets), the newest made for `device`
+    itself, else the newest it may borrow (`DeviceInfo.may_borrow`); None if neither."""
+    own, borrowed = [], []
+    for path, meta in files:
+        if meta.get("device") == device.key:
+            own.append(path)
+        elif device.may_borrow(meta):
+            borrowed.append(path)
+    found = own or borrowed
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def check_fits(problem: Any, device: DeviceInfo) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kptune import dataset as ds
-from kptune.device import DeviceInfo
+from kptune.device import DeviceInfo, newest_made_for
 from kptune.kernel import KernelFamily
 from kptune.problem import Conv2dProblem
 from kptune.space import Config
@@ -53,18 +53,12 @@ def default_dataset_places() -> tuple[Path, ...]:
 def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...]) -> Path | None:
     """The newest dataset among `places` made for this device key and kernel source, else (CPU devices)
     one made for another CPU device of the same backend."""
-    fits, kin = [], []
-    for place in places:
-        for path in sorted(place.glob("dataset-*.db.gz")) if place.is_dir() else [place]:
-            meta = _meta(str(path), path.stat().st_mtime_ns)
-            if meta is None or meta.get("source_hash") != family.source_hash or meta.get("family") != family.name:
-                continue
-            if meta.get("device") == device.key:
-                fits.append(path)
-            elif device.may_borrow(meta):
-                kin.append(path)
-    found = fits or kin
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    files = [f for place in places for f in (sorted(place.glob("dataset-*.db.gz")) if place.is_dir() else [place])]
+    metas = ((f, _meta(str(f), f.stat().st_mtime_ns)) for f in files)
+    ours = (
+        (f, m) for f, m in metas if m and (m.get("family"), m.get("source_hash")) == (family.name, family.source_hash)
+    )
+    return newest_made_for(device, ours)
 
 
 @functools.lru_cache(maxsize=8)
