@@ -30,6 +30,7 @@ from kptune.neighbours import NEIGHBOURS, neighbour_configs
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
+from kptune.space import Config
 from kptune.strategies import get_strategy
 from kptune.tune import tune
 
@@ -181,12 +182,17 @@ def autotune(
         if path is not None:
             from kptune.predict.api import predict
 
+            # the shipped dataset (read once per process) lends its nearest shapes' configs meanwhile
+            borrowed: list[Config] = []
+            lending = _Background(lambda: borrowed.extend(neighbour_configs(problem, dev, family, neighbours)))
+            stack.callback(lending.wait)
             candidates, predictor = predict(problem, k, path, device=dev)
             configs = [c.config for c in candidates]
             source, note = "model", f"top {len(configs)} of the model {path.name}"
             if predictor.device.key != dev.key:
                 note += f" (made for {predictor.device.key}, another CPU device)"
-            lent = [c for c in neighbour_configs(problem, dev, family, neighbours) if c not in configs]
+            lending.join()
+            lent = [c for c in borrowed if c not in configs]
             if lent:
                 configs += lent
                 note += f", and {len(lent)} of the nearest tuned shapes"

@@ -133,7 +133,8 @@ def campaign(
     budget: Annotated[int | None, typer.Option(help="configs per shape (random)")] = None,
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
-    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to 100)")] = 2.0,
+    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to --max-runs)")] = 2.0,
+    max_runs: Annotated[int, typer.Option(help="at most this many timed launches per config")] = 100,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: spare cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     order: Annotated[str, typer.Option(help="largest shapes first | as given | shuffled by --seed")] = "largest",
@@ -155,6 +156,9 @@ def campaign(
     get_strategy(strategy)
     if not 0 < target_ms <= 1000:
         raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
+    min_runs = TimingSettings.min_runs
+    if max_runs < min_runs:
+        raise KptuneError(f"--max-runs must be at least {min_runs} (the fewest timed launches), not {max_runs}")
     if order not in ORDERS:
         raise KptuneError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     if shapes is None and not from_audit:
@@ -182,7 +186,7 @@ def campaign(
         _campaign_plan(problems, family, devices[0] if devices else resolve_device(device[0] if device else None),
                        db, strategy, budget, seed, as_json)  # fmt: skip
         return
-    settings = TimingSettings(timeout_s=timeout, seed=seed, target_ms=target_ms)
+    settings = TimingSettings(timeout_s=timeout, seed=seed, target_ms=target_ms, max_runs=max_runs)
     label = "ray" if ray is not None else ", ".join(dict.fromkeys(d.spec for d in devices))
     with CampaignDisplay(err, label=label) as progress:
         result = run_campaign(problems, family, devices=devices, db=db, workers=workers, ray_address=ray,

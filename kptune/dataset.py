@@ -122,14 +122,13 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
     for t in tuned:
         problem = problem_from_key(t.problem_key)
         valid = len(family.space.configs(problem, device))
-        measured = db.measurements(t.problem_id, t.device_id, t.kernel_id)
-        if len(measured) < valid and (sampled is None or sum(m.ok for m in measured) < sampled):
+        measured, ok = db.latest_times(t.problem_id, t.device_id, t.kernel_id)
+        if measured < valid and (sampled is None or len(ok) < sampled):
             continue  # not exhaustive (nor sampled enough, when asked for): its winner is not known
         entry = index.get(dataclasses.replace(problem, dtype="fp32").key()) if hasattr(problem, "dtype") else None
         split = entry.split if entry else "extra"
-        ok = sorted((m for m in measured if m.ok and m.time_ms), key=lambda m: (m.time_ms, m.config.key()))
         insert(t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok),
-               [(m.config.key(), m.time_ms or 0.0) for m in ok])  # fmt: skip
+               sorted(ok, key=lambda kt: (kt[1], kt[0])))  # fmt: skip
         done.add(t.problem_key)
     for p in base.problems if base is not None else ():
         if p.key not in done:

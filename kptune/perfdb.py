@@ -399,6 +399,18 @@ class PerfDB:
             for k, o, t, mn, runs, rel, err in rows
         ]
 
+    def latest_times(self, problem_id: int, device_id: int, kernel_id: int) -> tuple[int, list[tuple[str, float]]]:
+        """How many configs were measured for this problem, device and kernel, and (config key, median ms) of
+        those whose latest measurement is ok: `measurements()` without parsing every config (datasets)."""
+        rows = self.conn.execute(
+            "SELECT c.key, m.outcome, m.time_ms FROM measurements m JOIN configs c ON c.id = m.config_id"
+            " WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?"
+            " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id=m.problem_id"
+            "   AND m2.device_id=m.device_id AND m2.config_id=m.config_id)",
+            (problem_id, device_id, kernel_id),
+        ).fetchall()
+        return len(rows), [(k, t) for k, o, t in rows if o == Outcome.OK and t]
+
     def best(self, problem_id: int, device_id: int, kernel_id: int) -> Measurement | None:
         return fastest(self.measurements(problem_id, device_id, kernel_id))
 

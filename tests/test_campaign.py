@@ -252,6 +252,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                  ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "0"],
                  ["--shapes", "kptune/data/corpus.csv", "--max-gflop", "1e-9"],
                  ["--shapes", "kptune/data/corpus.csv", "--target-ms", "0"],
+                 ["--shapes", "kptune/data/corpus.csv", "--max-runs", "4"],
                  ["--shapes", "kptune/data/corpus.csv", "--order", "smallest"]):  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "kptune", "campaign", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and "Traceback" not in run.stderr
