@@ -279,7 +279,11 @@ def train_cmd(
     if as_json:
         _print_json(info)
         return
-    val = f"validation loss {info['val_loss']:.4f} on " if info["val_loss"] is not None else "validation: "
+    val = "validation: "
+    if info["val_ratio"] is not None:
+        val = f"validation ratio {info['val_ratio']:.4f}, loss {info['val_loss']:.4f} on "
+    elif info["val_loss"] is not None:
+        val = f"validation loss {info['val_loss']:.4f} on "
     out.print(f"wrote {info['checkpoint']} (best epoch {info['best_epoch']} of {info['epochs_run']}, "
               f"{val}{info['validation']}; {info['seconds']} s); "
               f"curve {info['curve']}", markup=False, highlight=False)  # fmt: skip

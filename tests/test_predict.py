@@ -247,6 +247,34 @@ def test_fixed_epochs_train_on_train_and_validation_and_keep_the_last_weights(
     assert seen == [4 - 1, 1] and "held-out train" in stopped.validation  # the old behaviour, unchanged
 
 
+def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems_best(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from kptune import dataset as ds
+    from kptune.predict import api, training
+    from kptune.predict.evaluation import model_ranker, scores
+
+    shipped = ds.load(api.DEFAULT_MODEL.parent / "dataset-h200.db.gz")
+    val = shipped.split("validation")[:3]
+    small = ds.Dataset(shipped.meta, tuple(shipped.split("train")[:6] + val))
+    cfg = dataclasses.replace(SMALL, epochs=4, patience=10)
+    ratios: list[float] = []
+
+    def score(epoch: int, model: torch.nn.Module, vocab: TargetVocab) -> None:  # the metric, computed apart
+        got = scores(val, model_ranker(model, vocab, FAMILY.space, DeviceInfo(**shipped.meta["device_limits"])), 5)
+        ratios.append((got["ratio_top1_geomean"] * got["ratio_top5_geomean"]) ** 0.5)
+
+    monkeypatch.setattr(training, "MIN_VALIDATION", 3)
+    result = training.train(small, cfg, on_epoch=score)
+    assert result.validation == "validation split"
+    assert [round(h["val_ratio"], 9) for h in result.history] == [round(r, 9) for r in ratios]
+    assert all(0 < r <= 1 for r in ratios) and all("val_loss" in h for h in result.history)
+    assert ratios[result.best_epoch] >= max(ratios) - 1e-4  # the best ratio, whatever the loss did
+    assert training.summary(result)["val_ratio"] == result.history[result.best_epoch]["val_ratio"]
+
+
 def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
     for args in (["--targets-within", "0.9"], ["--max-targets", "0"]):
         run = subprocess.run([sys.executable, "-m", "kptune", "train", "--out", str(tmp_path / "m.safetensors"),

@@ -1,10 +1,17 @@
-"""Training: teacher forcing on each train problem's best configs, early stopping on validation loss.
+"""Training: teacher forcing on each train problem's best configs, early stopping on validation ratios.
 
 Targets of a problem: its configs within `targets_within` of its best time (at most
 `max_targets`, fastest first), each a full target sentence; they teach the model which
-near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). The
-validation split's winners give the early-stopping loss; with fewer than MIN_VALIDATION validation
-problems a seeded tenth of the train problems is held out instead (and the checkpoint says so). With
+near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). Early stopping
+keeps the epoch whose constrained beam ranks the validation problems best: the geometric mean of the
+top-1 and best-of-VALIDATION_K performance ratios (`evaluation.scores`; a config outside a problem's
+recorded top 32 counts as its 32nd time), the metric autotune lives by. The validation loss (cross-
+entropy on the winners) is recorded beside it but no longer decides: on the sixth installment it was
+lowest after the first epoch and rose while the ratios improved (a sharper model is more confidently
+wrong about which of several near-tied configs won). Validation problems: the validation split's;
+with fewer than MIN_VALIDATION of them a seeded tenth of the train problems is held out instead (and
+the checkpoint says so). Where the dataset's kernel family is not registered (no search space to
+constrain the beam), the loss decides as before. With
 `early_stop=False` nothing is held out: the validation problems join the train problems, training
 runs exactly `epochs` epochs and keeps the last weights (the epoch count chosen beforehand, e.g.
 by cross-validation, `benchmarks/model_cv.py`).
@@ -33,6 +40,8 @@ from kptune.space import Config
 #: 6 problems of SqueezeNet 1.1 and UNet (dataset of 237 problems) the validation loss was lowest
 #: after the first epoch, and early stopping kept a model that had barely trained.
 MIN_VALIDATION = 16
+#: candidates of the beam scored for early stopping (autotune measures 5 of the model's)
+VALIDATION_K = 5
 
 
 @dataclasses.dataclass
@@ -107,11 +116,12 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
         validation = f"held-out train (the validation split has fewer than {MIN_VALIDATION} problems)"
     tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets)
     va = _tensors(val_set, vocab, 1.0, 1) if val_set else None
+    rank_score = _ranking_score(data, val_set) if val_set else None
     mask = position_mask(vocab)
     model = build_model(cfg, vocab.size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
-    best, best_epoch, best_state = float("inf"), 0, None
+    best, best_epoch, best_state = float("inf"), 0, None  # best: the lower the better (-ratio or loss)
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(cfg.epochs):
         model.train()
@@ -136,19 +146,52 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
             continue
         with torch.no_grad():
             val = _loss(model, va, mask).item()
-        history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val})
-        if val < best - 1e-4:
-            best, best_epoch = val, epoch
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val}
+        if rank_score is not None:
+            row["val_ratio"] = rank_score(model, vocab)
+        history.append(row)
+        guide = -row["val_ratio"] if rank_score is not None else val
+        if guide < best - 1e-4:
+            best, best_epoch = guide, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if epoch % 20 == 0:
-            log(f"epoch {epoch}: train {total / max(n, 1):.4f}, validation {val:.4f}")
+            ratio = f", ratio {row['val_ratio']:.4f}" if rank_score is not None else ""
+            log(f"epoch {epoch}: train {total / max(n, 1):.4f}, validation {val:.4f}{ratio}")
         if epoch - best_epoch >= cfg.patience:
-            log(f"early stop at epoch {epoch}: best validation {best:.4f} at epoch {best_epoch}")
+            what = "ratio" if rank_score is not None else "loss"
+            log(f"early stop at epoch {epoch}: best validation {what} {abs(best):.4f} at epoch {best_epoch}")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, vocab, history, best_epoch, validation, time.perf_counter() - t0)
+
+
+RankingScore = Callable[[nn.Module, TargetVocab], float]
+
+
+def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> RankingScore | None:
+    """model, vocab -> the geometric mean of the top-1 and best-of-VALIDATION_K ratios of the constrained
+    beam over `problems` (None where the family is not registered: no space to constrain with)."""
+    from kptune.device import DeviceInfo
+    from kptune.errors import KptuneError
+    from kptune.kernel import get_family
+    from kptune.predict.evaluation import model_ranker, scores
+
+    try:
+        family = get_family(data.meta["family"])
+    except KptuneError:
+        return None
+    if list(family.space.names) != list(data.meta["parameters"]):
+        return None
+    device = DeviceInfo(**data.meta["device_limits"])
+
+    def score(model: nn.Module, vocab: TargetVocab) -> float:
+        with torch.no_grad():
+            got = scores(problems, model_ranker(model, vocab, family.space, device), VALIDATION_K)
+        return float((got["ratio_top1_geomean"] * got[f"ratio_top{VALIDATION_K}_geomean"]) ** 0.5)
+
+    return score
 
 
 def _values(data: Dataset) -> list[list[int]]:
@@ -179,7 +222,13 @@ def plot_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy per token")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left")
+    if any("val_ratio" in h for h in history):
+        ratio = ax.twinx()
+        ratio.plot([h["epoch"] for h in history], [h.get("val_ratio") for h in history], color="tab:green",
+                   label="validation ratio (early stop)")  # fmt: skip
+        ratio.set_ylabel("performance ratio")
+        ratio.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -192,6 +241,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "epochs_run": len(result.history),
         "train_loss": last["train_loss"],
         "val_loss": last.get("val_loss"),
+        "val_ratio": last.get("val_ratio"),
         "validation": result.validation,
         "seconds": round(result.seconds, 1),
     }
