@@ -386,14 +386,8 @@ class PerfDB:
     # -- reading -----------------------------------------------------------------------
     def measurements(self, problem_id: int, device_id: int, kernel_id: int) -> list[Measurement]:
         """The latest measurement of each config for this problem, device and kernel."""
-        rows = self.conn.execute(
-            "SELECT c.key, m.outcome, m.time_ms, m.min_ms, m.runs, m.rel_error, m.error"
-            " FROM measurements m JOIN configs c ON c.id = m.config_id"
-            " WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?"
-            " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id=m.problem_id"
-            "   AND m2.device_id=m.device_id AND m2.config_id=m.config_id)",
-            (problem_id, device_id, kernel_id),
-        ).fetchall()
+        rows = self._latest("c.key, m.outcome, m.time_ms, m.min_ms, m.runs, m.rel_error, m.error",
+                            problem_id, device_id, kernel_id)  # fmt: skip
         return [
             Measurement(Config.parse(k), Outcome(o), t, mn, runs, rel, error=err or "")
             for k, o, t, mn, runs, rel, err in rows
@@ -402,14 +396,18 @@ class PerfDB:
     def latest_times(self, problem_id: int, device_id: int, kernel_id: int) -> tuple[int, list[tuple[str, float]]]:
         """How many configs were measured for this problem, device and kernel, and (config key, median ms) of
         those whose latest measurement is ok: `measurements()` without parsing every config (datasets)."""
-        rows = self.conn.execute(
-            "SELECT c.key, m.outcome, m.time_ms FROM measurements m JOIN configs c ON c.id = m.config_id"
+        rows = self._latest("c.key, m.outcome, m.time_ms", problem_id, device_id, kernel_id)
+        return len(rows), [(k, t) for k, o, t in rows if o == Outcome.OK and t]
+
+    def _latest(self, columns: str, problem_id: int, device_id: int, kernel_id: int) -> list[Any]:
+        """`columns` (of measurements m and configs c) of the latest measurement of each config."""
+        return self.conn.execute(
+            f"SELECT {columns} FROM measurements m JOIN configs c ON c.id = m.config_id"
             " WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?"
             " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id=m.problem_id"
             "   AND m2.device_id=m.device_id AND m2.config_id=m.config_id)",
             (problem_id, device_id, kernel_id),
         ).fetchall()
-        return len(rows), [(k, t) for k, o, t in rows if o == Outcome.OK and t]
 
     def best(self, problem_id: int, device_id: int, kernel_id: int) -> Measurement | None:
         return fastest(self.measurements(problem_id, device_id, kernel_id))
