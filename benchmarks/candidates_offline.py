@@ -1,17 +1,21 @@
 """Which candidates should autotune measure? The model's top k, more of them, or some lent by the nearest tuned shape.
 
     PYTHONPATH=. python benchmarks/candidates_offline.py --out results/               # test split, shipped model
+    PYTHONPATH=. python benchmarks/candidates_offline.py --split validation --out results/  # lent: train only
     PYTHONPATH=. python benchmarks/candidates_offline.py --cv 4 --seeds 0 1 --out results/   # train folds only
 
 Scores, offline on the dataset (`evaluation.scores`: geomean of t_best / best time among the
 candidates), these candidate sets: the model's hedged constrained beam, top 5 and top 7; the nearest
-tuned shape's top 5 (`evaluation.nearest_shape` over train + validation); and the model's top k plus
-the nearest tuned shape's fastest m not already among them (`kptune.neighbours`, autotune's default
-5 + 2, and 4 + 1, 3 + 2 at the same budget of 5; 7 + 3 and 10 + 5: what more measured configs buy).
-On the test split (the shipped model and dataset),
-or with --cv N by network folds of train + validation as `model_cv.py` (a model trained per fold,
-fixed --epochs, never the test split; train problems keep only their 32 fastest configs, so a pick
-outside them counts as the 32nd time: upper bounds, as in model_cv).
+tuned shape's top 5 (`evaluation.nearest_shape` over train + validation); the model's top k plus
+the nearest tuned shape's fastest m not already among them (`kptune.neighbours`: 5 + 2, and 4 + 1,
+3 + 2 at the same budget of 5; 7 + 3 and 10 + 5: what more measured configs buy); and those plus c
+configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: autotune's default 5 + 2 + 8,
+and other c; the cover alone, and with the nearest only, for comparison).
+On the test split (the shipped model and dataset); with --split validation on the validation problems
+with train alone lent (how c and the cover's shapes were chosen, never on test); or with --cv N by
+network folds of train + validation as `model_cv.py` (a model trained per fold, fixed --epochs,
+never the test split). Train and validation problems keep only their 32 fastest configs, so a pick
+outside them counts as the 32nd time: upper bounds, as in model_cv.
 """
 
 from __future__ import annotations
@@ -26,23 +30,29 @@ from typing import Any
 from common import geomean, provenance, write_json
 from model_cv import network_folds
 
-SETS = (("model 5", 5, 0), ("model 7", 7, 0), ("nearest 5", 0, 5), ("model 5 + nearest 2", 5, 2),
-        ("model 4 + nearest 1", 4, 1), ("model 3 + nearest 2", 3, 2), ("model 7 + nearest 3", 7, 3),
-        ("model 10 + nearest 5", 10, 5))  # fmt: skip
+#: (name, model's k, nearest shape's, cover's)
+SETS = (("model 5", 5, 0, 0), ("model 7", 7, 0, 0), ("nearest 5", 0, 5, 0), ("model 5 + nearest 2", 5, 2, 0),
+        ("model 4 + nearest 1", 4, 1, 0), ("model 3 + nearest 2", 3, 2, 0), ("model 7 + nearest 3", 7, 3, 0),
+        ("model 10 + nearest 5", 10, 5, 0), ("cover 10", 0, 0, 10), ("nearest 2 + cover 8", 0, 2, 8),
+        ("model 5 + nearest 2 + cover 3", 5, 2, 3), ("model 5 + nearest 2 + cover 5", 5, 2, 5),
+        ("model 5 + nearest 2 + cover 8", 5, 2, 8), ("model 5 + nearest 2 + cover 13", 5, 2, 13),
+        ("model 5 + cover 10", 5, 0, 10))  # fmt: skip
 
 
-def candidate_sets(model: Callable[[Any, int], list[str]], near: Callable[[Any, int], list[str]]) -> dict[str, Any]:
-    """name -> (ranker, k) for SETS: the model's first `km`, then the nearest shape's fastest `kn` not among them."""
+def candidate_sets(model: Callable[[Any, int], list[str]], near: Callable[[Any, int], list[str]],
+                   cover: Callable[[Any, list[str], int], list[str]]) -> dict[str, Any]:  # fmt: skip
+    """name -> (ranker, k) for SETS: the model's first `km`, then the nearest shape's fastest `kn` not
+    among them, then `kc` that cover the nearest tuned shapes, as autotune lends them."""
 
-    def union(km: int, kn: int) -> Callable[[Any, int], list[str]]:
+    def union(km: int, kn: int, kc: int) -> Callable[[Any, int], list[str]]:
         def rank(problem: Any, k: int) -> list[str]:
             out = model(problem, km) if km else []
-            lent = [c for c in near(problem, kn) if c not in out] if kn else []  # as autotune lends them
-            return out + lent
+            out += [c for c in near(problem, kn + len(out)) if c not in out][:kn] if kn else []
+            return out + (cover(problem, out, kc) if kc else [])
 
         return rank
 
-    return {name: (union(km, kn), km + kn) for name, km, kn in SETS}
+    return {name: (union(km, kn, kc), km + kn + kc) for name, km, kn, kc in SETS}
 
 
 def score(problems: Sequence[Any], sets: dict[str, Any]) -> dict[str, list[float]]:
@@ -60,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
     ap.add_argument("--model", type=Path, default=Path("kptune/data/model-h200.safetensors"))
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="score on this split; validation lends train alone",
+    )
     ap.add_argument("--cv", type=int, default=0, help="score by N network folds of train + validation instead")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--epochs", type=int, default=40)
@@ -70,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune import dataset as ds
     from kptune.device import DeviceInfo
     from kptune.kernel import get_family
+    from kptune.neighbours import cover_ranker
     from kptune.predict import checkpoint, evaluation
     from kptune.predict.beam import hedged_position, prepare
     from kptune.predict.models import ModelConfig
@@ -79,15 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = ds.load(args.dataset)
     family = get_family(data.meta["family"])
     device = DeviceInfo(**data.meta["device_limits"])
-    lendable = data.split("train") + data.split("validation")
+    lendable = data.split("train") + (data.split("validation") if args.split == "test" else [])
     ratios: dict[str, list[float]] = {}
     if not args.cv:
         pred = checkpoint.load(args.model, family.name, family.source_hash)
         prepare(pred.model)
-        test = [p for p in data.split("test") if f"dtype={args.dtype}," in p.key]
+        test = [p for p in data.split(args.split) if f"dtype={args.dtype}," in p.key]
         model = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
                                         hedged_position(family.name, pred.vocab))  # fmt: skip
-        ratios = score(test, candidate_sets(model, evaluation.nearest_shape(lendable, family.space, device)))
+        ratios = score(test, candidate_sets(model, evaluation.nearest_shape(lendable, family.space, device),
+                                            cover_ranker(lendable, family.space, device)))  # fmt: skip
     else:
         folds = network_folds(lendable, args.cv)
         for seed in args.seeds:
@@ -101,19 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model = evaluation.model_ranker(result.model, result.vocab, family.space, device, "beam", 8,
                                                 hedged_position(family.name, result.vocab))  # fmt: skip
                 near = evaluation.nearest_shape(fit, family.space, device)
-                for name, values in score(held, candidate_sets(model, near)).items():
+                sets = candidate_sets(model, near, cover_ranker(fit, family.space, device))
+                for name, values in score(held, sets).items():
                     ratios.setdefault(name, []).extend(values)
-    table = {name: {"candidates": km + kn, "geomean_ratio": round(geomean(ratios[name]), 4),
+    table = {name: {"candidates": km + kn + kc, "geomean_ratio": round(geomean(ratios[name]), 4),
                     "share_ge_0.99": round(sum(r >= 0.99 for r in ratios[name]) / len(ratios[name]), 3)}
-             for name, km, kn in SETS}  # fmt: skip
+             for name, km, kn, kc in SETS}  # fmt: skip
     for name, row in table.items():
         print(f"{name:22s} {row['candidates']} candidates: best-of ratio {row['geomean_ratio']:.3f}, "
               f">= 0.99 {row['share_ge_0.99']:.2f}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "candidates_offline-cv.json" if args.cv else "candidates_offline.json"
+    name = "candidates_offline-cv.json" if args.cv else f"candidates_offline-{args.split}.json"
     write_json(args.out / name, {"benchmark": "candidates_offline", **provenance(), "dataset": str(args.dataset),
-               "model": None if args.cv else str(args.model), "cv_folds": args.cv, "seeds": args.seeds if args.cv
-               else None, "epochs": args.epochs if args.cv else None, "problems": len(next(iter(ratios.values()))),
+               "model": None if args.cv else str(args.model), "split": None if args.cv else args.split,
+               "cv_folds": args.cv, "seeds": args.seeds if args.cv else None,
+               "epochs": args.epochs if args.cv else None, "problems": len(next(iter(ratios.values()))),
                "table": table})  # fmt: skip
     return 0
 

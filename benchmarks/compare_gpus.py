@@ -40,6 +40,7 @@ from common import provenance, spread, write_json
 from kptune.corpus import corpus_split, load_corpus
 from kptune.errors import KptuneError
 from kptune.measurement import TimingSettings
+from kptune.neighbours import COVER, NEIGHBOURS
 from kptune.problem import Conv2dProblem
 
 
@@ -79,7 +80,7 @@ def work(args: argparse.Namespace) -> int:
     networks = {p.key(): nets for p, nets in rows}
     settings = TimingSettings(target_ms=args.target_ms)
     each = compare_each([p for p, _ in rows], device=args.device, k=args.k, settings=settings,
-                        db=args.out / f"compare-{index}.db")  # fmt: skip
+                        db=args.out / f"compare-{index}.db", neighbours=args.neighbours, cover=args.cover)  # fmt: skip
     with contextlib.closing(each) as compared, open(args.out / f"rows-{index}.jsonl", "a", encoding="utf-8") as sink:
         for row in compared:  # one measuring worker, kept warm over every problem of this GPU
             sink.write(json.dumps({**row.to_json(), "networks": list(networks[row.problem])}) + "\n")
@@ -124,7 +125,8 @@ def drive(args: argparse.Namespace) -> int:
     for stale in [*args.out.glob("rows-*.jsonl"), *args.out.glob("compare-*.db*")]:
         stale.unlink()
     doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split, "gpus": gpus,
-                           "settings": {"k": args.k, "target_ms": args.target_ms, "seed": args.seed},
+                           "settings": {"k": args.k, "neighbours": args.neighbours, "cover": args.cover,
+                                        "target_ms": args.target_ms, "seed": args.seed},
                            "problems": [p.key() for p, _ in picked]}  # fmt: skip
     if args.pre_limit > 0:
         doc["compile_pass"] = _precompile_with_limit(args)
@@ -194,7 +196,8 @@ def _visible(index: int | None, args: argparse.Namespace) -> dict[str, str]:
 def _common_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--shapes", str(args.shapes), "--split", args.split, "--dtype", *args.dtype, "--seed", str(args.seed),
             *(["--max-mflop", str(args.max_mflop)] if args.max_mflop is not None else []),
-            "--k", str(args.k), "--target-ms", str(args.target_ms), "--out", str(args.out)]  # fmt: skip
+            "--k", str(args.k), "--neighbours", str(args.neighbours), "--cover", str(args.cover),
+            "--target-ms", str(args.target_ms), "--out", str(args.out)]  # fmt: skip
     device = args.device or "cupy:0"
     return [*argv, "--device", "cupy:0" if device.startswith("cupy") else device]
 
@@ -217,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-mflop", type=float, default=None, help="only problems up to this size (e.g. on PoCL)")
     ap.add_argument("--seed", type=int, default=0, help="order in which the problems are compared")
     ap.add_argument("--k", type=int, default=5, help="model candidates measured")
+    ap.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="and the nearest tuned shape's fastest")
+    ap.add_argument("--cover", type=int, default=COVER, help="and configs covering the nearest tuned shapes")
     ap.add_argument("--target-ms", type=float, default=2.0, help="timed device time per config (both paths)")
     ap.add_argument("--gpus", type=int, default=None, help="worker processes (default: every GPU)")
     ap.add_argument("--device", default=None, help="cupy:N (default, one per GPU) or opencl:P:D (shared)")

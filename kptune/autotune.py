@@ -4,9 +4,10 @@
    once (`force` re-tunes).
 2. Else the device's model (a checkpoint made for this device key and kernel source: given,
    or found among the user's models and the shipped ones) predicts the top-k configs with the
-   constrained beam, and the nearest tuned shapes of the device's shipped dataset lend their
-   fastest `neighbours` configs (`kptune.neighbours`); each is compiled, verified and timed on
-   the device, every measurement stored with source=model, and the fastest returned.
+   constrained beam, and the tuned shapes of the device's shipped dataset lend more
+   (`kptune.neighbours`): the nearest shape's fastest `neighbours` configs, then `cover` configs
+   that best complete the lot over the nearest tuned shapes; each is compiled, verified and timed
+   on the device, every measurement stored with source=model, and the fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
 
@@ -26,11 +27,10 @@ from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
 from kptune.measurement import Measurement, TimingSettings, fastest
-from kptune.neighbours import NEIGHBOURS, neighbour_configs
+from kptune.neighbours import COVER, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
-from kptune.space import Config
 from kptune.strategies import get_strategy
 from kptune.tune import tune
 
@@ -151,15 +151,19 @@ def autotune(
     jobs: int | None = None,
     runner: Runner | None = None,
     neighbours: int = NEIGHBOURS,
+    cover: int = COVER,
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
     of this kernel and device to measure with (a long-running caller keeps its worker warm).
-    `neighbours`: configs of the nearest tuned shapes measured beside the model's k (0: none)."""
+    `neighbours`: configs of the nearest tuned shape measured beside the model's k (0: none);
+    `cover`: configs that complete them over the nearest tuned shapes (0: none)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
     if neighbours < 0:
         raise KptuneError(f"neighbours must be 0 or more, not {neighbours}")
+    if cover < 0:
+        raise KptuneError(f"cover must be 0 or more, not {cover}")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
     with contextlib.ExitStack() as stack:
@@ -182,9 +186,9 @@ def autotune(
         if path is not None:
             from kptune.predict.api import predict
 
-            # the shipped dataset (read once per process) lends its nearest shapes' configs meanwhile
-            borrowed: list[Config] = []
-            lending = _Background(lambda: borrowed.extend(neighbour_configs(problem, dev, family, neighbours)))
+            # the shipped dataset (read once per process) loads meanwhile
+            lenders: list[Lender | None] = []
+            lending = _Background(lambda: lenders.append(lender_for(dev, family) if neighbours or cover else None))
             stack.callback(lending.wait)
             candidates, predictor = predict(problem, k, path, device=dev)
             configs = [c.config for c in candidates]
@@ -192,10 +196,10 @@ def autotune(
             if predictor.device.key != dev.key:
                 note += f" (made for {predictor.device.key}, another CPU device)"
             lending.join()
-            lent = [c for c in borrowed if c not in configs]
+            lent = lenders[0].complete(problem, configs, neighbours, cover) if lenders[0] is not None else []
             if lent:
                 configs += lent
-                note += f", and {len(lent)} of the nearest tuned shapes"
+                note += f", and {len(lent)} lent by the tuned shapes (nearest, cover)"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

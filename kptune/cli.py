@@ -18,6 +18,7 @@ from kptune.backends import list_devices, resolve_device
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
+from kptune.neighbours import COVER, NEIGHBOURS
 from kptune.perfdb import PerfDB, default_db_path
 from kptune.problem import parse_problem
 from kptune.strategies import get_strategy
@@ -359,8 +360,11 @@ def autotune_cmd(
     force: Annotated[bool, typer.Option("--force", help="re-tune even if the db has a winner")] = False,
     budget: Annotated[int, typer.Option(help="configs of the random search when there is no model")] = 24,
     neighbours: Annotated[
-        int, typer.Option(help="also measure this many configs of the nearest tuned shapes (0: none)")
-    ] = 2,
+        int, typer.Option(help="also measure this many configs of the nearest tuned shape (0: none)")
+    ] = NEIGHBOURS,
+    cover: Annotated[
+        int, typer.Option(help="and this many that complete them over the nearest tuned shapes (0: none)")
+    ] = COVER,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -372,7 +376,7 @@ def autotune_cmd(
     if budget < 1:
         raise KptuneError(f"--budget must be at least 1, not {budget}")
     result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs,
-                      neighbours=neighbours)  # fmt: skip
+                      neighbours=neighbours, cover=cover)  # fmt: skip
     doc = result.to_json()
     if as_json:
         _print_json(doc)
@@ -397,7 +401,8 @@ def compare_cmd(
     split: Annotated[list[str] | None, typer.Option(help="corpus split(s) (with --shapes)")] = None,
     limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
     k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
-    neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shapes (0: none)")] = 2,
+    neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shape (0: none)")] = NEIGHBOURS,
+    cover: Annotated[int, typer.Option(help="and configs covering the nearest tuned shapes (0: none)")] = COVER,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="PNG: autotune winner vs optimum")] = None,
@@ -411,7 +416,7 @@ def compare_cmd(
     if (shape is None) == (shapes is None):
         raise KptuneError("give exactly one of --shape or --shapes")
     problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
-    rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours)
+    rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours, cover=cover)
     doc = {"rows": [r.to_json() for r in rows], "summary": summary(rows)}
     if plot_path is not None:
         plot(rows, plot_path)

@@ -436,6 +436,13 @@ class DeviceRules:
         return kids
 
 
+@functools.lru_cache(maxsize=1024)
+def completer(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Completer:
+    """The problem's Completer, one per (space, problem, device) in a process: its memoized answers
+    carry over to the next question (the beam search's, the tuned shapes' cover)."""
+    return Completer(space, problem, device)
+
+
 @functools.lru_cache(maxsize=16)
 def _device_rules(space: SearchSpace, device: DeviceInfo) -> DeviceRules:
     return DeviceRules(space, device)

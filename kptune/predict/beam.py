@@ -14,7 +14,6 @@ from __future__ import annotations
 import array
 import collections
 import dataclasses
-import functools
 import heapq
 import math
 import operator
@@ -28,7 +27,7 @@ from kptune.device import DeviceInfo
 from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
-from kptune.space import Completer, Config, SearchSpace
+from kptune.space import Config, SearchSpace, completer
 
 #: family -> the parameter its top-k candidates hedge over (`beam_search`'s `spread`): conv2d's split
 #: factor, the parameter whose wrong guess cost most on the H200 (the 4 fp32 test problems whose best of
@@ -53,12 +52,7 @@ def prepare(model: torch.nn.Module) -> None:
 
 def constrained_allowed(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Allowed:
     """Values that keep the prefix completable (a lazy, memoized search: no enumeration of the space)."""
-    return _completer(space, problem, device).allowed
-
-
-@functools.lru_cache(maxsize=1024)
-def _completer(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Completer:
-    return Completer(space, problem, device)  # memoized answers carry over to the next prediction
+    return completer(space, problem, device).allowed  # memoized answers carry over to the next prediction
 
 
 def hedged_position(family: str, vocab: TargetVocab) -> int | None:

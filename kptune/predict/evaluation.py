@@ -39,6 +39,12 @@ def features(problem: Conv2dProblem) -> list[float]:
     return [*sizes, *map(float, small), 1.0 if problem.dtype == "fp16" else 0.0]
 
 
+def distances(feats: np.ndarray, f: Sequence[float]) -> np.ndarray:
+    """L1 distance of each row of `feats` to `f`, another dtype (the last feature) 100 farther."""
+    row = np.asarray(f)
+    return np.abs(feats - row).sum(axis=1) + 100.0 * (feats[:, -1] != row[-1])
+
+
 def scores(problems: Sequence[DatasetProblem], ranker: Ranker, k: int) -> dict[str, Any]:
     """Every metric of `ranker` over `problems` (those must carry every ok config's time)."""
     exact = hits = within = 0
@@ -95,8 +101,7 @@ def nearest_shape(train: Sequence[DatasetProblem], space: SearchSpace, device: D
     feats = np.array([features(problem_from_key(p.key)) for p in train])  # type: ignore[arg-type]
 
     def rank(problem: DatasetProblem, k: int) -> list[str]:
-        f = np.array(features(problem_from_key(problem.key)))  # type: ignore[arg-type]
-        dist = np.abs(feats - f).sum(axis=1) + 100.0 * (feats[:, -1] != f[-1])
+        dist = distances(feats, features(problem_from_key(problem.key)))  # type: ignore[arg-type]
         ok, out = _valid(space, device, problem), []
         for i in np.argsort(dist, kind="stable"):
             out += [c for c, _ in train[i].times if c not in out and ok(c)]

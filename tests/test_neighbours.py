@@ -1,0 +1,69 @@
+"""What the tuned shapes lend a new problem: the nearest shape's fastest, and a cover of the nearest shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kptune import dataset as ds
+from kptune.device import DeviceInfo
+from kptune.kernel import get_family
+from kptune.neighbours import UNSTORED, cover_ranker, lender_for
+from kptune.problem import Conv2dProblem
+from kptune.space import Config
+
+FAMILY = get_family("conv2d_fwd")
+GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
+SHIPPED = Path(__file__).resolve().parents[1] / "kptune" / "data" / "dataset-h200.db.gz"
+A = Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=64,r=3,s=3,pad=1")
+B = Conv2dProblem.parse("n=8,c=64,h=14,w=14,k=128,r=3,s=3,pad=1")
+
+
+def _valid_configs(problem: Conv2dProblem, count: int) -> list[str]:
+    both = set(c.key() for c in FAMILY.space.configs(B, GPU))
+    return [c.key() for c in FAMILY.space.configs(problem, GPU) if c.key() in both][:count]
+
+
+def _shape(problem: Conv2dProblem, times: dict[str, float]) -> ds.DatasetProblem:
+    ranked = tuple(sorted(times.items(), key=lambda kv: kv[1]))
+    return ds.DatasetProblem(problem.key(), "train", ("net",), len(ranked), len(ranked), ranked)
+
+
+def test_the_cover_completes_the_chosen_over_the_nearest_shapes() -> None:
+    x, y, z, slow = _valid_configs(A, 4)
+    # x is the best on A and poor on B, y the reverse, z good on both
+    shapes = [_shape(A, {x: 1.0, y: 4.0, z: 1.1, slow: 8.0}), _shape(B, {x: 4.0, y: 1.0, z: 1.1, slow: 8.0})]
+    cover = cover_ranker(shapes, FAMILY.space, GPU)
+    probe = _shape(A, {})
+    assert cover(probe, [], 1) == [z]  # the best geomean over both shapes
+    assert cover(probe, [x], 1) == [y]  # what x leaves uncovered: B
+    assert sorted(cover(probe, [x, y], 2)) == sorted([z, slow])  # nothing gains now: the rest, none chosen twice
+    assert cover(probe, [], 0) == [] and cover(probe, [x, y, z, slow], 3) == []
+    assert 0 < UNSTORED < 1  # a config a shape did not store counts below its slowest stored one
+
+
+def test_the_cover_lends_only_configs_valid_for_the_problem() -> None:
+    big = Conv2dProblem.parse("n=32,c=256,h=14,w=14,k=256,r=3,s=3,pad=1")
+    tiny = Conv2dProblem.parse("n=1,c=3,h=8,w=8,k=4,r=3,s=3,pad=1")  # wide tiles do not fit it
+    wide = [c.key() for c in FAMILY.space.configs(big, GPU) if not FAMILY.space.valid(tiny, GPU, c)][:20]
+    fits = [c.key() for c in FAMILY.space.configs(tiny, GPU)][:3]
+    times = {key: 1.0 + i / 100 for i, key in enumerate(wide)} | {key: 5.0 + i for i, key in enumerate(fits)}
+    cover = cover_ranker([_shape(big, times)], FAMILY.space, GPU)
+    got = cover(_shape(tiny, {}), [], 5)
+    assert got and set(got) <= set(fits)  # the fast wide ones are skipped, never lent
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped dataset")
+def test_the_shipped_dataset_lends_valid_distinct_configs_for_unseen_shapes() -> None:
+    data = ds.read_meta(SHIPPED)
+    device = DeviceInfo(**data["device_limits"])
+    lender = lender_for(device, FAMILY, (SHIPPED,))
+    assert lender is not None
+    for shape in ("n=3,c=40,h=50,w=30,k=24,r=3,s=3,pad=1", "n=64,c=512,h=7,w=7,k=2048,r=1,s=1",
+                  "n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2,dtype=fp16"):  # fmt: skip
+        problem = Conv2dProblem.parse(shape)
+        chosen = FAMILY.space.configs(problem, device)[:3]
+        lent = lender.complete(problem, chosen, 2, 8)
+        assert len(lent) == 10 and len(set(lent)) == 10 and not set(lent) & set(chosen)
+        assert all(FAMILY.space.valid(problem, device, c) for c in lent) and all(isinstance(c, Config) for c in lent)
