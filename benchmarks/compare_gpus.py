@@ -9,10 +9,11 @@ is still an unbiased sample. First one compile pass over the union of their conf
 cores (timed apart; --pre-limit caps it), so both paths of a comparison find the compile
 cache warm and their times compare searching, not compiling (exhaustive search would
 otherwise look slower still). Then one process per GPU runs `kptune.compare.compare()` one
-problem at a time (the model's top-k measured, then every valid config), each into its own
-perf db, appending each row to a JSON-lines file as it finishes; problems not reached by the
-time limit are listed. Summary: median speed-up T_exhaustive / T_autotune, geomean ratio
-t_optimum / t_autotune-winner, share >= 0.99, per network. The merged perf db (every valid
+problem at a time (autotune's candidates measured, then every valid config), each into its
+own perf db, appending each row to a JSON-lines file as it finishes; problems not reached by
+the time limit are listed (`--resume` with the same --out compares only those, keeping the
+rows). Summary: median speed-up T_exhaustive / T_autotune, geomean ratio t_optimum /
+t_autotune-winner, share >= 0.99, per network. The merged perf db (every valid
 config's time for each problem reached) goes to --out as compare.db.gz.
 """
 
@@ -77,11 +78,17 @@ def work(args: argparse.Namespace) -> int:
 
     index, count = args.worker
     rows = pick(args)[index::count]
+    sink_path = args.out / f"rows-{index}.jsonl"
+    if args.resume and sink_path.exists():  # a resumed run skips the problems its earlier run finished
+        done = {json.loads(line)["problem"] for line in sink_path.read_text().splitlines() if line.strip()}
+        rows = [(p, nets) for p, nets in rows if p.key() not in done]
+    if not rows:
+        return 0
     networks = {p.key(): nets for p, nets in rows}
     settings = TimingSettings(target_ms=args.target_ms)
     each = compare_each([p for p, _ in rows], device=args.device, k=args.k, settings=settings,
                         db=args.out / f"compare-{index}.db", neighbours=args.neighbours, cover=args.cover)  # fmt: skip
-    with contextlib.closing(each) as compared, open(args.out / f"rows-{index}.jsonl", "a", encoding="utf-8") as sink:
+    with contextlib.closing(each) as compared, open(sink_path, "a", encoding="utf-8") as sink:
         for row in compared:  # one measuring worker, kept warm over every problem of this GPU
             sink.write(json.dumps({**row.to_json(), "networks": list(networks[row.problem])}) + "\n")
             sink.flush()
@@ -122,12 +129,12 @@ def drive(args: argparse.Namespace) -> int:
     gpus = args.gpus or _gpu_count()
     picked = pick(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    for stale in [*args.out.glob("rows-*.jsonl"), *args.out.glob("compare-*.db*")]:
+    for stale in [*args.out.glob("rows-*.jsonl"), *args.out.glob("compare-*.db*")] if not args.resume else []:
         stale.unlink()
     doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split, "gpus": gpus,
                            "settings": {"k": args.k, "neighbours": args.neighbours, "cover": args.cover,
                                         "target_ms": args.target_ms, "seed": args.seed},
-                           "problems": [p.key() for p, _ in picked]}  # fmt: skip
+                           "problems": [p.key() for p, _ in picked], "resumed": args.resume}  # fmt: skip
     if args.pre_limit > 0:
         doc["compile_pass"] = _precompile_with_limit(args)
         print(f"compile pass: {doc['compile_pass']}", flush=True)
@@ -197,7 +204,8 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--shapes", str(args.shapes), "--split", args.split, "--dtype", *args.dtype, "--seed", str(args.seed),
             *(["--max-mflop", str(args.max_mflop)] if args.max_mflop is not None else []),
             "--k", str(args.k), "--neighbours", str(args.neighbours), "--cover", str(args.cover),
-            "--target-ms", str(args.target_ms), "--out", str(args.out)]  # fmt: skip
+            "--target-ms", str(args.target_ms), "--out", str(args.out),
+            *(["--resume"] if args.resume else [])]  # fmt: skip
     device = args.device or "cupy:0"
     return [*argv, "--device", "cupy:0" if device.startswith("cupy") else device]
 
@@ -229,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--grace", type=float, default=90.0, help="seconds after the limit before stopping a worker")
     ap.add_argument("--pre-limit", type=float, default=180.0, help="seconds for the compile pass (0: none)")
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--resume", action="store_true", help="keep --out's rows and dbs; compare only the rest")
     ap.add_argument("--worker", type=lambda s: tuple(map(int, s.split("/"))), help=argparse.SUPPRESS)
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--precompile-only", action="store_true", help=argparse.SUPPRESS)
