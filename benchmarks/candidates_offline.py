@@ -36,7 +36,7 @@ SETS = (("model 5", 5, 0, 0), ("model 7", 7, 0, 0), ("nearest 5", 0, 5, 0), ("mo
         ("model 10 + nearest 5", 10, 5, 0), ("cover 10", 0, 0, 10), ("nearest 2 + cover 8", 0, 2, 8),
         ("model 5 + nearest 2 + cover 3", 5, 2, 3), ("model 5 + nearest 2 + cover 5", 5, 2, 5),
         ("model 5 + nearest 2 + cover 8", 5, 2, 8), ("model 5 + nearest 2 + cover 13", 5, 2, 13),
-        ("model 5 + cover 10", 5, 0, 10))  # fmt: skip
+        ("model 5 + nearest 2 + cover 23", 5, 2, 23), ("model 5 + cover 10", 5, 0, 10))  # fmt: skip
 
 
 def candidate_sets(model: Callable[[Any, int], list[str]], near: Callable[[Any, int], list[str]],
