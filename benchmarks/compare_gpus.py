@@ -2,9 +2,10 @@
 
     python benchmarks/compare_gpus.py --shapes 48 --time-limit 420 --out results/
     python benchmarks/compare_gpus.py --shapes 4 --gpus 2 --device opencl:0:0 --out /tmp/c   # PoCL
+    python benchmarks/compare_gpus.py --shapes 40 --unseen ../kptune/data/dataset-h200.db.gz --out results/
 
 Problems: `--shapes N` evenly spaced rows of the corpus's test split (networks no model was
-trained on), in each --dtype, in a seeded random order so a run cut short by --time-limit
+trained on), in each --dtype, with --unseen only those a dataset does not hold yet, in a seeded random order so a run cut short by --time-limit
 is still an unbiased sample. First one compile pass over the union of their configs on all
 cores (timed apart; --pre-limit caps it), so both paths of a comparison find the compile
 cache warm and their times compare searching, not compiling (exhaustive search would
@@ -39,6 +40,7 @@ from typing import Any
 from common import provenance, spread, write_json
 
 from kptune.corpus import corpus_split, load_corpus
+from kptune.dataset import load as load_dataset
 from kptune.errors import KptuneError
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, NEIGHBOURS
@@ -47,8 +49,10 @@ from kptune.problem import Conv2dProblem
 
 def pick(args: argparse.Namespace) -> list[tuple[Conv2dProblem, tuple[str, ...]]]:
     """(problem, its networks) for --shapes evenly spaced corpus rows of --split in each --dtype, shuffled."""
+    held = {p.key for p in load_dataset(args.unseen).problems} if args.unseen is not None else set()
     entries = [e for e in corpus_split(load_corpus(), args.split)
-               if args.max_mflop is None or e.problem.flops() <= args.max_mflop * 1e6]  # fmt: skip
+               if (args.max_mflop is None or e.problem.flops() <= args.max_mflop * 1e6)
+               and not any(dataclasses.replace(e.problem, dtype=d).key() in held for d in args.dtype)]  # fmt: skip
     rows = [(dataclasses.replace(e.problem, dtype=d), e.networks) for e in spread(entries, args.shapes)
             for d in args.dtype]  # fmt: skip
     random.Random(args.seed).shuffle(rows)
@@ -203,6 +207,7 @@ def _visible(index: int | None, args: argparse.Namespace) -> dict[str, str]:
 def _common_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--shapes", str(args.shapes), "--split", args.split, "--dtype", *args.dtype, "--seed", str(args.seed),
             *(["--max-mflop", str(args.max_mflop)] if args.max_mflop is not None else []),
+            *(["--unseen", str(args.unseen)] if args.unseen is not None else []),
             "--k", str(args.k), "--neighbours", str(args.neighbours), "--cover", str(args.cover),
             "--target-ms", str(args.target_ms), "--out", str(args.out),
             *(["--resume"] if args.resume else [])]  # fmt: skip
@@ -227,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", nargs="+", default=["fp32"])
     ap.add_argument("--max-mflop", type=float, default=None, help="only problems up to this size (e.g. on PoCL)")
     ap.add_argument("--seed", type=int, default=0, help="order in which the problems are compared")
+    ap.add_argument("--unseen", type=Path, default=None,
+                    help="leave out the problems this dataset holds (new shapes; their data can extend it)")
     ap.add_argument("--k", type=int, default=5, help="model candidates measured")
     ap.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="and the nearest tuned shape's fastest")
     ap.add_argument("--cover", type=int, default=COVER, help="and configs covering the nearest tuned shapes")
