@@ -5,17 +5,18 @@
     python benchmarks/compare_gpus.py --shapes 40 --unseen ../kptune/data/dataset-h200.db.gz --out results/
 
 Problems: `--shapes N` evenly spaced rows of the corpus's test split (networks no model was
-trained on), in each --dtype, with --unseen only those a dataset does not hold yet, in a seeded random order so a run cut short by --time-limit
-is still an unbiased sample. First one compile pass over the union of their configs on all
-cores (timed apart; --pre-limit caps it), so both paths of a comparison find the compile
-cache warm and their times compare searching, not compiling (exhaustive search would
-otherwise look slower still). Then one process per GPU runs `kptune.compare.compare()` one
-problem at a time (autotune's candidates measured, then every valid config), each into its
-own perf db, appending each row to a JSON-lines file as it finishes; problems not reached by
-the time limit are listed (`--resume` with the same --out compares only those, keeping the
-rows). Summary: median speed-up T_exhaustive / T_autotune, geomean ratio t_optimum /
-t_autotune-winner, share >= 0.99, per network. The merged perf db (every valid
-config's time for each problem reached) goes to --out as compare.db.gz.
+trained on), in each --dtype (with --unseen, only those a dataset does not hold yet), in a seeded
+random order so a run cut short by --time-limit is still an unbiased sample. First one
+compile pass over the union of their configs on all cores (timed apart; --pre-limit caps
+it), so both paths of a comparison find the compile cache warm and their times compare
+searching, not compiling (exhaustive search would otherwise look slower still). Then one
+process per GPU runs `kptune.compare.compare()` one problem at a time (autotune's
+candidates measured, then every valid config), each into its own perf db, appending each
+row to a JSON-lines file as it finishes; problems not reached by the time limit are listed
+(`--resume` with the same --out compares only those, keeping the rows). Summary: median
+speed-up T_exhaustive / T_autotune, geomean ratio t_optimum / t_autotune-winner, share >=
+0.99, per network. The merged perf db (every valid config's time for each problem reached)
+goes to --out as compare.db.gz.
 """
 
 from __future__ import annotations
@@ -232,8 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", nargs="+", default=["fp32"])
     ap.add_argument("--max-mflop", type=float, default=None, help="only problems up to this size (e.g. on PoCL)")
     ap.add_argument("--seed", type=int, default=0, help="order in which the problems are compared")
-    ap.add_argument("--unseen", type=Path, default=None,
-                    help="leave out the problems this dataset holds (new shapes; their data can extend it)")
+    ap.add_argument(
+        "--unseen",
+        type=Path,
+        default=None,
+        help="leave out the problems this dataset holds (new shapes; their data can extend it)",
+    )
     ap.add_argument("--k", type=int, default=5, help="model candidates measured")
     ap.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="and the nearest tuned shape's fastest")
     ap.add_argument("--cover", type=int, default=COVER, help="and configs covering the nearest tuned shapes")

@@ -190,7 +190,7 @@ def autotune(
             lenders: list[Lender | None] = []
             lending = _Background(lambda: lenders.append(lender_for(dev, family) if neighbours or cover else None))
             stack.callback(lending.wait)
-            candidates, predictor = predict(problem, k, path, device=dev)
+            candidates, predictor = predict(problem, k, path, device=dev, kernel=family.name)
             configs = [c.config for c in candidates]
             source, note = "model", f"top {len(configs)} of the model {path.name}"
             if predictor.device.key != dev.key:

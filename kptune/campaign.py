@@ -229,6 +229,12 @@ def _ray_precompile(family: KernelFamily, device_spec: str | None, defines: list
 ORDERS = ("largest", "given", "shuffled")
 
 
+def check_order(order: str) -> None:
+    """KptuneError unless `order` is one of ORDERS (the CLI asks before any device opens)."""
+    if order not in ORDERS:
+        raise KptuneError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+
+
 def plan(
     problems: Sequence[Problem],
     family: KernelFamily,
@@ -245,8 +251,7 @@ def plan(
     together), as given, or shuffled by `seed` (a campaign cut short by a time limit is then an
     unbiased sample of the shapes).
     """
-    if order not in ORDERS:
-        raise KptuneError(f"unknown campaign order {order!r}; choose from {', '.join(ORDERS)}")
+    check_order(order)
     pick = get_strategy(strategy)
     did, kid = db.device_id(device), db.kernel_id(family.name, family.source_hash, family.space.names)
     tasks, reports, resumed = [], [], 0

@@ -148,8 +148,8 @@ def campaign(
     import dataclasses
 
     from kptune.backends import campaign_devices
-    from kptune.campaign import ORDERS
     from kptune.campaign import campaign as run_campaign
+    from kptune.campaign import check_order
     from kptune.corpus import read_shapes
     from kptune.progress import CampaignDisplay
 
@@ -160,8 +160,7 @@ def campaign(
     min_runs = TimingSettings.min_runs
     if max_runs < min_runs:
         raise KptuneError(f"--max-runs must be at least {min_runs} (the fewest timed launches), not {max_runs}")
-    if order not in ORDERS:
-        raise KptuneError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    check_order(order)
     if shapes is None and not from_audit:
         raise KptuneError("give --shapes FILE, --from-audit, or both")
     problems = read_shapes(shapes, splits=split or (), networks=network or (), limit=limit) if shapes else []

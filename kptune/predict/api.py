@@ -87,13 +87,14 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 
 
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
-            constrained: bool = True, device: Any = None,
-            hedge: bool = True) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
-    """The top-k configs for `problem`, valid by construction when constrained: for `device`'s limits
-    (the device they will run on), or by default for the device the checkpoint was trained for.
-    `hedge`: the k spread over the family's hedged parameter (`beam.HEDGED`: conv2d's split factor)."""
-    family = get_family("conv2d_fwd")
-    pred = load_predictor(model_path)
+            constrained: bool = True, device: Any = None, hedge: bool = True,
+            kernel: str = "conv2d_fwd") -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
+    """The top-k configs of kernel family `kernel` for `problem`, valid by construction when constrained:
+    for `device`'s limits (the device they will run on), or by default for the device the checkpoint
+    was trained for. `hedge`: the k spread over the family's hedged parameter (`beam.HEDGED`: conv2d's
+    split factor)."""
+    family = get_family(kernel)
+    pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     spread = hedged_position(family.name, pred.vocab) if hedge else None
@@ -121,10 +122,11 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def load_predictor(model_path: Path | None = None) -> checkpoint.Predictor:
+def load_predictor(model_path: Path | None = None, kernel: str = "conv2d_fwd") -> checkpoint.Predictor:
     """The checkpoint `predict` uses (default: the shipped one), loaded once per modification time:
-    call it ahead so that a first prediction does not pay the load. A bad checkpoint raises KptuneError."""
-    family = get_family("conv2d_fwd")
+    call it ahead so that a first prediction does not pay the load. A bad checkpoint, or one of another
+    kernel family or source, raises KptuneError."""
+    family = get_family(kernel)
     path = Path(model_path or DEFAULT_MODEL)
     try:
         stamp = path.stat().st_mtime_ns
