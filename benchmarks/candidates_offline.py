@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from common import geomean, provenance, write_json
+from common import best_of_table, provenance, write_json
 from model_cv import network_folds
 
 #: (name, model's k, nearest shape's, cover's)
@@ -122,12 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sets = candidate_sets(model, near, cover_ranker(fit, family.space, device))
                 for name, values in score(held, sets).items():
                     ratios.setdefault(name, []).extend(values)
-    table = {name: {"candidates": km + kn + kc, "geomean_ratio": round(geomean(ratios[name]), 4),
-                    "share_ge_0.99": round(sum(r >= 0.99 for r in ratios[name]) / len(ratios[name]), 3)}
-             for name, km, kn, kc in SETS}  # fmt: skip
-    for name, row in table.items():
-        print(f"{name:22s} {row['candidates']} candidates: best-of ratio {row['geomean_ratio']:.3f}, "
-              f">= 0.99 {row['share_ge_0.99']:.2f}")  # fmt: skip
+    table = best_of_table({name: ratios[name] for name, *_ in SETS}, {name: sum(ks) for name, *ks in SETS})
     args.out.mkdir(parents=True, exist_ok=True)
     name = "candidates_offline-cv.json" if args.cv else f"candidates_offline-{args.split}.json"
     write_json(args.out / name, {"benchmark": "candidates_offline", **provenance(), "dataset": str(args.dataset),

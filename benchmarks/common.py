@@ -10,7 +10,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,19 @@ def geomean(values: Iterable[float | None]) -> float | None:
     if any(v <= 0 for v in xs):
         raise ValueError(f"geometric mean of non-positive values {xs}")
     return math.exp(statistics.fmean(math.log(v) for v in xs)) if xs else None
+
+
+def best_of_table(ratios: Mapping[str, Sequence[float]], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """Per candidate set (name -> its problems' best-of ratios): configs measured, the geometric mean
+    and the share >= 0.99, each printed on a line; the table for the JSON."""
+    table = {name: {"candidates": counts[name], "geomean_ratio": round(geomean(r) or 0.0, 4),
+                    "share_ge_0.99": round(sum(x >= 0.99 for x in r) / len(r), 3) if r else None}
+             for name, r in ratios.items()}  # fmt: skip
+    width = max(map(len, table), default=0)
+    for name, row in table.items():
+        print(f"{name:{width}s} {row['candidates']:2d} candidates: best-of ratio {row['geomean_ratio']:.4f}, "
+              f">= 0.99 {row['share_ge_0.99']}")  # fmt: skip
+    return table
 
 
 def git_commit(run: Callable[..., Any] = subprocess.run) -> str:

@@ -252,7 +252,7 @@ def train_cmd(
     early_stop: Annotated[
         bool,
         typer.Option(
-            help="stop on validation loss; --no-early-stop: train on train + "
+            help="stop on the validation ratios; --no-early-stop: train on train + "
             "validation for exactly --epochs epochs, keep the last"
         ),
     ] = True,
@@ -262,7 +262,7 @@ def train_cmd(
     max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the seq2seq predictor on the CPU, early-stopping on validation loss (or for fixed epochs)."""
+    """Train the seq2seq predictor on the CPU, early-stopping on validation ratios (or for fixed epochs)."""
     from kptune.predict.api import train_checkpoint
     from kptune.predict.models import ModelConfig
 

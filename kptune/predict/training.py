@@ -3,9 +3,10 @@
 Targets of a problem: its configs within `targets_within` of its best time (at most
 `max_targets`, fastest first), each a full target sentence; they teach the model which
 near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). Early stopping
-keeps the epoch whose constrained beam ranks the validation problems best: the geometric mean of the
-top-1 and best-of-VALIDATION_K performance ratios (`evaluation.scores`; a config outside a problem's
-recorded top 32 counts as its 32nd time), the metric autotune lives by. The validation loss (cross-
+keeps the epoch whose constrained beam, hedged as `predict()` runs it, ranks the validation problems
+best: the geometric mean of the top-1 and best-of-VALIDATION_K performance ratios
+(`evaluation.scores`; a config outside a problem's recorded top 32 counts as its 32nd time), the
+metric autotune lives by. The validation loss (cross-
 entropy on the winners) is recorded beside it but no longer decides: on the sixth installment it was
 lowest after the first epoch and rose while the ratios improved (a sharper model is more confidently
 wrong about which of several near-tied configs won). Validation problems: the validation split's;
@@ -171,11 +172,12 @@ RankingScore = Callable[[nn.Module, TargetVocab], float]
 
 
 def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> RankingScore | None:
-    """model, vocab -> the geometric mean of the top-1 and best-of-VALIDATION_K ratios of the constrained
-    beam over `problems` (None where the family is not registered: no space to constrain with)."""
+    """model, vocab -> the geometric mean of the top-1 and best-of-VALIDATION_K ratios of the hedged
+    constrained beam over `problems` (None where the family is not registered: no space to constrain with)."""
     from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
+    from kptune.predict.beam import hedged_position
     from kptune.predict.evaluation import model_ranker, scores
 
     try:
@@ -188,7 +190,8 @@ def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> Ranking
 
     def score(model: nn.Module, vocab: TargetVocab) -> float:
         with torch.no_grad():
-            got = scores(problems, model_ranker(model, vocab, family.space, device), VALIDATION_K)
+            rank = model_ranker(model, vocab, family.space, device, spread=hedged_position(family.name, vocab))
+            got = scores(problems, rank, VALIDATION_K)  # the hedged beam, as predict() (so autotune) runs it
         return float((got["ratio_top1_geomean"] * got[f"ratio_top{VALIDATION_K}_geomean"]) ** 0.5)
 
     return score
