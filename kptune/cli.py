@@ -140,6 +140,9 @@ def campaign(
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     order: Annotated[str, typer.Option(help="largest shapes first | as given | shuffled by --seed")] = "largest",
     from_audit: Annotated[bool, typer.Option("--from-audit", help="first the neighbours of audited misses")] = False,
+    unseen: Annotated[
+        Path | None, typer.Option(help="leave out the problems this dataset holds (the next installment's shapes)")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be tuned; measure nothing")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -181,6 +184,13 @@ def campaign(
             raise KptuneError(f"no shape of at most {max_gflop:g} GFLOP selected")
     if dtype:
         problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
+    if unseen is not None:
+        from kptune.dataset import load as load_dataset
+
+        held = {p.key for p in load_dataset(unseen).problems}
+        problems = [p for p in problems if p.key() not in held]
+        if not problems:
+            raise KptuneError(f"every selected shape is already in {unseen}")
     devices = [] if ray is not None else campaign_devices(device or ())
     if dry_run:
         _campaign_plan(problems, family, devices[0] if devices else resolve_device(device[0] if device else None),

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Record (or resume) the dataset on this machine's GPUs, in one command:
+# Record the dataset's next installment on this machine's GPUs, in one command:
 #   bash scripts/record_dataset.sh [perf.db] [dataset file]
-# Tunes every corpus shape exhaustively in fp32 and fp16 on every local GPU (resumes from the
-# perf db: run it again, or on other machines and `kptune db merge` their dbs, until every shape
-# is done), then cuts the dataset from the db. Extra arguments for `kptune campaign` go in
-# $CAMPAIGN_ARGS (e.g. "--split test", "--limit 200", or "--max-gflop 1" for the cheapest first:
-# 1,438 of the corpus's 2,675 problems are at most 1 GFLOP).
+# Tunes exhaustively, on every local GPU, the corpus shapes (fp32 and fp16) that the dataset does
+# not hold yet, in a seeded random order (a run cut short is a random sample), resuming from the
+# perf db: run it again, or on other machines and `kptune db merge` their dbs. Then cuts the next
+# installment onto the dataset (`dataset build --base`): the problems the db holds complete, and
+# every problem of the earlier installment. Extra arguments for `kptune campaign` go in
+# $CAMPAIGN_ARGS (e.g. "--max-gflop 1" for the cheapest first: 1,438 of the corpus's 2,675 fp32
+# problems are at most 1 GFLOP; "--dtype fp32" replaces the two dtypes; "--split test").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-perf-h200.db}
 OUT=${2:-kptune/data/dataset-h200.db.gz}
-python -m kptune campaign --shapes kptune/data/corpus.csv --dtype fp32 --dtype fp16 --chunk 512 --target-ms 2 \
-  --db "$DB" ${CAMPAIGN_ARGS:-} || echo "campaign incomplete; the dataset keeps the shapes done so far" >&2
-python -m kptune dataset build --db "$DB" --out "$OUT"
+BASE=$(mktemp --suffix .db.gz)
+trap 'rm -f "$BASE"' EXIT
+cp "$OUT" "$BASE" 2>/dev/null || cp kptune/data/dataset-h200.db.gz "$BASE"
+DTYPES=("--dtype" "fp32" "--dtype" "fp16")
+[[ " ${CAMPAIGN_ARGS:-} " == *" --dtype "* ]] && DTYPES=()
+# shellcheck disable=SC2086 # CAMPAIGN_ARGS is a list of words
+python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
+  --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
+  || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
+python -m kptune dataset build --db "$DB" --base "$BASE" --out "$OUT"
 python -m kptune dataset show "$OUT"

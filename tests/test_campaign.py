@@ -284,6 +284,29 @@ def test_dry_run_says_what_the_db_lacks_and_measures_nothing(tmp_path: Path, cpu
     assert (after["complete"], after["to_tune"], after["configs_in_db"]) == (3, 0, 3 * BUDGET)
 
 
+def test_unseen_leaves_out_the_problems_a_dataset_holds(tmp_path: Path, cpu_device: DeviceInfo,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from kptune import dataset as ds
+    from kptune.cli import main
+
+    dataset = Path(__file__).resolve().parents[1] / "kptune" / "data" / "dataset-pocl-cpu.db.gz"
+    held = ds.load(dataset).problems[0].key  # a corpus problem of the shipped PoCL dataset
+    shapes = tmp_path / "shapes.txt"
+    shapes.write_text(SHAPES + held.split(":", 1)[1] + "\n")
+    args = ["campaign", "--shapes", str(shapes), "--strategy", "random", "--budget", str(BUDGET), "--device",
+            cpu_device.spec, "--db", str(tmp_path / "d.db"), "--dry-run", "--json"]  # fmt: skip
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["shapes"] == 4
+    assert main([*args, "--unseen", str(dataset)]) == 0 and json.loads(capsys.readouterr().out)["shapes"] == 3
+    only_held = tmp_path / "held.txt"
+    only_held.write_text(held.split(":", 1)[1] + "\n")
+    run = subprocess.run([sys.executable, "-m", "kptune", "campaign", "--shapes", str(only_held), "--unseen",
+                          str(dataset), "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and "already in" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    run = subprocess.run([sys.executable, "-m", "kptune", "campaign", "--shapes", str(only_held), "--unseen",
+                          str(shapes), "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr  # not a dataset: one line
+
+
 def test_a_shape_too_large_for_the_device_is_refused_before_launch(tmp_path: Path, cpu_device: DeviceInfo) -> None:
     import dataclasses
 
