@@ -85,11 +85,11 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         data_path.write_bytes(data)
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
-        scored = evaluate(candidate_path, data_path, k=5, dtype=None)["results"][METHOD]
+        scored = evaluate(candidate_path, data_path, k=5, dtype=None, baselines=False)["results"][METHOD]
         current = registry.current(device_key, family)
         current_scored = None
         if current is not None:
-            current_scored = evaluate(current[1], data_path, k=5, dtype=None)["results"][METHOD]
+            current_scored = evaluate(current[1], data_path, k=5, dtype=None, baselines=False)["results"][METHOD]
         promoted, reason = decide(scored, current_scored)
         meta = read_meta(candidate_path) or {}
         entry = registry.add(candidate_path, meta, scored)

@@ -300,3 +300,19 @@ def test_a_prediction_searches_on_one_torch_thread_and_restores_the_callers(
         assert seen == [1] and len(found) == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_eval_cli_scores_the_model_beside_every_baseline() -> None:
+    import json
+
+    data = Path(__file__).resolve().parents[1] / "kptune" / "data"
+    run = subprocess.run([sys.executable, "-m", "kptune", "eval", "--model", str(data / "model-pocl-cpu.safetensors"),
+                          "--dataset", str(data / "dataset-pocl-cpu.db.gz"), "--json"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(run.stdout)
+    baselines = {"most frequent winner", "nearest tuned shape", "tree per parameter", "cost model (boosted trees)"}
+    assert baselines <= set(doc["results"]) and "seq2seq constrained beam" in doc["results"]
+    for row in doc["results"].values():
+        assert row["problems"] == doc["test_problems"] > 0
+        assert 0.0 <= row["ratio_top1_geomean"] <= row["ratio_top5_geomean"] <= 1.0

@@ -49,8 +49,11 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
 
 
 def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None = "fp32",
-             width: int = 8) -> dict[str, Any]:  # fmt: skip
-    """Every metric on the test split, for the model (beam, greedy, unconstrained) and the baselines."""
+             width: int = 8, baselines: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Every metric on the test split, for the model (beam, greedy, unconstrained) and, with `baselines`,
+    the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds)."""
+    from kptune.predict.costmodel import CostModel
+
     data = ds.load(dataset_path)
     family = get_family(data.meta["family"])
     pred = checkpoint.load(model_path, family.name)
@@ -68,10 +71,14 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
         "seq2seq greedy constrained": evaluation.model_ranker(pred.model, pred.vocab, space, device, "greedy"),
         "seq2seq unconstrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device,
                                                               "unconstrained", width),
-        "most frequent winner": evaluation.most_frequent_winner(train_set, space, device),
-        "nearest tuned shape": evaluation.nearest_shape(train_set, space, device),
-        "tree per parameter": evaluation.tree_per_parameter(train_set, space, device),
     }  # fmt: skip
+    if baselines:
+        rankers |= {
+            "most frequent winner": evaluation.most_frequent_winner(train_set, space, device),
+            "nearest tuned shape": evaluation.nearest_shape(train_set, space, device),
+            "tree per parameter": evaluation.tree_per_parameter(train_set, space, device),
+            "cost model (boosted trees)": CostModel(train_set, space, device).rank,
+        }
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {
         "model": str(model_path),

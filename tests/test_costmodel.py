@@ -1,5 +1,6 @@
-"""benchmarks/rerank_offline.py on a slice of the shipped H200 dataset: the cost model's picks are
-valid pool configs, and every candidate set is scored as the benchmark reports it."""
+"""kptune.predict.costmodel and benchmarks/rerank_offline.py on a slice of the shipped H200 dataset:
+the cost model's picks are valid pool configs, and every candidate set is scored as the benchmark
+reports it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import rerank_offline
 
 from kptune import dataset as ds
 from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.neighbours import cover_ranker
+from kptune.predict.costmodel import CostModel
 from kptune.predict.evaluation import nearest_shape
 from kptune.problem import problem_from_key
 from kptune.space import Config
@@ -29,7 +32,7 @@ def test_the_reranker_ranks_valid_pool_configs_and_every_set_is_scored() -> None
     space, device = get_family(data.meta["family"]).space, DeviceInfo(**data.meta["device_limits"])
     lent = [p for p in data.split("train") if "dtype=fp32," in p.key][:40]
     scored = [p for p in data.split("test") if "dtype=fp32," in p.key][:3]
-    rerank = rerank_offline.Reranker(lent, space, device, near=10, pool=50)
+    rerank = CostModel(lent, space, device, near=10, pool=50)
     for p in scored:
         pool, x = rerank.pool_of(p.key)
         assert len(pool) == len(x) <= 50 and len(set(pool)) == len(pool)
@@ -43,6 +46,8 @@ def test_the_reranker_ranks_valid_pool_configs_and_every_set_is_scored() -> None
             assert len(candidates) <= sum(rerank_offline.SETS[name]) and len(set(candidates)) == len(candidates)
             got = rerank_offline.ratio(p, candidates, complete=True)
             assert 0.0 <= got <= 1.0 and (got > 0) == (not candidates or any(c in dict(p.times) for c in candidates))
+    with pytest.raises(KptuneError, match="nothing to learn"):
+        CostModel([], space, device)
     best = scored[0].times[0][0]
     assert rerank_offline.ratio(scored[0], [best], complete=True) == 1.0
     assert rerank_offline.ratio(scored[0], ["not a stored config"], complete=True) == 0.0  # failed there
