@@ -68,7 +68,9 @@ class CostModel:
         """The pool's config keys (by their mean log ratio over the nearest shapes) and their feature rows;
         `leave_out`: an index of `lent` not to count among the nearest (its own pool when fitting)."""
         q = problem_from_key(key)
-        dist = distances(self.feats, features(q))  # type: ignore[arg-type]
+        if not isinstance(q, Conv2dProblem):
+            raise KptuneError(f"the cost model ranks conv2d configs, not those of {key}")
+        dist = distances(self.feats, features(q))
         if leave_out is not None:
             dist[leave_out] = np.inf
         near = np.argsort(dist, kind="stable")[: self.near]
@@ -76,7 +78,7 @@ class CostModel:
         ratio = np.array([[self.rows[i][0].get(c, self.rows[i][1]) for i in near] for c in cols])
         stored = np.array([[c in self.rows[i][0] for i in near] for c in cols])
         mean = ratio.mean(axis=1)
-        valid = completer(self.space, q, self.device).completable  # type: ignore[arg-type]
+        valid = completer(self.space, q, self.device).completable
         keys, rows = [], []
         for j in np.argsort(-mean, kind="stable"):
             config = Config.parse(self.keys[cols[j]])
