@@ -10,7 +10,9 @@ tuned shape's top 5 (`evaluation.nearest_shape` over train + validation); the mo
 the nearest tuned shape's fastest m not already among them (`kptune.neighbours`: 5 + 2, and 4 + 1,
 3 + 2 at the same budget of 5; 7 + 3 and 10 + 5: what more measured configs buy); and those plus c
 configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: autotune's default 5 + 2 + 8,
-and other c; the cover alone, and with the nearest only, for comparison).
+and other c; the cover alone, for comparison); and sets with the cost model's first t
+(`kptune.predict.costmodel`, fit on the lent problems) in place of the model's or the nearest
+shape's.
 On the test split (the shipped model and dataset); with --split validation on the validation problems
 with train alone lent (how c and the cover's shapes were chosen, never on test); or with --cv N by
 network folds of train + validation as `model_cv.py` (a model trained per fold, fixed --epochs,
@@ -30,29 +32,35 @@ from typing import Any
 from common import best_of_table, provenance, write_json
 from model_cv import network_folds
 
-#: (name, model's k, nearest shape's, cover's)
-SETS = (("model 5", 5, 0, 0), ("model 7", 7, 0, 0), ("nearest 5", 0, 5, 0), ("model 5 + nearest 2", 5, 2, 0),
-        ("model 4 + nearest 1", 4, 1, 0), ("model 3 + nearest 2", 3, 2, 0), ("model 7 + nearest 3", 7, 3, 0),
-        ("model 10 + nearest 5", 10, 5, 0), ("cover 10", 0, 0, 10), ("nearest 2 + cover 8", 0, 2, 8),
-        ("model 5 + nearest 2 + cover 3", 5, 2, 3), ("model 5 + nearest 2 + cover 5", 5, 2, 5),
-        ("model 5 + nearest 2 + cover 8", 5, 2, 8), ("model 5 + nearest 2 + cover 13", 5, 2, 13),
-        ("model 5 + nearest 2 + cover 23", 5, 2, 23), ("model 5 + cover 10", 5, 0, 10))  # fmt: skip
+#: (name, model's k, cost model's, nearest shape's, cover's), lent in that order
+SETS = (("model 5", 5, 0, 0, 0), ("model 7", 7, 0, 0, 0), ("nearest 5", 0, 0, 5, 0), ("cost 1", 0, 1, 0, 0),
+        ("cost 5", 0, 5, 0, 0), ("model 5 + nearest 2", 5, 0, 2, 0), ("model 7 + nearest 3", 7, 0, 3, 0),
+        ("cover 10", 0, 0, 0, 10), ("model 5 + nearest 2 + cover 3", 5, 0, 2, 3),
+        ("model 5 + nearest 2 + cover 5", 5, 0, 2, 5), ("model 5 + nearest 2 + cover 8", 5, 0, 2, 8),
+        ("model 5 + nearest 2 + cover 13", 5, 0, 2, 13), ("model 5 + nearest 2 + cover 23", 5, 0, 2, 23),
+        ("model 5 + cover 10", 5, 0, 0, 10), ("cost 5 + nearest 2 + cover 8", 0, 5, 2, 8),
+        ("model 5 + cost 2 + cover 8", 5, 2, 0, 8), ("model 3 + cost 4 + cover 8", 3, 4, 0, 8),
+        ("model 5 + cost 5 + cover 5", 5, 5, 0, 5))  # fmt: skip
 
 
-def candidate_sets(model: Callable[[Any, int], list[str]], near: Callable[[Any, int], list[str]],
+def candidate_sets(model: Callable[[Any, int], list[str]], cost: Callable[[Any, int], list[str]] | None,
+                   near: Callable[[Any, int], list[str]],
                    cover: Callable[[Any, list[str], int], list[str]]) -> dict[str, Any]:  # fmt: skip
-    """name -> (ranker, k) for SETS: the model's first `km`, then the nearest shape's fastest `kn` not
-    among them, then `kc` that cover the nearest tuned shapes, as autotune lends them."""
+    """name -> (ranker, k) for SETS: the model's first `km`, then the cost model's first `kt` not among
+    them, then the nearest shape's fastest `kn` not among them, then `kc` that cover the nearest tuned
+    shapes, as autotune lends them. Without a cost model, the sets that need one are left out."""
 
-    def union(km: int, kn: int, kc: int) -> Callable[[Any, int], list[str]]:
+    def union(km: int, kt: int, kn: int, kc: int) -> Callable[[Any, int], list[str]]:
         def rank(problem: Any, k: int) -> list[str]:
             out = model(problem, km) if km else []
-            out += [c for c in near(problem, kn + len(out)) if c not in out][:kn] if kn else []
+            for more, count in ((cost, kt), (near, kn)):
+                if count and more is not None:
+                    out += [c for c in more(problem, count + len(out)) if c not in out][:count]
             return out + (cover(problem, out, kc) if kc else [])
 
         return rank
 
-    return {name: (union(km, kn, kc), km + kn + kc) for name, km, kn, kc in SETS}
+    return {name: (union(*ks), sum(ks)) for name, *ks in SETS if cost is not None or not ks[1]}
 
 
 def score(problems: Sequence[Any], sets: dict[str, Any]) -> dict[str, list[float]]:
@@ -89,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.neighbours import cover_ranker
     from kptune.predict import checkpoint, evaluation
     from kptune.predict.beam import hedged_position, prepare
+    from kptune.predict.costmodel import CostModel
     from kptune.predict.models import ModelConfig
     from kptune.predict.training import train
 
@@ -104,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = [p for p in data.split(args.split) if f"dtype={args.dtype}," in p.key]
         model = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
                                         hedged_position(family.name, pred.vocab))  # fmt: skip
-        ratios = score(test, candidate_sets(model, evaluation.nearest_shape(lendable, family.space, device),
+        ratios = score(test, candidate_sets(model, CostModel(lendable, family.space, device).rank,
+                                            evaluation.nearest_shape(lendable, family.space, device),
                                             cover_ranker(lendable, family.space, device)))  # fmt: skip
     else:
         folds = network_folds(lendable, args.cv)
@@ -119,10 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model = evaluation.model_ranker(result.model, result.vocab, family.space, device, "beam", 8,
                                                 hedged_position(family.name, result.vocab))  # fmt: skip
                 near = evaluation.nearest_shape(fit, family.space, device)
-                sets = candidate_sets(model, near, cover_ranker(fit, family.space, device))
+                cost = CostModel(fit, family.space, device).rank
+                sets = candidate_sets(model, cost, near, cover_ranker(fit, family.space, device))
                 for name, values in score(held, sets).items():
                     ratios.setdefault(name, []).extend(values)
-    table = best_of_table({name: ratios[name] for name, *_ in SETS}, {name: sum(ks) for name, *ks in SETS})
+    table = best_of_table({name: ratios[name] for name, *_ in SETS if name in ratios},
+                          {name: sum(ks) for name, *ks in SETS})  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     name = "candidates_offline-cv.json" if args.cv else f"candidates_offline-{args.split}.json"
     write_json(args.out / name, {"benchmark": "candidates_offline", **provenance(), "dataset": str(args.dataset),
