@@ -302,6 +302,32 @@ def test_a_prediction_searches_on_one_torch_thread_and_restores_the_callers(
         torch.set_num_threads(before)
 
 
+def test_predictions_in_two_threads_take_turns_at_one_torch_thread() -> None:
+    import threading
+
+    from kptune.predict.api import one_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    second_in, events = threading.Event(), []
+
+    def second() -> None:
+        with one_torch_thread():
+            second_in.set()
+            events.append(("second", torch.get_num_threads()))
+
+    try:
+        with one_torch_thread():
+            other = threading.Thread(target=second)
+            other.start()
+            assert not second_in.wait(0.2)  # waits while the first holds the setting
+            events.append(("first", torch.get_num_threads()))
+        other.join(10)
+        assert events == [("first", 1), ("second", 1)] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_eval_cli_scores_the_model_beside_every_baseline() -> None:
     import json
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,21 +113,28 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     return found, pred
 
 
+_ONE_THREAD = threading.Lock()  # held while PyTorch's pool is at one thread for a prediction
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """PyTorch's intra-op pool at one thread for the duration: one shape's beam search is a chain of small
     ops, which a pool only slows, and badly where other processes keep the cores busy (inside
     `benchmarks/compare_gpus.py` on a 4x H200 host, four tuners with busy measuring workers, a
     prediction took 0.7-2.9 s with PyTorch's default pool against ~5 ms alone; on 2 cores with 2 busy
-    processes: p50 13.5 ms with 2 threads, 3.3 ms with one). The caller's setting is restored."""
+    processes: p50 13.5 ms with 2 threads, 3.3 ms with one). The caller's setting is restored. The
+    setting is process-wide, so predictions in several threads take turns (one lock): none restores
+    another's setting halfway through its search."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _ONE_THREAD:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
 
 
 def load_predictor(model_path: Path | None = None, kernel: str = "conv2d_fwd") -> checkpoint.Predictor:
