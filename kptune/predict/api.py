@@ -113,7 +113,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     return found, pred
 
 
-_ONE_THREAD = threading.Lock()  # held while PyTorch's pool is at one thread for a prediction
+_ONE_THREAD = threading.RLock()  # held while PyTorch's pool is at one thread for a prediction
 
 
 @contextlib.contextmanager
