@@ -136,7 +136,6 @@ def one_torch_thread() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-
 def load_predictor(model_path: Path | None = None, kernel: str = "conv2d_fwd") -> checkpoint.Predictor:
     """The checkpoint `predict` uses (default: the shipped one), loaded once per modification time:
     call it ahead so that a first prediction does not pay the load. A bad checkpoint, or one of another
