@@ -9,8 +9,9 @@ log ratio, how often stored), as TVM's and Ansor's cost models rank candidates. 
 tuned shapes themselves, each with the pool of its neighbours but itself, to predict log(t_best /
 t); a config outside a shape's stored fastest counts as `neighbours.UNSTORED` of the slowest stored
 one's ratio, as in the cover. A baseline of `kptune eval` (fit at evaluation time, not shipped)
-and the subject of `benchmarks/rerank_offline.py`: against the cover it is level in CV, so
-autotune does not use it (`benchmarks/RESULTS.md`).
+and the subject of `benchmarks/rerank_offline.py` and `candidates_offline.py`: alone it is level
+with the cover in CV; beside the seq2seq's picks it helps, but autotune does not use it yet (it
+would have to be shipped without pickle; `benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class CostModel:
             stored = {ids.setdefault(c, len(ids)): math.log(best / t) for c, t in p.times}
             self.rows.append((stored, math.log(UNSTORED * best / p.times[-1][1])))
         self.keys = list(ids)
+        self.configs = [Config.parse(key) for key in self.keys]  # parsed once: pools ask for hundreds each
         xs, ys = [], []
         for i, p in enumerate(lent):
             keys, x = self.pool_of(p.key, leave_out=i)
@@ -79,15 +81,16 @@ class CostModel:
         stored = np.array([[c in self.rows[i][0] for i in near] for c in cols])
         mean = ratio.mean(axis=1)
         valid = completer(self.space, q, self.device).completable
+        shape = _problem_features(q)
         keys, rows = [], []
         for j in np.argsort(-mean, kind="stable"):
-            config = Config.parse(self.keys[cols[j]])
+            config = self.configs[cols[j]]
             if not valid(config.values()):
                 continue
             keys.append(self.keys[cols[j]])
             record = [mean[j], ratio[j].max(), stored[j].mean(), ratio[j, 0], ratio[j, :10].mean(),
                       stored[j, :10].mean()]  # fmt: skip
-            rows.append([*_problem_features(q), *_config_features(q, config, self.device), *record, len(keys)])
+            rows.append([*shape, *_config_features(q, config, self.device), *record, len(keys)])
             if len(keys) >= self.pool:
                 break
         return keys, np.array(rows)
