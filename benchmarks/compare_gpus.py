@@ -41,7 +41,7 @@ from typing import Any
 from common import provenance, spread, write_json
 
 from kptune.corpus import corpus_split, load_corpus
-from kptune.dataset import load as load_dataset
+from kptune.dataset import problem_keys
 from kptune.errors import KptuneError
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, NEIGHBOURS
@@ -50,7 +50,7 @@ from kptune.problem import Conv2dProblem
 
 def pick(args: argparse.Namespace) -> list[tuple[Conv2dProblem, tuple[str, ...]]]:
     """(problem, its networks) for --shapes evenly spaced corpus rows of --split in each --dtype, shuffled."""
-    held = {p.key for p in load_dataset(args.unseen).problems} if args.unseen is not None else set()
+    held = problem_keys(args.unseen) if args.unseen is not None else set()
     entries = [e for e in corpus_split(load_corpus(), args.split)
                if (args.max_mflop is None or e.problem.flops() <= args.max_mflop * 1e6)
                and not any(dataclasses.replace(e.problem, dtype=d).key() in held for d in args.dtype)]  # fmt: skip

@@ -185,9 +185,9 @@ def campaign(
     if dtype:
         problems = list(dict.fromkeys(dataclasses.replace(p, dtype=d) for p in problems for d in dtype))
     if unseen is not None:
-        from kptune.dataset import load as load_dataset
+        from kptune.dataset import problem_keys
 
-        held = {p.key for p in load_dataset(unseen).problems}
+        held = problem_keys(unseen)
         problems = [p for p in problems if p.key() not in held]
         if not problems:
             raise KptuneError(f"every selected shape is already in {unseen}")

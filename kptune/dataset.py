@@ -156,7 +156,12 @@ def read_meta(path: Path) -> dict[str, Any]:
     return _read(path, meta_only=True).meta
 
 
-def _read(path: Path, meta_only: bool) -> Dataset:
+def problem_keys(path: Path) -> set[str]:
+    """The keys of a dataset file's problems (what `--unseen` leaves out): no time is parsed."""
+    return {p.key for p in _read(path, meta_only=False, times=False).problems}
+
+
+def _read(path: Path, meta_only: bool, times: bool = True) -> Dataset:
     try:
         raw = gzip.decompress(Path(path).read_bytes())
     except OSError as exc:
@@ -175,14 +180,16 @@ def _read(path: Path, meta_only: bool) -> Dataset:
             )
         if meta_only:
             return Dataset(meta, ())
-        configs = dict(conn.execute("SELECT id, key FROM configs"))
-        times: dict[int, list[tuple[str, float]]] = {}
-        for pid, cid, _, ms in conn.execute(
-            "SELECT problem_id, config_id, rank, time_ms FROM times ORDER BY problem_id, rank"
-        ):
-            times.setdefault(pid, []).append((configs[cid], ms))
+        by_problem: dict[int, list[tuple[str, float]]] = {}
+        if times:
+            configs = dict(conn.execute("SELECT id, key FROM configs"))
+            for pid, cid, _, ms in conn.execute(
+                "SELECT problem_id, config_id, rank, time_ms FROM times ORDER BY problem_id, rank"
+            ):
+                by_problem.setdefault(pid, []).append((configs[cid], ms))
         problems = tuple(
-            DatasetProblem(key, split, tuple(n for n in nets.split(";") if n), valid, ok, tuple(times.get(pid, ())))
+            DatasetProblem(key, split, tuple(n for n in nets.split(";") if n), valid, ok,
+                           tuple(by_problem.get(pid, ())))
             for pid, key, split, nets, valid, ok in conn.execute(
                 "SELECT id, key, split, networks, valid_configs, ok_configs FROM problems ORDER BY id")
         )  # fmt: skip

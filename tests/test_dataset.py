@@ -47,6 +47,7 @@ def test_build_and_load(tmp_path: Path) -> None:
     d = dataset.load(tmp_path / "d.db.gz")
     assert d.meta["device"] == GPU.key and d.meta["parameters"] == list(FAMILY.space.names)
     assert dataset.read_meta(tmp_path / "d.db.gz") == d.meta
+    assert dataset.problem_keys(tmp_path / "d.db.gz") == {p.key for p in d.problems}
     test, train = d.split("test")[0], d.split("train")[0]
     n_test = len(FAMILY.space.configs(TEST, GPU))
     assert test.valid_configs == n_test and len(test.times) == test.ok_configs == n_test - len(range(3, n_test, 10))
