@@ -5,8 +5,9 @@
 2. Else the device's model (a checkpoint made for this device key and kernel source: given,
    or found among the user's models and the shipped ones) predicts the top-k configs with the
    constrained beam, and the tuned shapes of the device's shipped dataset lend more
-   (`kptune.neighbours`): the nearest shape's fastest `neighbours` configs, then `cover` configs
-   that best complete the lot over the nearest tuned shapes; each is compiled, verified and timed
+   (`kptune.neighbours`): `neighbours` configs of the nearest tuned shapes (the first picks of
+   the cost model shipped beside the dataset, else the nearest shape's fastest), then `cover`
+   configs that best complete the lot over the nearest tuned shapes; each is compiled, verified and timed
    on the device, every measurement stored with source=model, and the fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
@@ -155,7 +156,8 @@ def autotune(
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
     of this kernel and device to measure with (a long-running caller keeps its worker warm).
-    `neighbours`: configs of the nearest tuned shape measured beside the model's k (0: none);
+    `neighbours`: configs of the nearest tuned shapes measured beside the model's k (the cost model's
+    picks, else the nearest shape's fastest; 0: none);
     `cover`: configs that complete them over the nearest tuned shapes (0: none)."""
     t0 = time.perf_counter()
     if k < 1:
@@ -196,10 +198,11 @@ def autotune(
             if predictor.device.key != dev.key:
                 note += f" (made for {predictor.device.key}, another CPU device)"
             lending.join()
-            lent = lenders[0].complete(problem, configs, neighbours, cover) if lenders[0] is not None else []
-            if lent:
+            lender = lenders[0]
+            lent = lender.complete(problem, configs, neighbours, cover) if lender is not None else []
+            if lent and lender is not None:
                 configs += lent
-                note += f", and {len(lent)} lent by the tuned shapes (nearest, cover)"
+                note += f", and {len(lent)} lent by the tuned shapes ({lender.cost_note}; cover)"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

@@ -369,7 +369,11 @@ def autotune_cmd(
     force: Annotated[bool, typer.Option("--force", help="re-tune even if the db has a winner")] = False,
     budget: Annotated[int, typer.Option(help="configs of the random search when there is no model")] = 24,
     neighbours: Annotated[
-        int, typer.Option(help="also measure this many configs of the nearest tuned shape (0: none)")
+        int,
+        typer.Option(
+            help="also measure this many configs of the nearest tuned shapes: the cost model's "
+            "picks, else the nearest shape's fastest (0: none)"
+        ),
     ] = NEIGHBOURS,
     cover: Annotated[
         int, typer.Option(help="and this many that complete them over the nearest tuned shapes (0: none)")
@@ -410,7 +414,7 @@ def compare_cmd(
     split: Annotated[list[str] | None, typer.Option(help="corpus split(s) (with --shapes)")] = None,
     limit: Annotated[int | None, typer.Option(help="first N shapes only")] = None,
     k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
-    neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shape (0: none)")] = NEIGHBOURS,
+    neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shapes (0: none)")] = NEIGHBOURS,
     cover: Annotated[int, typer.Option(help="and configs covering the nearest tuned shapes (0: none)")] = COVER,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
@@ -713,6 +717,32 @@ def dataset_build(
     except OSError as exc:
         raise KptuneError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     err.print(f"wrote {out_path} ({len(data) / 1e6:.2f} MB): " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+              markup=False)  # fmt: skip
+
+
+@dataset_app.command("costmodel")
+def dataset_costmodel(
+    path: Annotated[Path, typer.Argument(help="dataset file (.db.gz)")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="cost model file (default: costmodel-X.safetensors beside it)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the fit")] = 0,
+) -> None:
+    """Fit the cost model on a dataset's train and validation problems (scikit-learn; a minute or so)
+    and save it where autotune finds it: beside the dataset, named after it."""
+    from kptune import dataset
+    from kptune.neighbours import cost_model_path
+    from kptune.predict.costmodel import fit_for_dataset
+
+    data = dataset.load(path)
+    target = out_path if out_path is not None else cost_model_path(path)
+    try:
+        model = fit_for_dataset(data, target, seed)
+    except ImportError:
+        raise KptuneError("fitting the cost model needs scikit-learn: pip install 'kptune[model]'") from None
+    except OSError as exc:
+        raise KptuneError(f"cannot write {target}: {exc.strerror or exc}") from None
+    err.print(f"wrote {target}: {len(model.trees.roots)} trees over {len(model.tuned.shapes)} tuned shapes",
               markup=False)  # fmt: skip
 
 

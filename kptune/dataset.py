@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import gzip
+import hashlib
 import json
 import sqlite3
 import zlib
@@ -137,6 +138,16 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
     data = gzip.compress(out.serialize(), compresslevel=9, mtime=0)
     out.close()
     return data, counts
+
+
+def content_hash(problems: Sequence[DatasetProblem]) -> str:
+    """A short hash of problems' keys and fastest 32 times: which data a model was fit on."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(p.key.encode())
+        for c, t in p.times[:32]:
+            h.update(f"{c}={t:.6g}".encode())
+    return h.hexdigest()[:16]
 
 
 def _check_base(base: Dataset, meta: dict[str, Any]) -> None:

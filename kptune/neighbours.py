@@ -4,17 +4,20 @@ MIOpen ships a system perf db of tuned problems beside its heuristics; kptune sh
 dataset its model learned from (`kptune/data/dataset-*.db.gz`). Two kinds of candidates come from it,
 each re-checked against this device's limits, so every one is valid here:
 
-- **nearest**: the fastest configs of the nearest of its train and validation problems (log2 size
-  features, same dtype first: `evaluation.nearest_shape`);
+- **neighbours**: the first picks of the cost model fit on the dataset and shipped beside it
+  (`kptune.predict.costmodel`: a gradient-boosted ranking of the configs stored for the nearest
+  tuned shapes); where none is shipped (or it was fit on other data), the fastest configs of the
+  nearest of its train and validation problems (log2 size features, same dtype first:
+  `evaluation.nearest_shape`);
 - **cover**: configs that best complete the candidates chosen so far over the `COVER_SHAPES`
   nearest tuned shapes (`cover_ranker`): greedily, the config that most raises the geomean over
   those shapes of t_best / (fastest chosen config's time), as a portfolio of algorithms is
   chosen. A config outside a shape's stored fastest 32 counts there as half the 32nd's ratio.
 
 The rankers miss in different places: scored offline, the model's top 5 plus the nearest shape's
-top 2 beat the model's top 7, and a cover of the rest beats more of either (`benchmarks/RESULTS.md`,
-`benchmarks/candidates_offline.py`). Test problems are never lent: the test split stays unseen, as
-in training.
+top 2 beat the model's top 7, a cover of the rest beats more of either, and the cost model's 2 beat
+the nearest shape's (`benchmarks/RESULTS.md`, `benchmarks/candidates_offline.py`). Test problems
+are never lent: the test split stays unseen, as in training.
 """
 
 from __future__ import annotations
@@ -57,51 +60,85 @@ class Lender:
 
     nearest: Ranker
     cover: Coverer
+    cost: Ranker | None = None  # the cost model shipped with the dataset, if any
+    cost_note: str = "no cost model"  # which cost model lends, or why none does
 
     def complete(self, problem: Conv2dProblem, chosen: Sequence[Config], neighbours: int = NEIGHBOURS,
                  cover: int = COVER) -> list[Config]:  # fmt: skip
-        """Configs to measure beside `chosen`: the nearest shape's fastest `neighbours` not among them,
-        then `cover` more that best complete the lot over the nearest tuned shapes."""
+        """Configs to measure beside `chosen`: `neighbours` not among them from the nearest tuned shapes
+        (the cost model's first picks of their configs, or without one the nearest shape's fastest), then
+        `cover` more that best complete the lot over the nearest tuned shapes."""
         probe = ds.DatasetProblem(problem.key(), "", (), 0, 0, ())
         keys = [c.key() for c in chosen]
-        lent = [key for key in (self.nearest(probe, neighbours + len(keys)) if neighbours > 0 else [])
+        ranker = self.cost if self.cost is not None else self.nearest
+        lent = [key for key in (ranker(probe, neighbours + len(keys)) if neighbours > 0 else [])
                 if key not in keys][:neighbours]  # fmt: skip
         lent += self.cover(probe, keys + lent, cover) if cover > 0 else []
         return [Config.parse(key) for key in lent]
 
 
-def cover_ranker(lent: Sequence[ds.DatasetProblem], space: SearchSpace, device: DeviceInfo,
+class TunedShapes:
+    """The tuned shapes of a dataset as arrays: their size features, and per shape the ids of its stored
+    configs, their ratios t_best / t and the ratio of a config it did not store (`UNSTORED`). What the
+    cover and the cost model (`kptune.predict.costmodel`) read a problem's neighbourhood from."""
+
+    def __init__(self, lent: Sequence[ds.DatasetProblem]) -> None:
+        from kptune.predict.evaluation import features
+
+        self.shapes = [p for p in lent if p.times]
+        self.feats = np.array([features(problem_from_key(p.key)) for p in self.shapes])  # type: ignore[arg-type]
+        ids: dict[str, int] = {}
+        self.rows = []  # per tuned shape: its configs' ids, their ratios, the ratio of one not stored
+        for p in self.shapes:
+            best = p.times[0][1]
+            self.rows.append((np.array([ids.setdefault(c, len(ids)) for c, _ in p.times]),
+                              np.array([best / t for _, t in p.times]), UNSTORED * best / p.times[-1][1]))  # fmt: skip
+        self.keys = list(ids)
+        self.ids = ids
+        self.values = [Config.parse(key).values() for key in self.keys]
+
+    def nearest(self, problem: Conv2dProblem, count: int, leave_out: int | None = None) -> np.ndarray:
+        """Indices of the `count` tuned shapes nearest `problem` (`evaluation.distances`), nearest first;
+        `leave_out`: a shape's index not to count (a shape's own neighbourhood when fitting on it)."""
+        from kptune.predict.evaluation import distances, features
+
+        dist = distances(self.feats, features(problem))
+        if leave_out is not None:
+            dist[leave_out] = np.inf
+        return np.argsort(dist, kind="stable")[:count]
+
+    def log_ratios(self, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(config ids stored by any of `near`, sorted; their log ratio on each of `near`, one per column,
+        unstored ones at the shape's unstored ratio; whether each stored it)."""
+        cols = np.unique(np.concatenate([self.rows[i][0] for i in near]))
+        ratio = np.empty((len(cols), len(near)))
+        stored = np.zeros((len(cols), len(near)), dtype=bool)
+        for j, i in enumerate(near):
+            ids, ratios, unstored = self.rows[i]
+            at = np.searchsorted(cols, ids)
+            ratio[:, j] = unstored
+            ratio[at, j] = ratios
+            stored[at, j] = True
+        return cols, np.log(ratio), stored
+
+
+def cover_ranker(lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace, device: DeviceInfo,
                  shapes: int = COVER_SHAPES) -> Coverer:  # fmt: skip
     """See the module docstring: the greedy cover of the `shapes` tuned shapes nearest each problem."""
-    from kptune.predict.evaluation import distances, features
-
-    tuned = [p for p in lent if p.times]
-    feats = np.array([features(problem_from_key(p.key)) for p in tuned])  # type: ignore[arg-type]
-    ids: dict[str, int] = {}
-    rows = []  # per tuned shape: its configs' ids, their ratios t_best / t, the ratio of one not stored
-    for p in tuned:
-        best = p.times[0][1]
-        rows.append((np.array([ids.setdefault(c, len(ids)) for c, _ in p.times]),
-                     np.array([best / t for _, t in p.times]), UNSTORED * best / p.times[-1][1]))  # fmt: skip
-    keys = list(ids)
-    values = [Config.parse(key).values() for key in keys]
+    tuned = lent if isinstance(lent, TunedShapes) else TunedShapes(lent)
+    keys, values = tuned.keys, tuned.values
 
     def cover(problem: ds.DatasetProblem, chosen: Sequence[str], count: int) -> list[str]:
-        if count < 1 or not tuned:
+        if count < 1 or not tuned.shapes:
             return []
         conv = problem_from_key(problem.key)
-        near = np.argsort(distances(feats, features(conv)), kind="stable")[:shapes]  # type: ignore[arg-type]
-        cols = np.unique(np.concatenate([rows[i][0] for i in near]))
-        ratio = np.empty((len(cols), len(near)))
-        unstored = np.array([rows[i][2] for i in near])
-        for j, i in enumerate(near):
-            ratio[:, j] = unstored[j]
-            ratio[np.searchsorted(cols, rows[i][0]), j] = rows[i][1]
-        ratio = np.log(ratio)
+        near = tuned.nearest(conv, shapes)  # type: ignore[arg-type]
+        cols, ratio, _ = tuned.log_ratios(near)
+        unstored = np.log([tuned.rows[i][2] for i in near])
         have = np.full(len(near), math.log(1e-6))  # the best log ratio on each shape of the configs chosen so far
         where = {keys[c]: n for n, c in enumerate(cols)}
         for key in chosen:
-            have = np.maximum(have, ratio[where[key]] if key in where else np.log(unstored))
+            have = np.maximum(have, ratio[where[key]] if key in where else unstored)
         valid = completer(space, conv, device).completable
         out: list[str] = []
         shut = np.array([keys[c] in chosen for c in cols])  # chosen already, or not valid here
@@ -164,7 +201,8 @@ def _meta(path: str, stamp: int) -> dict[str, Any] | None:
 
 @functools.lru_cache(maxsize=8)
 def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lender | None:
-    """The dataset's lent splits as a Lender for `device` (loaded once per file version)."""
+    """The dataset's lent splits as a Lender for `device` (loaded once per file version), with the
+    cost model fit on them where one lies beside the dataset (`cost_model_path`)."""
     from kptune.kernel import get_family
     from kptune.predict.evaluation import nearest_shape
 
@@ -176,4 +214,27 @@ def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lend
     if not lent:
         return None
     space = get_family(family_name).space
-    return Lender(nearest_shape(lent, space, device), cover_ranker(lent, space, device))
+    tuned = TunedShapes(lent)
+    cost, note = _cost_model(Path(path), tuned, space, device, ds.content_hash(lent))
+    return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note)
+
+
+def cost_model_path(dataset: Path) -> Path:
+    """Where the cost model fit on a dataset lies: dataset-X.db.gz -> costmodel-X.safetensors beside it."""
+    stem = dataset.name.removesuffix(".db.gz").removeprefix("dataset-")
+    return dataset.with_name(f"costmodel-{stem}.safetensors")
+
+
+def _cost_model(dataset: Path, tuned: TunedShapes, space: SearchSpace, device: DeviceInfo,
+                dataset_hash: str) -> tuple[Ranker | None, str]:  # fmt: skip
+    """The cost model beside the dataset, if there is one and it was fit on this dataset's lent shapes,
+    and a note saying which, or why none (the nearest shape lends instead)."""
+    from kptune.predict.costmodel import CostModel, CostModelError
+
+    path = cost_model_path(dataset)
+    if not path.is_file():
+        return None, f"no cost model beside {dataset.name}"
+    try:
+        return CostModel.load(path, tuned, space, device, dataset_hash).rank, f"cost model {path.name}"
+    except (CostModelError, ImportError) as exc:
+        return None, f"cost model not used: {exc}"

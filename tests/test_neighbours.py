@@ -60,6 +60,7 @@ def test_the_shipped_dataset_lends_valid_distinct_configs_for_unseen_shapes() ->
     device = DeviceInfo(**data["device_limits"])
     lender = lender_for(device, FAMILY, (SHIPPED,))
     assert lender is not None
+    assert lender.cost is not None, lender.cost_note  # the shipped cost model was fit on the shipped dataset
     for shape in ("n=3,c=40,h=50,w=30,k=24,r=3,s=3,pad=1", "n=64,c=512,h=7,w=7,k=2048,r=1,s=1",
                   "n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2,dtype=fp16"):  # fmt: skip
         problem = Conv2dProblem.parse(shape)

@@ -1,32 +1,38 @@
 """A cost model of conv2d configs: which of the configs near tuned shapes ran fast will run fast here.
 
 The pool of a problem: the configs stored for its NEAR nearest tuned shapes (log2 size features,
-`evaluation.features`) that are valid for it, at most POOL, by their mean log ratio over those
-shapes. A gradient-boosted regressor (scikit-learn) scores each pool config from the problem's
-sizes, the config's parameters, its launch on the device (CTAs, wave efficiency over the compute
-units, fill of the last M, N and K tiles) and its record on the neighbours (mean, max and nearest
-log ratio, how often stored), as TVM's and Ansor's cost models rank candidates. It is fit on the
-tuned shapes themselves, each with the pool of its neighbours but itself, to predict log(t_best /
-t); a config outside a shape's stored fastest counts as `neighbours.UNSTORED` of the slowest stored
-one's ratio, as in the cover. A baseline of `kptune eval` (fit at evaluation time, not shipped)
-and the subject of `benchmarks/rerank_offline.py` and `candidates_offline.py`: alone it is level
-with the cover in CV; beside the seq2seq's picks it helps, but autotune does not use it yet (it
-would have to be shipped without pickle; `benchmarks/RESULTS.md`).
+`neighbours.TunedShapes`) that are valid for it, at most POOL, by their mean log ratio over those
+shapes. A gradient-boosted regressor (scikit-learn, to fit) scores each pool config from the
+problem's sizes, the config's parameters, its launch on the device (CTAs, wave efficiency over the
+compute units, fill of the last M, N and K tiles) and its record on the neighbours (mean, max and
+nearest log ratio, how often stored), as TVM's and Ansor's cost models rank candidates. It is fit
+on the tuned shapes themselves, each with the pool of its neighbours but itself, to predict
+log(t_best / t); a config outside a shape's stored fastest counts as `neighbours.UNSTORED` of the
+slowest stored one's ratio, as in the cover.
+
+Shipped beside the dataset it was fit on (`costmodel-<device>.safetensors`, `kptune dataset
+costmodel`): the fitted trees as plain arrays in a safetensors file, its metadata (the dataset's
+content hash, NEAR, POOL) in the header, no pickle; `Trees.predict` walks them with NumPy, so
+autotune needs no scikit-learn. Autotune measures its first picks beside the seq2seq's (see
+`kptune.neighbours`); `kptune eval` scores it as a baseline (fit at evaluation time).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kptune.dataset import DatasetProblem
+from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.families.conv2d import geometry
-from kptune.neighbours import UNSTORED
-from kptune.predict.evaluation import distances, features
+from kptune.neighbours import TunedShapes
 from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config, SearchSpace, ceil_div, completer
 
@@ -34,72 +40,209 @@ from kptune.space import Config, SearchSpace, ceil_div, completer
 NEAR = 100
 #: pool configs per problem, at most
 POOL = 400
+FORMAT = "kptune-costmodel"
+FORMAT_VERSION = 1
+
+
+class CostModelError(KptuneError):
+    """A cost model file that cannot be read, or was fit on other data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trees:
+    """A fitted ensemble of regression trees as flat arrays: node i of every tree in one numbering, a leaf
+    holding its value, an inner node sending a row left when its feature is <= the threshold.
+    Prediction: the baseline plus one leaf value per tree. (`missing_left` is kept from the fit; the
+    features are never missing, so the walk refuses NaN rather than follow it.)"""
+
+    feature: np.ndarray  # int32, per node
+    threshold: np.ndarray  # float64
+    left: np.ndarray  # int32, global node index
+    right: np.ndarray  # int32
+    value: np.ndarray  # float64
+    leaf: np.ndarray  # bool
+    missing_left: np.ndarray  # bool
+    roots: np.ndarray  # int32, per tree
+    baseline: float
+    depth: int  # the deepest leaf's depth: the walk's step count
+
+    @classmethod
+    def from_sklearn(cls, model: Any) -> Trees:
+        """From a fitted HistGradientBoostingRegressor (numeric features only)."""
+        nodes = [predictors[0].nodes for predictors in model._predictors]
+        offsets = np.cumsum([0] + [len(n) for n in nodes])[:-1]
+        cat = np.concatenate(nodes)
+        if cat["is_categorical"].any():
+            raise CostModelError("categorical splits are not supported")
+        shift = np.repeat(offsets, [len(n) for n in nodes])
+        leaf = cat["is_leaf"].astype(bool)
+        return cls(feature=cat["feature_idx"].astype(np.int32), threshold=cat["num_threshold"].astype(np.float64),
+                   left=np.where(leaf, 0, cat["left"].astype(np.int64) + shift).astype(np.int32),
+                   right=np.where(leaf, 0, cat["right"].astype(np.int64) + shift).astype(np.int32),
+                   value=cat["value"].astype(np.float64), leaf=leaf,
+                   missing_left=cat["missing_go_to_left"].astype(bool), roots=offsets.astype(np.int32),
+                   baseline=float(np.ravel(model._baseline_prediction)[0]), depth=int(cat["depth"].max()))  # fmt: skip
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The ensemble's prediction for each row of `x`: all trees walked at once, one level a step."""
+        if not len(x):
+            return np.zeros(0)
+        here = np.arange(len(self.leaf))
+        children = np.stack([np.where(self.leaf, here, self.left), np.where(self.leaf, here, self.right)], axis=1)
+        threshold = np.where(self.leaf, np.inf, self.threshold)  # a leaf steps to itself
+        if np.isnan(x).any():
+            raise CostModelError("a feature row holds NaN: the cost model's features are never missing")
+        flat = x.ravel()
+        base = (np.arange(len(x)) * x.shape[1])[:, None]
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        for step in range(self.depth):
+            go_right = flat[base + self.feature[node]] > threshold[node]
+            node = children[node, go_right.astype(np.intp)]
+            if step % 4 == 3 and self.leaf[node].all():
+                break
+        return self.baseline + self.value[node].sum(axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("baseline", "depth")}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], baseline: float, depth: int) -> Trees:
+        names = {f.name for f in dataclasses.fields(cls)} - {"baseline", "depth"}
+        if set(arrays) != names:
+            raise CostModelError(f"tree arrays {sorted(arrays)}, expected {sorted(names)}")
+        n = len(arrays["feature"])
+        if any(len(arrays[k]) != n for k in names - {"roots"}) or not len(arrays["roots"]):
+            raise CostModelError("tree arrays of unequal lengths")
+        links = np.concatenate([arrays["left"], arrays["right"], arrays["roots"]])
+        if n == 0 or links.min() < 0 or links.max() >= n:
+            raise CostModelError("tree arrays link outside the trees")
+        return cls(**{k: np.asarray(v) for k, v in arrays.items()}, baseline=baseline, depth=depth)
 
 
 class CostModel:
-    """A gradient-boosted regressor of log(t_best / t) for a problem's pool configs, fit on `lent` (see
-    the module docstring); `rank` is a Ranker (`evaluation.Ranker`)."""
+    """Scores a problem's pool configs (see the module docstring); `rank` is a Ranker (`evaluation.Ranker`).
+    `CostModel(lent, ...)` fits one (scikit-learn); `CostModel.load` reads a shipped one."""
 
-    def __init__(self, lent: Sequence[DatasetProblem], space: SearchSpace, device: DeviceInfo, near: int = NEAR,
-                 pool: int = POOL, seed: int = 0) -> None:  # fmt: skip
+    def __init__(self, lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace, device: DeviceInfo,
+                 near: int = NEAR, pool: int = POOL, seed: int = 0, trees: Trees | None = None) -> None:  # fmt: skip
+        self.tuned = lent if isinstance(lent, TunedShapes) else TunedShapes(lent)
+        self.space, self.device, self.near, self.pool = space, device, near, pool
+        self.configs = [Config.parse(key) for key in self.tuned.keys]  # parsed once: pools ask for hundreds each
+        self.trees = trees if trees is not None else self._fit(seed)
+
+    def _fit(self, seed: int) -> Trees:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        self.space, self.device, self.near, self.pool = space, device, near, pool
-        self.feats = np.array([features(problem_from_key(p.key)) for p in lent])  # type: ignore[arg-type]
-        ids: dict[str, int] = {}
-        self.rows: list[tuple[dict[int, float], float]] = []  # per shape: {config id: log ratio}, one unstored
-        for p in lent:
-            best = p.times[0][1]
-            stored = {ids.setdefault(c, len(ids)): math.log(best / t) for c, t in p.times}
-            self.rows.append((stored, math.log(UNSTORED * best / p.times[-1][1])))
-        self.keys = list(ids)
-        self.configs = [Config.parse(key) for key in self.keys]  # parsed once: pools ask for hundreds each
         xs, ys = [], []
-        for i, p in enumerate(lent):
-            keys, x = self.pool_of(p.key, leave_out=i)
-            stored, unstored = self.rows[i]
-            ys.append([stored.get(ids[k], unstored) for k in keys])
+        for i, p in enumerate(self.tuned.shapes):
+            ids, x = self._pool(p.key, leave_out=i)
+            stored_ids, ratios, unstored = self.tuned.rows[i]
+            ratio_of = dict(zip(stored_ids.tolist(), ratios.tolist(), strict=True))
+            ys.append(np.log([ratio_of.get(c, unstored) for c in ids]))
             xs.append(x)
         if not any(len(x) for x in xs):
             raise KptuneError("the cost model has nothing to learn from: no tuned shape lends a valid config")
-        x_all = np.vstack([x for x in xs if len(x)])
-        self.model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=63,
-                                                   random_state=seed).fit(x_all, np.concatenate(ys))  # fmt: skip
+        model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=63, random_state=seed)
+        model.fit(np.vstack([x for x in xs if len(x)]), np.concatenate(ys))
+        return Trees.from_sklearn(model)
 
-    def pool_of(self, key: str, leave_out: int | None = None) -> tuple[list[str], np.ndarray]:
-        """The pool's config keys (by their mean log ratio over the nearest shapes) and their feature rows;
-        `leave_out`: an index of `lent` not to count among the nearest (its own pool when fitting)."""
+    def _pool(self, key: str, leave_out: int | None = None) -> tuple[list[int], np.ndarray]:
+        """The pool's config ids (by their mean log ratio over the nearest shapes) and their feature rows."""
         q = problem_from_key(key)
         if not isinstance(q, Conv2dProblem):
             raise KptuneError(f"the cost model ranks conv2d configs, not those of {key}")
-        dist = distances(self.feats, features(q))
-        if leave_out is not None:
-            dist[leave_out] = np.inf
-        near = np.argsort(dist, kind="stable")[: self.near]
-        cols = sorted(set().union(*(self.rows[i][0].keys() for i in near)))
-        ratio = np.array([[self.rows[i][0].get(c, self.rows[i][1]) for i in near] for c in cols])
-        stored = np.array([[c in self.rows[i][0] for i in near] for c in cols])
+        if not self.tuned.shapes:
+            return [], np.zeros((0, 0))
+        near = self.tuned.nearest(q, self.near, leave_out)
+        cols, ratio, stored = self.tuned.log_ratios(near)
         mean = ratio.mean(axis=1)
+        record = np.column_stack([mean, ratio.max(axis=1), stored.mean(axis=1), ratio[:, 0], ratio[:, :10].mean(axis=1),
+                                  stored[:, :10].mean(axis=1)])  # fmt: skip
         valid = completer(self.space, q, self.device).completable
         shape = _problem_features(q)
-        keys, rows = [], []
+        ids, rows = [], []
         for j in np.argsort(-mean, kind="stable"):
             config = self.configs[cols[j]]
             if not valid(config.values()):
                 continue
-            keys.append(self.keys[cols[j]])
-            record = [mean[j], ratio[j].max(), stored[j].mean(), ratio[j, 0], ratio[j, :10].mean(),
-                      stored[j, :10].mean()]  # fmt: skip
-            rows.append([*shape, *_config_features(q, config, self.device), *record, len(keys)])
-            if len(keys) >= self.pool:
+            ids.append(int(cols[j]))
+            rows.append([*shape, *_config_features(q, config, self.device), *record[j], len(ids)])
+            if len(ids) >= self.pool:
                 break
-        return keys, np.array(rows)
+        return ids, np.array(rows)
 
-    def rank(self, problem: DatasetProblem, k: int) -> list[str]:
+    def pool_of(self, key: str) -> tuple[list[str], np.ndarray]:
+        """The pool's config keys and their feature rows."""
+        ids, x = self._pool(key)
+        return [self.tuned.keys[i] for i in ids], x
+
+    def rank(self, problem: ds.DatasetProblem, k: int) -> list[str]:
         keys, x = self.pool_of(problem.key)
         if not keys:
             return []
-        return [keys[j] for j in np.argsort(-self.model.predict(x), kind="stable")[:k]]
+        return [keys[j] for j in np.argsort(-self.trees.predict(x), kind="stable")[:k]]
+
+    def save(self, path: Path, meta: dict[str, Any]) -> None:
+        """The trees as a safetensors file, `meta` (and NEAR, POOL) in its header."""
+        from safetensors.numpy import save_file
+
+        header = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "near": self.near, "pool": self.pool,
+                  "baseline": self.trees.baseline, "depth": self.trees.depth}  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(self.trees.arrays(), str(path), metadata={"kptune": json.dumps(header)})
+
+    @classmethod
+    def load(cls, path: Path, lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace,
+             device: DeviceInfo, dataset_hash: str | None = None) -> CostModel:  # fmt: skip
+        """A saved cost model over the tuned shapes `lent`; CostModelError if the file is not one, or
+        (with `dataset_hash`) was fit on other data."""
+        meta = read_meta(path)
+        if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
+            raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            arrays = load_file(str(path))
+        except (OSError, SafetensorError) as exc:
+            raise CostModelError(f"{path}: not a readable cost model ({str(exc)[:120]})") from None
+        trees = Trees.from_arrays(arrays, float(meta["baseline"]), int(meta["depth"]))
+        return cls(lent, space, device, int(meta["near"]), int(meta["pool"]), trees=trees)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A cost model file's header; CostModelError if it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("kptune", "null"))
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise CostModelError(f"{path}: not a readable cost model ({str(exc)[:120]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CostModelError(f"{path}: not a kptune cost model")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CostModelError(
+            f"{path}: cost model format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}"
+        )
+    for key in ("near", "pool", "baseline", "depth"):
+        if not isinstance(meta.get(key), int | float):
+            raise CostModelError(f"{path}: cost model header lacks {key}")
+    return meta
+
+
+def fit_for_dataset(data: ds.Dataset, out: Path, seed: int = 0) -> CostModel:
+    """Fit a cost model on a dataset's lent splits (train and validation) and save it to `out`."""
+    from kptune.kernel import get_family
+    from kptune.neighbours import SPLITS_LENT
+
+    family = get_family(data.meta["family"])
+    device = DeviceInfo(**data.meta["device_limits"])
+    lent = [p for p in data.problems if p.split in SPLITS_LENT and p.times]
+    model = CostModel(lent, family.space, device, seed=seed)
+    model.save(out, {"device": data.meta["device"], "family": family.name, "source_hash": family.source_hash,
+                     "dataset_hash": ds.content_hash(lent), "seed": seed})  # fmt: skip
+    return model
 
 
 def _problem_features(q: Conv2dProblem) -> list[float]:

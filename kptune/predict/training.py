@@ -21,7 +21,6 @@ by cross-validation, `benchmarks/model_cv.py`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kptune.dataset import Dataset, DatasetProblem
+from kptune.dataset import Dataset, DatasetProblem, content_hash
 from kptune.predict.models import ModelConfig, build_model
 from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
 from kptune.problem import problem_from_key
@@ -56,12 +55,7 @@ class TrainResult:
 
 
 def dataset_hash(data: Dataset) -> str:
-    h = hashlib.sha256()
-    for p in data.problems:
-        h.update(p.key.encode())
-        for c, t in p.times[:32]:
-            h.update(f"{c}={t:.6g}".encode())
-    return h.hexdigest()[:16]
+    return content_hash(data.problems)
 
 
 def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
