@@ -138,6 +138,16 @@ def _start(runner: Runner, problem: Conv2dProblem) -> None:
         runner.start()
 
 
+def _lend(device: DeviceInfo, family: KernelFamily, problem: Conv2dProblem, count: int, neighbours: int,
+          cover: int) -> tuple[Lender, list[str]] | None:  # fmt: skip
+    """The device's lender and its neighbours' first `count` configs for the problem (none when
+    nothing is lent); run beside the model's prediction."""
+    lender = lender_for(device, family) if neighbours or cover else None
+    if lender is None:
+        return None
+    return lender, lender.rank_neighbours(problem, count) if neighbours else []
+
+
 def autotune(
     problem: Conv2dProblem,
     *,
@@ -188,9 +198,10 @@ def autotune(
         if path is not None:
             from kptune.predict.api import predict
 
-            # the shipped dataset (read once per process) loads meanwhile
-            lenders: list[Lender | None] = []
-            lending = _Background(lambda: lenders.append(lender_for(dev, family) if neighbours or cover else None))
+            # meanwhile the shipped dataset (read once per process) loads and ranks its neighbours' configs
+            lenders: list[tuple[Lender, list[str]] | None] = []
+            lend = functools.partial(_lend, dev, family, problem, k + neighbours, neighbours, cover)
+            lending = _Background(lambda: lenders.append(lend()))
             stack.callback(lending.wait)
             candidates, predictor = predict(problem, k, path, device=dev, kernel=family.name)
             configs = [c.config for c in candidates]
@@ -198,11 +209,12 @@ def autotune(
             if predictor.device.key != dev.key:
                 note += f" (made for {predictor.device.key}, another CPU device)"
             lending.join()
-            lender = lenders[0]
-            lent = lender.complete(problem, configs, neighbours, cover) if lender is not None else []
-            if lent and lender is not None:
-                configs += lent
-                note += f", and {len(lent)} lent by the tuned shapes ({lender.cost_note}; cover)"
+            if lenders[0] is not None:
+                lender, ranked = lenders[0]
+                lent = lender.complete(problem, configs, neighbours, cover, ranked)
+                if lent:
+                    configs += lent
+                    note += f", and {len(lent)} lent by the tuned shapes ({lender.cost_note}; cover)"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

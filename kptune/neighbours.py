@@ -63,16 +63,22 @@ class Lender:
     cost: Ranker | None = None  # the cost model shipped with the dataset, if any
     cost_note: str = "no cost model"  # which cost model lends, or why none does
 
-    def complete(self, problem: Conv2dProblem, chosen: Sequence[Config], neighbours: int = NEIGHBOURS,
-                 cover: int = COVER) -> list[Config]:  # fmt: skip
-        """Configs to measure beside `chosen`: `neighbours` not among them from the nearest tuned shapes
-        (the cost model's first picks of their configs, or without one the nearest shape's fastest), then
-        `cover` more that best complete the lot over the nearest tuned shapes."""
-        probe = ds.DatasetProblem(problem.key(), "", (), 0, 0, ())
-        keys = [c.key() for c in chosen]
+    def rank_neighbours(self, problem: Conv2dProblem, count: int) -> list[str]:
+        """The nearest tuned shapes' first `count` configs for `problem`: the cost model's ranking of
+        theirs, or without one the nearest shape's fastest."""
         ranker = self.cost if self.cost is not None else self.nearest
-        lent = [key for key in (ranker(probe, neighbours + len(keys)) if neighbours > 0 else [])
-                if key not in keys][:neighbours]  # fmt: skip
+        return ranker(ds.DatasetProblem(problem.key(), "", (), 0, 0, ()), count)
+
+    def complete(self, problem: Conv2dProblem, chosen: Sequence[Config], neighbours: int = NEIGHBOURS,
+                 cover: int = COVER, ranked: Sequence[str] | None = None) -> list[Config]:  # fmt: skip
+        """Configs to measure beside `chosen`: `neighbours` not among them from the nearest tuned shapes
+        (`rank_neighbours`; `ranked`: its answer computed beforehand, at least `neighbours` +
+        len(chosen) long), then `cover` more that best complete the lot over the nearest tuned shapes."""
+        keys = [c.key() for c in chosen]
+        if ranked is None:
+            ranked = self.rank_neighbours(problem, neighbours + len(keys)) if neighbours > 0 else []
+        lent = [key for key in ranked if key not in keys][:neighbours]
+        probe = ds.DatasetProblem(problem.key(), "", (), 0, 0, ())
         lent += self.cover(probe, keys + lent, cover) if cover > 0 else []
         return [Config.parse(key) for key in lent]
 
