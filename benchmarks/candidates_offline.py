@@ -9,10 +9,10 @@ candidates), these candidate sets: the model's hedged constrained beam, top 5 an
 tuned shape's top 5 (`evaluation.nearest_shape` over train + validation); the model's top k plus
 the nearest tuned shape's fastest m not already among them (`kptune.neighbours`: 5 + 2, and 4 + 1,
 3 + 2 at the same budget of 5; 7 + 3 and 10 + 5: what more measured configs buy); and those plus c
-configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: autotune's default 5 + 2 + 8,
-and other c; the cover alone, for comparison); and sets with the cost model's first t
-(`kptune.predict.costmodel`, fit on the lent problems) in place of the model's or the nearest
-shape's.
+configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: 5 + 2 + 8, autotune's default
+where no cost model is shipped, and other c; the cover alone, for comparison); and sets with the
+cost model's first t (`kptune.predict.costmodel`, fit on the lent problems) in place of the model's
+or the nearest shape's ("model 5 + cost 2 + cover 8": autotune's default with the shipped cost model).
 On the test split (the shipped model and dataset); with --split validation on the validation problems
 with train alone lent (how c and the cover's shapes were chosen, never on test); or with --cv N by
 network folds of train + validation as `model_cv.py` (a model trained per fold, fixed --epochs,
