@@ -39,6 +39,8 @@ def kptune(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
         ["tune"],
         ["frobnicate"],
         ["db", "show", "--db", "/nonexistent/perf.db"],
+        ["dataset", "costmodel", "/nonexistent/dataset-x.db.gz"],
+        ["dataset", "costmodel", "README.md"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
