@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from kptune.predict.beam import (
     prepare,
 )
 from kptune.predict.models import ModelConfig
+from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import encode_source
 from kptune.predict.training import dataset_hash, plot_curve, summary, train
 from kptune.problem import Conv2dProblem
@@ -111,29 +109,6 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {target.key}")
     return found, pred
-
-
-_ONE_THREAD = threading.RLock()  # held while PyTorch's pool is at one thread for a prediction
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """PyTorch's intra-op pool at one thread for the duration: one shape's beam search is a chain of small
-    ops, which a pool only slows, and badly where other processes keep the cores busy (inside
-    `benchmarks/compare_gpus.py` on a 4x H200 host, four tuners with busy measuring workers, a
-    prediction took 0.7-2.9 s with PyTorch's default pool against ~5 ms alone; on 2 cores with 2 busy
-    processes: p50 13.5 ms with 2 threads, 3.3 ms with one). The caller's setting is restored. The
-    setting is process-wide, so predictions in several threads take turns (one lock): none restores
-    another's setting halfway through its search."""
-    import torch
-
-    with _ONE_THREAD:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
 
 def load_predictor(model_path: Path | None = None, kernel: str = "conv2d_fwd") -> checkpoint.Predictor:

@@ -32,6 +32,7 @@ from torch import nn
 
 from kptune.dataset import Dataset, DatasetProblem, content_hash
 from kptune.predict.models import ModelConfig, build_model
+from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
 from kptune.problem import problem_from_key
 from kptune.space import Config
@@ -93,7 +94,14 @@ def _loss(model: nn.Module, batch: tuple[torch.Tensor, ...], mask: torch.Tensor)
 def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s: None,
           on_epoch: Callable[[int, nn.Module, TargetVocab], None] | None = None) -> TrainResult:  # fmt: skip
     """Train `cfg` on `data`'s train split; `on_epoch(epoch, model, vocab)` sees the model (in eval
-    mode) after each epoch, e.g. to score it at several epoch counts in one run."""
+    mode) after each epoch, e.g. to score it at several epoch counts in one run. On one PyTorch thread
+    (`threads.one_torch_thread`): the same weights on any machine."""
+    with one_torch_thread():
+        return _train(data, cfg, log, on_epoch)
+
+
+def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
+           on_epoch: Callable[[int, nn.Module, TargetVocab], None] | None) -> TrainResult:  # fmt: skip
     t0 = time.perf_counter()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
