@@ -12,7 +12,8 @@ each re-checked against this device's limits, so every one is valid here:
 - **cover**: configs that best complete the candidates chosen so far over the `COVER_SHAPES`
   nearest tuned shapes (`cover_ranker`): greedily, the config that most raises the geomean over
   those shapes of t_best / (fastest chosen config's time), as a portfolio of algorithms is
-  chosen. A config outside a shape's stored fastest 32 counts there as half the 32nd's ratio.
+  chosen. A config outside a shape's stored fastest counts there as half the slowest stored one's
+  ratio.
 
 The rankers miss in different places: scored offline, the model's top 5 plus the nearest shape's
 top 2 beat the model's top 7, a cover of the rest beats more of either, and the cost model's 2 beat
@@ -100,7 +101,6 @@ class TunedShapes:
             self.rows.append((np.array([ids.setdefault(c, len(ids)) for c, _ in p.times]),
                               np.array([best / t for _, t in p.times]), UNSTORED * best / p.times[-1][1]))  # fmt: skip
         self.keys = list(ids)
-        self.ids = ids
         self.values = [Config.parse(key).values() for key in self.keys]
 
     def nearest(self, problem: Conv2dProblem, count: int, leave_out: int | None = None) -> np.ndarray:
