@@ -216,13 +216,19 @@ def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lend
         data = ds.load(Path(path))
     except ds.DatasetError:
         return None
-    lent = [p for p in data.problems if p.split in SPLITS_LENT and p.times]
+    lent = lent_problems(data)
     if not lent:
         return None
     space = get_family(family_name).space
     tuned = TunedShapes(lent)
     cost, note = _cost_model(Path(path), tuned, space, device, ds.content_hash(lent))
     return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note)
+
+
+def lent_problems(data: ds.Dataset) -> list[ds.DatasetProblem]:
+    """The problems a dataset lends (train and validation, with times): what the lender reads and the
+    cost model beside it is fit on (its hash must match them)."""
+    return [p for p in data.problems if p.split in SPLITS_LENT and p.times]
 
 
 def cost_model_path(dataset: Path) -> Path:

@@ -20,6 +20,7 @@ autotune needs no scikit-learn. Autotune measures its first picks beside the seq
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ NEAR = 100
 POOL = 400
 FORMAT = "kptune-costmodel"
 FORMAT_VERSION = 1
+_SCALARS = ("baseline", "depth")  # Trees' fields kept in the header, not as arrays
 
 
 class CostModelError(KptuneError):
@@ -50,10 +52,11 @@ class CostModelError(KptuneError):
 
 @dataclasses.dataclass(frozen=True)
 class Trees:
-    """A fitted ensemble of regression trees as flat arrays: node i of every tree in one numbering, a leaf
-    holding its value, an inner node sending a row left when its feature is <= the threshold.
-    Prediction: the baseline plus one leaf value per tree. (`missing_left` is kept from the fit; the
-    features are never missing, so the walk refuses NaN rather than follow it.)"""
+    """A fitted ensemble of regression trees as flat arrays: node i of every tree in one numbering. An
+    inner node sends a row right when its feature is > the threshold, else left; a leaf holds its
+    value and steps to itself (its threshold +inf), so a walk of `depth` steps ends on every tree's
+    leaf. Prediction: the baseline plus one leaf value per tree. The features are never missing, so
+    the walk refuses NaN rather than guess where the fit would have sent it."""
 
     feature: np.ndarray  # int32, per node
     threshold: np.ndarray  # float64
@@ -61,7 +64,6 @@ class Trees:
     right: np.ndarray  # int32
     value: np.ndarray  # float64
     leaf: np.ndarray  # bool
-    missing_left: np.ndarray  # bool
     roots: np.ndarray  # int32, per tree
     baseline: float
     depth: int  # the deepest leaf's depth: the walk's step count
@@ -76,38 +78,41 @@ class Trees:
             raise CostModelError("categorical splits are not supported")
         shift = np.repeat(offsets, [len(n) for n in nodes])
         leaf = cat["is_leaf"].astype(bool)
-        return cls(feature=cat["feature_idx"].astype(np.int32), threshold=cat["num_threshold"].astype(np.float64),
-                   left=np.where(leaf, 0, cat["left"].astype(np.int64) + shift).astype(np.int32),
-                   right=np.where(leaf, 0, cat["right"].astype(np.int64) + shift).astype(np.int32),
-                   value=cat["value"].astype(np.float64), leaf=leaf,
-                   missing_left=cat["missing_go_to_left"].astype(bool), roots=offsets.astype(np.int32),
+        here = np.arange(len(cat))
+        return cls(feature=cat["feature_idx"].astype(np.int32),
+                   threshold=np.where(leaf, np.inf, cat["num_threshold"]).astype(np.float64),
+                   left=np.where(leaf, here, cat["left"].astype(np.int64) + shift).astype(np.int32),
+                   right=np.where(leaf, here, cat["right"].astype(np.int64) + shift).astype(np.int32),
+                   value=cat["value"].astype(np.float64), leaf=leaf, roots=offsets.astype(np.int32),
                    baseline=float(np.ravel(model._baseline_prediction)[0]), depth=int(cat["depth"].max()))  # fmt: skip
+
+    @functools.cached_property
+    def _children(self) -> np.ndarray:
+        """[node, go right] -> the next node: one gather a step."""
+        return np.stack([self.left, self.right], axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction for each row of `x`: all trees walked at once, one level a step."""
         if not len(x):
             return np.zeros(0)
-        here = np.arange(len(self.leaf))
-        children = np.stack([np.where(self.leaf, here, self.left), np.where(self.leaf, here, self.right)], axis=1)
-        threshold = np.where(self.leaf, np.inf, self.threshold)  # a leaf steps to itself
         if np.isnan(x).any():
             raise CostModelError("a feature row holds NaN: the cost model's features are never missing")
         flat = x.ravel()
         base = (np.arange(len(x)) * x.shape[1])[:, None]
         node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
         for step in range(self.depth):
-            go_right = flat[base + self.feature[node]] > threshold[node]
-            node = children[node, go_right.astype(np.intp)]
+            go_right = flat[base + self.feature[node]] > self.threshold[node]
+            node = self._children[node, go_right.astype(np.intp)]
             if step % 4 == 3 and self.leaf[node].all():
                 break
         return self.baseline + self.value[node].sum(axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("baseline", "depth")}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _SCALARS}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], baseline: float, depth: int) -> Trees:
-        names = {f.name for f in dataclasses.fields(cls)} - {"baseline", "depth"}
+        names = {f.name for f in dataclasses.fields(cls)} - set(_SCALARS)
         if set(arrays) != names:
             raise CostModelError(f"tree arrays {sorted(arrays)}, expected {sorted(names)}")
         n = len(arrays["feature"])
@@ -234,11 +239,11 @@ def read_meta(path: Path) -> dict[str, Any]:
 def fit_for_dataset(data: ds.Dataset, out: Path, seed: int = 0) -> CostModel:
     """Fit a cost model on a dataset's lent splits (train and validation) and save it to `out`."""
     from kptune.kernel import get_family
-    from kptune.neighbours import SPLITS_LENT
+    from kptune.neighbours import lent_problems
 
     family = get_family(data.meta["family"])
     device = DeviceInfo(**data.meta["device_limits"])
-    lent = [p for p in data.problems if p.split in SPLITS_LENT and p.times]
+    lent = lent_problems(data)
     model = CostModel(lent, family.space, device, seed=seed)
     model.save(out, {"device": data.meta["device"], "family": family.name, "source_hash": family.source_hash,
                      "dataset_hash": ds.content_hash(lent), "seed": seed})  # fmt: skip
