@@ -22,7 +22,7 @@ from kptune.predict.beam import (
 from kptune.predict.models import ModelConfig
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import encode_source
-from kptune.predict.training import dataset_hash, plot_curve, summary, train
+from kptune.predict.training import plot_curve, summary, train
 from kptune.problem import Conv2dProblem
 
 #: The checkpoint shipped with the package, for the GPU the dataset came from.
@@ -42,7 +42,7 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
     plot_curve(result.history, curve, f"{cfg.arch}, {len(data.split('train'))} train problems")
     meta = {"family": data.meta["family"], "source_hash": data.meta["source_hash"], "device": data.meta["device"],
             "device_limits": data.meta["device_limits"], "dataset": str(dataset_path),
-            "dataset_hash": dataset_hash(data), "training": info}  # fmt: skip
+            "dataset_hash": ds.content_hash(data.problems), "training": info}  # fmt: skip
     checkpoint.save(out, result.model, cfg, result.vocab, meta)
     return {**info, "checkpoint": str(out), "curve": str(curve)}
 

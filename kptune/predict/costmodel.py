@@ -63,7 +63,6 @@ class Trees:
     left: np.ndarray  # int32, global node index
     right: np.ndarray  # int32
     value: np.ndarray  # float64
-    leaf: np.ndarray  # bool
     roots: np.ndarray  # int32, per tree
     baseline: float
     depth: int  # the deepest leaf's depth: the walk's step count
@@ -83,13 +82,17 @@ class Trees:
                    threshold=np.where(leaf, np.inf, cat["num_threshold"]).astype(np.float64),
                    left=np.where(leaf, here, cat["left"].astype(np.int64) + shift).astype(np.int32),
                    right=np.where(leaf, here, cat["right"].astype(np.int64) + shift).astype(np.int32),
-                   value=cat["value"].astype(np.float64), leaf=leaf, roots=offsets.astype(np.int32),
+                   value=cat["value"].astype(np.float64), roots=offsets.astype(np.int32),
                    baseline=float(np.ravel(model._baseline_prediction)[0]), depth=int(cat["depth"].max()))  # fmt: skip
 
     @functools.cached_property
     def _children(self) -> np.ndarray:
         """[node, go right] -> the next node: one gather a step."""
         return np.stack([self.left, self.right], axis=1)
+
+    @functools.cached_property
+    def _leaf(self) -> np.ndarray:
+        return self.left == np.arange(len(self.left))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction for each row of `x`: all trees walked at once, one level a step."""
@@ -103,7 +106,7 @@ class Trees:
         for step in range(self.depth):
             go_right = flat[base + self.feature[node]] > self.threshold[node]
             node = self._children[node, go_right.astype(np.intp)]
-            if step % 4 == 3 and self.leaf[node].all():
+            if step % 4 == 3 and self._leaf[node].all():
                 break
         return self.baseline + self.value[node].sum(axis=1)
 

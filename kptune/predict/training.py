@@ -5,7 +5,7 @@ Targets of a problem: its configs within `targets_within` of its best time (at m
 near-optimal configs exist, not only the single winner (a 1 % timing tie is noise). Early stopping
 keeps the epoch whose constrained beam, hedged as `predict()` runs it, ranks the validation problems
 best: the geometric mean of the top-1 and best-of-VALIDATION_K performance ratios
-(`evaluation.scores`; a config outside a problem's recorded top 32 counts as its 32nd time), the
+(`evaluation.scores`; a config outside a problem's stored fastest counts as its slowest stored), the
 metric autotune lives by. The validation loss (cross-
 entropy on the winners) is recorded beside it but no longer decides: on the sixth installment it was
 lowest after the first epoch and rose while the ratios improved (a sharper model is more confidently
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kptune.dataset import Dataset, DatasetProblem, content_hash
+from kptune.dataset import Dataset, DatasetProblem
 from kptune.predict.models import ModelConfig, build_model
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
@@ -53,10 +53,6 @@ class TrainResult:
     best_epoch: int
     validation: str  # "validation split" or "held-out train"
     seconds: float
-
-
-def dataset_hash(data: Dataset) -> str:
-    return content_hash(data.problems)
 
 
 def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
