@@ -776,13 +776,14 @@ def one_line(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for every usage or input error."""
+    interrupted = "kptune: interrupted; everything measured so far is in the perf db"
     try:
         result = app(args=argv, standalone_mode=False, prog_name="kptune")
     except KptuneError as exc:
         err.print(f"kptune: error: {one_line(str(exc))}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        err.print("kptune: interrupted; everything measured so far is in the perf db", markup=False)
+        err.print(interrupted, markup=False)
         return 130
     except _usage_error_types() as exc:
         code = getattr(exc, "exit_code", None)
@@ -794,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"kptune: error: {one_line(message)}", highlight=False, markup=False, soft_wrap=True)
             return 2
         return int(code) if isinstance(code, int) else 1
+    if result == 130:  # typer turns Ctrl-C into exit code 130 without a word
+        err.print(interrupted, markup=False)
     return int(result) if isinstance(result, int) else 0
 
 

@@ -6,10 +6,15 @@ module is never re-imported. Messages are pickled tuples over a socket:
 ("problem", problem, inputs, reference) -> ("prepared",);
 ("measure", config, best_ms) -> ("result", Measurement);
 ("compile", [defines, ...]) -> ("compiled", [error or None, ...]); ("stop",).
+
+It ignores SIGINT: a Ctrl-C in the terminal reaches the whole process group, and the driver
+alone decides what happens then (it stores what was measured and stops or kills its workers), so
+the worker neither dies mid-message nor prints a traceback of its own.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from multiprocessing.connection import Connection
 
@@ -59,4 +64,5 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(Connection(int(sys.argv[1])))

@@ -51,3 +51,19 @@ def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: 
         rows = c.execute("SELECT config_id FROM measurements").fetchall()
     assert len(rows) == len({r[0] for r in rows}) == BUDGET  # nothing measured twice
     assert measured_before <= {r[0] for r in rows}
+
+
+def test_ctrl_c_stops_tuning_with_one_line_and_keeps_what_was_measured(cpu_device: DeviceInfo, db_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the driver and its measuring worker (one process group): the
+    driver says so in one line and exits 130; the worker prints no traceback of its own."""
+    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", str(BUDGET),
+            "--device", cpu_device.spec, "--db", str(db_path), "--jobs", "0", "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _count(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "interrupted" in stderr.strip().splitlines()[-1]
+    assert 3 <= _count(db_path) < BUDGET
