@@ -9,10 +9,11 @@ candidates), these candidate sets: the model's hedged constrained beam, top 5 an
 tuned shape's top 5 (`evaluation.nearest_shape` over train + validation); the model's top k plus
 the nearest tuned shape's fastest m not already among them (`kptune.neighbours`: 5 + 2, and 4 + 1,
 3 + 2 at the same budget of 5; 7 + 3 and 10 + 5: what more measured configs buy); and those plus c
-configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: 5 + 2 + 8, autotune's default
-where no cost model is shipped, and other c; the cover alone, for comparison); and sets with the
-cost model's first t (`kptune.predict.costmodel`, fit on the lent problems) in place of the model's
-or the nearest shape's ("model 5 + cost 2 + cover 8": autotune's default with the shipped cost model).
+configs that cover the nearest tuned shapes (`neighbours.cover_ranker`: 5 + 2 + 8 and other c; the
+cover alone, for comparison); and sets with the cost model's first t (`kptune.predict.costmodel`,
+fit on the lent problems) in place of the model's or the nearest shape's, up to 40 measured ("model
+5 + cost 20": autotune's default, 25 measured, where a cost model is shipped; "model 5 + nearest 20"
+where none is).
 On the test split (the shipped model and dataset); with --split validation on the validation problems
 with train alone lent (how c and the cover's shapes were chosen, never on test); or with --cv N by
 network folds of train + validation as `model_cv.py` (a model trained per fold, fixed --epochs,
@@ -40,7 +41,13 @@ SETS = (("model 5", 5, 0, 0, 0), ("model 7", 7, 0, 0, 0), ("nearest 5", 0, 0, 5,
         ("model 5 + nearest 2 + cover 13", 5, 0, 2, 13), ("model 5 + nearest 2 + cover 23", 5, 0, 2, 23),
         ("model 5 + cover 10", 5, 0, 0, 10), ("cost 5 + nearest 2 + cover 8", 0, 5, 2, 8),
         ("model 5 + cost 2 + cover 8", 5, 2, 0, 8), ("model 3 + cost 4 + cover 8", 3, 4, 0, 8),
-        ("model 5 + cost 5 + cover 5", 5, 5, 0, 5))  # fmt: skip
+        ("model 5 + cost 5 + cover 5", 5, 5, 0, 5), ("model 5 + cost 5 + cover 10", 5, 5, 0, 10),
+        ("model 5 + cost 5 + cover 15", 5, 5, 0, 15), ("model 5 + cost 2 + cover 23", 5, 2, 0, 23),
+        ("model 5 + cost 5 + cover 20", 5, 5, 0, 20), ("model 5 + cost 10 + cover 15", 5, 10, 0, 15),
+        ("model 8 + cost 7 + cover 15", 8, 7, 0, 15), ("model 5 + cost 15 + cover 20", 5, 15, 0, 20),
+        ("cost 25", 0, 25, 0, 0), ("model 5 + cost 20", 5, 20, 0, 0), ("model 5 + cost 25", 5, 25, 0, 0),
+        ("model 5 + cost 15 + cover 10", 5, 15, 0, 10), ("model 5 + cost 10", 5, 10, 0, 0),
+        ("model 5 + nearest 20", 5, 0, 20, 0))  # fmt: skip
 
 
 def candidate_sets(model: Callable[[Any, int], list[str]], cost: Callable[[Any, int], list[str]] | None,

@@ -214,7 +214,8 @@ def autotune(
                 lent = lender.complete(problem, configs, neighbours, cover, ranked)
                 if lent:
                     configs += lent
-                    note += f", and {len(lent)} lent by the tuned shapes ({lender.cost_note}; cover)"
+                    how = lender.cost_note + ("; cover" if cover else "")
+                    note += f", and {len(lent)} lent by the tuned shapes ({how})"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

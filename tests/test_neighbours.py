@@ -15,7 +15,7 @@ from kptune.space import Config
 
 FAMILY = get_family("conv2d_fwd")
 GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
-SHIPPED = Path(__file__).resolve().parents[1] / "kptune" / "data" / "dataset-h200.db.gz"
+DATA = Path(__file__).resolve().parents[1] / "kptune" / "data"
 A = Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=64,r=3,s=3,pad=1")
 B = Conv2dProblem.parse("n=8,c=64,h=14,w=14,k=128,r=3,s=3,pad=1")
 
@@ -54,13 +54,16 @@ def test_the_cover_lends_only_configs_valid_for_the_problem() -> None:
     assert got and set(got) <= set(fits)  # the fast wide ones are skipped, never lent
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped dataset")
-def test_the_shipped_dataset_lends_valid_distinct_configs_for_unseen_shapes() -> None:
-    data = ds.read_meta(SHIPPED)
+@pytest.mark.parametrize("name", ["dataset-h200.db.gz", "dataset-pocl-cpu.db.gz"])
+def test_each_shipped_dataset_lends_valid_distinct_configs_for_unseen_shapes(name: str) -> None:
+    shipped = DATA / name
+    if not shipped.is_file():
+        pytest.skip(f"no shipped {name}")
+    data = ds.read_meta(shipped)
     device = DeviceInfo(**data["device_limits"])
-    lender = lender_for(device, FAMILY, (SHIPPED,))
+    lender = lender_for(device, FAMILY, (shipped,))
     assert lender is not None
-    assert lender.cost is not None, lender.cost_note  # the shipped cost model was fit on the shipped dataset
+    assert lender.cost is not None, lender.cost_note  # the cost model beside it was fit on it
     for shape in ("n=3,c=40,h=50,w=30,k=24,r=3,s=3,pad=1", "n=64,c=512,h=7,w=7,k=2048,r=1,s=1",
                   "n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2,dtype=fp16"):  # fmt: skip
         problem = Conv2dProblem.parse(shape)

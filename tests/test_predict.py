@@ -254,6 +254,7 @@ def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems
 
     from kptune import dataset as ds
     from kptune.predict import api, training
+    from kptune.predict.beam import hedged_position
     from kptune.predict.evaluation import model_ranker, scores
 
     shipped = ds.load(api.DEFAULT_MODEL.parent / "dataset-h200.db.gz")
@@ -263,7 +264,9 @@ def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems
     ratios: list[float] = []
 
     def score(epoch: int, model: torch.nn.Module, vocab: TargetVocab) -> None:  # the metric, computed apart
-        got = scores(val, model_ranker(model, vocab, FAMILY.space, DeviceInfo(**shipped.meta["device_limits"])), 5)
+        device = DeviceInfo(**shipped.meta["device_limits"])  # the hedged beam, as predict() runs it
+        hedge = hedged_position(FAMILY.name, vocab)
+        got = scores(val, model_ranker(model, vocab, FAMILY.space, device, spread=hedge), 5)
         ratios.append((got["ratio_top1_geomean"] * got["ratio_top5_geomean"]) ** 0.5)
 
     monkeypatch.setattr(training, "MIN_VALIDATION", 3)
