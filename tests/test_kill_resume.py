@@ -27,13 +27,23 @@ def _count(db: Path) -> int:
         return 0
 
 
-def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: Path) -> None:
-    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", str(BUDGET),
-            "--device", cpu_device.spec, "--db", str(db_path), "--jobs", "0", "--json"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def _tune_args(device: DeviceInfo, db: Path) -> list[str]:
+    return [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", str(BUDGET),
+            "--device", device.spec, "--db", str(db), "--jobs", "0", "--json"]  # fmt: skip
+
+
+def _start_tuning(args: list[str], db: Path) -> subprocess.Popen[str]:
+    """The tuning process in a process group of its own, once `db` holds 3 measurements (or it ended)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 300
-    while _count(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while _count(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    return proc
+
+
+def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: Path) -> None:
+    args = _tune_args(cpu_device, db_path)
+    proc = _start_tuning(args, db_path)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its measuring worker, mid-run
     proc.wait()
     before = _count(db_path)
@@ -56,12 +66,7 @@ def test_killed_tune_loses_nothing_and_resumes(cpu_device: DeviceInfo, db_path: 
 def test_ctrl_c_stops_tuning_with_one_line_and_keeps_what_was_measured(cpu_device: DeviceInfo, db_path: Path) -> None:
     """Ctrl-C in a terminal reaches the driver and its measuring worker (one process group): the
     driver says so in one line and exits 130; the worker prints no traceback of its own."""
-    args = [sys.executable, "-m", "kptune", "tune", "--shape", SHAPE, "--strategy", "random", "--budget", str(BUDGET),
-            "--device", cpu_device.spec, "--db", str(db_path), "--jobs", "0", "--json"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while _count(db_path) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    proc = _start_tuning(_tune_args(cpu_device, db_path), db_path)
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
