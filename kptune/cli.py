@@ -509,7 +509,8 @@ def retrain_cmd(
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Nightly: train on everything in the db, promote the new model only if it is not worse (exit 0), else 10."""
+    """Nightly: train on everything in the db (and fit the cost model on it), promote the new version only if
+    autotune's candidates from it are not worse (exit 0), else 10."""
     from kptune.predict.models import ModelConfig
     from kptune.registry import Registry
     from kptune.retrain import retrain
@@ -543,11 +544,14 @@ def models_list(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json({"root": str(reg.root), "versions": versions})
         return
-    table = Table("", "version", "device", "family", "dataset", "ratio top-5", "created", title=str(reg.root))
+    table = Table("", "version", "device", "family", "dataset", "lends", "ratio top-5", "ratio autotune", "created",
+                  title=str(reg.root))  # fmt: skip
     for v in versions:
         mark = "*" if current.get((v["device"], v["family"])) == v["version"] else ""
         table.add_row(mark, str(v["version"]), v["device"], v["family"], str(v.get("dataset_hash")),
-                      _num(v["metrics"].get("ratio_top5_geomean"), ".3f"), v["created"])  # fmt: skip
+                      "its dataset" if v.get("lent_dataset") else "shipped",
+                      _num(v["metrics"].get("ratio_top5_geomean"), ".3f"),
+                      _num(v["metrics"].get("autotune_ratio_geomean"), ".3f"), v["created"])  # fmt: skip
     out.print(table)
 
 

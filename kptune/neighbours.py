@@ -1,8 +1,9 @@
 """Candidates from the tuned shapes that autotune measures beside the model's.
 
 MIOpen ships a system perf db of tuned problems beside its heuristics; kptune ships, per device, the
-dataset its model learned from (`kptune/data/dataset-*.db.gz`). Two kinds of candidates come from it,
-each re-checked against this device's limits, so every one is valid here:
+dataset its model learned from (`kptune/data/dataset-*.db.gz`); once `kptune retrain` has promoted a
+version, the dataset that version learned from (`lent_dataset`). Two kinds of candidates come from
+it, each re-checked against this device's limits, so every one is valid here:
 
 - **neighbours**: the first picks of the cost model fit on the dataset and shipped beside it
   (`kptune.predict.costmodel`: a gradient-boosted ranking of the configs stored for the nearest
@@ -38,6 +39,7 @@ from kptune import dataset as ds
 from kptune.device import DeviceInfo, newest_made_for
 from kptune.kernel import KernelFamily
 from kptune.problem import Conv2dProblem, problem_from_key
+from kptune.registry import Registry
 from kptune.space import Config, SearchSpace, completer
 
 if TYPE_CHECKING:
@@ -168,9 +170,9 @@ def cover_ranker(lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchS
 
 def lender_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...] | None = None) -> Lender | None:
     """The tuned shapes of the dataset made for this device and kernel source (for a CPU device with
-    none of its own, one made for another CPU of the same backend); None where no such dataset is
-    shipped. Loaded once per process and file version."""
-    path = dataset_for(device, family, places or default_dataset_places())
+    none of its own, one made for another CPU of the same backend) among `places`, by default
+    `lent_dataset`; None where there is no such dataset. Loaded once per process and file version."""
+    path = dataset_for(device, family, places) if places is not None else lent_dataset(device, family)
     if path is None:
         return None
     return _lender(str(path), path.stat().st_mtime_ns, family.name, device)
@@ -186,6 +188,22 @@ def neighbour_configs(problem: Conv2dProblem, device: DeviceInfo, family: Kernel
 
 def default_dataset_places() -> tuple[Path, ...]:
     return (Path(__file__).resolve().parent / "data",)
+
+
+def lent_dataset(device: DeviceInfo, family: KernelFamily, registry: Registry | None = None,
+                 shipped: tuple[Path, ...] | None = None) -> Path | None:  # fmt: skip
+    """The dataset autotune lends from: the one kept by the model registry's current version for this
+    device and kernel source (`kptune retrain` keeps the dataset it trained on, and the cost model fit
+    on it), as `autotune.model_for` takes that version's checkpoint; else the one among `shipped`
+    (default: `default_dataset_places`)."""
+    registry = registry or Registry()
+    current = registry.current(device.key, family.name)
+    kept = registry.lent_dataset(current[0]) if current is not None else None
+    if kept is not None and kept.is_file():
+        found = dataset_for(device, family, (kept,))
+        if found is not None:
+            return found
+    return dataset_for(device, family, shipped if shipped is not None else default_dataset_places())
 
 
 def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...]) -> Path | None:

@@ -4,6 +4,11 @@ A directory (default: the user data dir's `models/`, or $KPTUNE_MODELS) holding 
 and `registry.json`: every version with its device, kernel source, dataset hash, metrics and
 dates, and which version is current for each (device, family). `kptune models list | promote |
 rollback`; `kptune retrain` adds versions and promotes them through its gate.
+
+A version made by `kptune retrain` also keeps the dataset it was trained on and the cost model fit
+on that dataset (`dataset-<name>.db.gz`, `costmodel-<name>.safetensors` beside it, as shipped):
+autotune lends the rest of its candidates from the current version's tuned shapes
+(`kptune.neighbours`), so what is promoted or rolled back is the whole candidate set it measures.
 """
 
 from __future__ import annotations
@@ -59,15 +64,24 @@ class Registry:
     def versions(self) -> list[dict[str, Any]]:
         return list(self._read()["versions"])
 
-    def add(self, checkpoint: Path, meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-        """Copy a checkpoint in as the next version (not current yet)."""
+    def add(self, checkpoint: Path, meta: dict[str, Any], metrics: dict[str, Any], dataset: Path | None = None,
+            cost_model: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """Copy a checkpoint in as the next version (not current yet), with the dataset whose tuned shapes
+        lend autotune's other candidates and the cost model fit on it, if given."""
         data = self._read()
         number = 1 + max((v["version"] for v in data["versions"]), default=0)
-        name = f"{_slug(meta['device'])}-{meta['family']}-v{number}.safetensors"
+        stem = f"{_slug(meta['device'])}-{meta['family']}-v{number}"
         self.root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(checkpoint, self.root / name)
-        entry = {"version": number, "file": name, "device": meta["device"], "family": meta["family"],
-                 "source_hash": meta["source_hash"], "dataset_hash": meta.get("dataset_hash"), "metrics": metrics,
+        shutil.copyfile(checkpoint, self.root / f"{stem}.safetensors")
+        lent = None
+        if dataset is not None:  # named as shipped: the cost model lies where `neighbours.cost_model_path` looks
+            lent = f"dataset-{stem}.db.gz"
+            shutil.copyfile(dataset, self.root / lent)
+            if cost_model is not None:
+                shutil.copyfile(cost_model, self.root / f"costmodel-{stem}.safetensors")
+        entry = {"version": number, "file": f"{stem}.safetensors", "device": meta["device"], "family": meta["family"],
+                 "source_hash": meta["source_hash"], "dataset_hash": meta.get("dataset_hash"), "lent_dataset": lent,
+                 "metrics": metrics,
                  "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
         data["versions"].append(entry)
         self._write(data)
@@ -109,3 +123,8 @@ class Registry:
             return None
         entry = self._entry(data, version)
         return entry, self.root / entry["file"]
+
+    def lent_dataset(self, entry: dict[str, Any]) -> Path | None:
+        """The dataset a version keeps for autotune to lend from (None for a version without one)."""
+        name = entry.get("lent_dataset")
+        return self.root / name if name else None

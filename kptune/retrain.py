@@ -2,9 +2,15 @@
 
 1. Cut the dataset from the db (`kptune.dataset.build`: every exhaustively tuned problem,
    model-sourced and audit measurements included, with the corpus's fixed split).
-2. Train a candidate checkpoint.
-3. Score the candidate and the current model on the same, fixed test split of that data
-   (constrained beam, top-5 performance ratio geomean, then top-1 as the tie-break).
+2. Train a candidate checkpoint, and fit a cost model on the cut's train and validation problems
+   (`kptune.predict.costmodel`). Autotune measures the model's top 5 and the configs the tuned
+   shapes lend (`kptune.neighbours`: the cost model's first picks), so a version is all three: the
+   checkpoint, the cut it lends from, and the cost model fit on that cut.
+3. Score the candidate and what autotune serves now on the same, fixed test split of the cut:
+   first the geomean ratio of the best of autotune's default candidates (the model's 5,
+   `NEIGHBOURS` lent, `COVER`), then the constrained beam's top-5 and top-1 ratio as tie-breaks.
+   What autotune serves now: the registry's current version for the device, else (no version
+   yet) the shipped checkpoint and dataset, so a first nightly run cannot replace them with worse.
 4. Add the candidate to the registry; promote it only if it is not worse; else keep the
    current one and say why.
 
@@ -21,14 +27,47 @@ from typing import Any
 
 from kptune import dataset as ds
 from kptune.corpus import CorpusEntry
+from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
+from kptune.kernel import KernelFamily, get_family
+from kptune.neighbours import COVER, NEIGHBOURS, dataset_for, default_dataset_places, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
 from kptune.predict.models import ModelConfig
 from kptune.registry import Registry
 
 EXIT_PROMOTED, EXIT_KEPT = 0, 10
-GATE = ("ratio_top5_geomean", "ratio_top1_geomean")
+#: the model's candidates autotune measures by default (its -k)
+MODEL_K = 5
+AUTOTUNE = "autotune_ratio_geomean"
+GATE = (AUTOTUNE, "ratio_top5_geomean", "ratio_top1_geomean")
 METHOD = "seq2seq constrained beam"
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """What autotune serves a device with: a checkpoint, and the dataset whose tuned shapes lend the rest
+    of its candidates (the cost model fit on it beside it), if any."""
+
+    label: str  # "v3", or "the shipped model-h200.safetensors"
+    model: Path
+    lent: Path | None
+    version: int | None = None
+
+
+def served_now(registry: Registry, device: DeviceInfo, family: KernelFamily,
+               shipped: tuple[Path, ...] | None = None) -> Served | None:  # fmt: skip
+    """What autotune uses for `device` now: the registry's current version (`autotune.model_for`,
+    `neighbours.lent_dataset`), else the checkpoint and dataset among `shipped` (default: those shipped
+    with kptune) made for it; None if neither."""
+    from kptune.autotune import default_model_places, model_for
+
+    places = shipped if shipped is not None else (*default_model_places(), *default_dataset_places())
+    current = registry.current(device.key, family.name)
+    if current is not None and current[0]["source_hash"] == family.source_hash and current[1].is_file():
+        entry, path = current
+        return Served(f"v{entry['version']}", path, lent_dataset(device, family, registry, places), entry["version"])
+    model = model_for(device, family, list(places))
+    return Served(f"the shipped {model.name}", model, dataset_for(device, family, places)) if model else None
 
 
 @dataclasses.dataclass
@@ -40,6 +79,7 @@ class RetrainResult:
     candidate: dict[str, Any]
     current: dict[str, Any] | None
     data: dict[str, int]
+    current_label: str | None = None  # "v3", "the shipped model-h200.safetensors", or None: nothing served yet
 
     @property
     def exit_code(self) -> int:
@@ -49,8 +89,9 @@ class RetrainResult:
         return {**dataclasses.asdict(self), "exit_code": self.exit_code}
 
 
-def decide(candidate: dict[str, Any], current: dict[str, Any] | None) -> tuple[bool, str]:
-    """Promote when there is no current model, or the candidate is not worse on the gate metrics."""
+def decide(candidate: dict[str, Any], current: dict[str, Any] | None, label: str = "current") -> tuple[bool, str]:
+    """Promote when nothing is served yet, or the candidate is not worse on the gate metrics, in order
+    (`label`: what is served now, for the reason)."""
     if current is None:
         return True, "no current model for this device"
     for key in GATE:
@@ -58,21 +99,54 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None) -> tuple[b
         if c is None or o is None:
             continue
         if c > o + 1e-9:
-            return True, f"{key} {c:.4f} > current {o:.4f}"
+            return True, f"{key} {c:.4f} > {label} {o:.4f}"
         if c < o - 1e-9:
-            return False, f"{key} {c:.4f} < current {o:.4f}"
-    return True, "as good as the current model on " + " and ".join(GATE)
+            return False, f"{key} {c:.4f} < {label} {o:.4f}"
+    return True, f"as good as {label} on " + " and ".join(k for k in GATE if k in candidate)
+
+
+def score(served: Served, data_path: Path, device: DeviceInfo, family: KernelFamily) -> dict[str, Any]:
+    """`kptune eval`'s metrics of the served model's constrained beam on the dataset's test split, and
+    AUTOTUNE: the geomean ratio of the best of autotune's default candidates (the model's MODEL_K, then
+    NEIGHBOURS and COVER lent by `served.lent`), as autotune chooses them."""
+    from kptune.predict import checkpoint, evaluation
+    from kptune.predict.api import evaluate
+    from kptune.predict.beam import hedged_position
+    from kptune.problem import problem_from_key
+    from kptune.space import Config
+
+    metrics = evaluate(served.model, data_path, k=MODEL_K, dtype=None, baselines=False)["results"][METHOD]
+    pred = checkpoint.load(served.model, family.name)
+    model = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
+                                    hedged_position(family.name, pred.vocab))  # fmt: skip
+    lender = lender_for(device, family, (served.lent,)) if served.lent is not None else None
+
+    def candidates(problem: ds.DatasetProblem, count: int) -> list[str]:
+        keys = model(problem, MODEL_K)
+        if lender is None:
+            return keys
+        chosen = [Config.parse(key) for key in keys]
+        return keys + [c.key() for c in lender.complete(problem_from_key(problem.key), chosen, NEIGHBOURS, COVER)]  # type: ignore[arg-type]
+
+    size = MODEL_K + NEIGHBOURS + COVER
+    found = evaluation.scores(ds.load(data_path).split("test"), candidates, size)
+    return {**metrics, AUTOTUNE: found[f"ratio_top{size}_geomean"], "autotune_configs": size,
+            "lender": lender.cost_note if lender is not None else "nothing lent"}  # fmt: skip
 
 
 def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", registry: Registry | None = None,
             cfg: ModelConfig | None = None, log: Callable[[str], None] = lambda s: None,
-            corpus: Sequence[CorpusEntry] | None = None) -> RetrainResult:  # fmt: skip
-    """See the module docstring; `corpus` (default: the shipped one) decides each problem's split."""
-    from kptune.predict.api import evaluate, train_checkpoint
+            corpus: Sequence[CorpusEntry] | None = None,
+            shipped: tuple[Path, ...] | None = None) -> RetrainResult:  # fmt: skip
+    """See the module docstring; `corpus` (default: the shipped one) decides each problem's split;
+    `shipped`: where to find what autotune serves while the registry has no version for the device
+    (default: the checkpoints and datasets shipped with kptune; () for none)."""
+    from kptune.predict.api import train_checkpoint
     from kptune.predict.checkpoint import read_meta
 
     registry = registry or Registry()
     cfg = cfg or ModelConfig()
+    kernel = get_family(family)
     if not Path(db).is_file():
         raise KptuneError(f"no perf db at {db}")
     with PerfDB(db) as perfdb:
@@ -81,21 +155,40 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
     if not counts.get("test"):
         raise KptuneError("the db has no exhaustively tuned problem of the test networks to gate on")
     with tempfile.TemporaryDirectory(prefix="kptune-retrain-") as tmp:
-        data_path, candidate_path = Path(tmp) / "dataset.db.gz", Path(tmp) / "candidate.safetensors"
+        data_path, candidate_path = Path(tmp) / "dataset-candidate.db.gz", Path(tmp) / "candidate.safetensors"
         data_path.write_bytes(data)
+        cut = ds.load(data_path)
+        measured_on = DeviceInfo(**cut.meta["device_limits"])
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
-        scored = evaluate(candidate_path, data_path, k=5, dtype=None, baselines=False)["results"][METHOD]
-        current = registry.current(device_key, family)
-        current_scored = None
-        if current is not None:
-            current_scored = evaluate(current[1], data_path, k=5, dtype=None, baselines=False)["results"][METHOD]
-        promoted, reason = decide(scored, current_scored)
+        cost_model = _fit_cost_model(cut, data_path, log)
+        scored = score(Served("the candidate", candidate_path, data_path), data_path, measured_on, kernel)
+        now = served_now(registry, measured_on, kernel, shipped)
+        current_scored = score(now, data_path, measured_on, kernel) if now is not None else None
+        log(f"{AUTOTUNE}: candidate {scored[AUTOTUNE]:.4f}"
+            + (f", {now.label} {current_scored[AUTOTUNE]:.4f}" if now and current_scored else ""))  # fmt: skip
+        promoted, reason = decide(scored, current_scored, now.label if now is not None else "current")
         meta = read_meta(candidate_path) or {}
-        entry = registry.add(candidate_path, meta, scored)
+        entry = registry.add(candidate_path, meta, scored, data_path, cost_model)
     if promoted:
         registry.promote(entry["version"])
     else:
-        reason += f": kept v{current[0]['version'] if current else '?'}"
-    return RetrainResult(promoted, reason, entry["version"], current[0]["version"] if current else None,
-                         scored, current_scored, counts)  # fmt: skip
+        reason += f": kept {now.label if now is not None else '?'}"
+    return RetrainResult(promoted, reason, entry["version"], now.version if now is not None else None, scored,
+                         current_scored, counts, now.label if now is not None else None)  # fmt: skip
+
+
+def _fit_cost_model(cut: ds.Dataset, data_path: Path, log: Callable[[str], None]) -> Path | None:
+    """Fit the cost model on the cut's lent problems, beside it (`neighbours.cost_model_path`); None
+    where it cannot be (no lent problem, no scikit-learn): the nearest tuned shapes lend instead."""
+    from kptune.neighbours import cost_model_path
+    from kptune.predict.costmodel import fit_for_dataset
+
+    path = cost_model_path(data_path)
+    try:
+        fit_for_dataset(cut, path)
+    except (KptuneError, ImportError) as exc:
+        log(f"cost model not fit ({exc}): the nearest tuned shapes lend instead")
+        return None
+    log(f"cost model fit on {len(cut.split('train')) + len(cut.split('validation'))} problems")
+    return path

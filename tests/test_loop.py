@@ -17,7 +17,7 @@ from kptune.corpus import parse_corpus
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
-from kptune.neighbours import COVER, NEIGHBOURS
+from kptune.neighbours import COVER, NEIGHBOURS, cost_model_path, lent_dataset
 from kptune.predict.models import ModelConfig
 from kptune.registry import Registry
 from kptune.retrain import retrain
@@ -41,11 +41,15 @@ def test_the_whole_loop(cpu_device: DeviceInfo, tmp_path: Path, monkeypatch: pyt
     tuned = campaign(problems, FAMILY, devices=[cpu_device], workers=2, db=db, settings=FAST)
     assert tuned.complete == 5 and tuned.outcomes == {"ok": 5 * 28}
 
-    first = retrain(db, registry=Registry(), cfg=SMALL, corpus=corpus)
+    first = retrain(db, registry=Registry(), cfg=SMALL, corpus=corpus, shipped=())  # a registry of its own
     assert first.promoted and first.version == 1 and first.data == {"train": 3, "test": 2}
 
     served = [autotune(p, device=cpu_device, db=db, k=3, force=True, settings=FAST) for p in problems[3:]]
     assert all(r.source == "model" and r.model and r.model.endswith("-v1.safetensors") for r in served)
+    # autotune lends the rest of its candidates from v1's own data (here its tiny train shapes' configs
+    # are none of them valid for the test shapes: nothing is lent), with the cost model fit on it
+    kept = lent_dataset(cpu_device, FAMILY)
+    assert kept is not None and kept.name.endswith("-v1.db.gz") and cost_model_path(kept).is_file()
     assert all(FAMILY.space.valid(r.problem, cpu_device, m.config) for r in served for m in r.measured)
 
     gaps = audit(db, device=cpu_device, sample=2)

@@ -1,4 +1,5 @@
-"""retrain's promotion gate and the model registry (promote, rollback), on a synthetic perf db."""
+"""retrain's promotion gate and the model registry (promote, rollback), on a synthetic perf db; what a
+version keeps for autotune to lend from."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import Measurement, Outcome
+from kptune.neighbours import NEIGHBOURS, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
 from kptune.predict.models import ModelConfig
 from kptune.registry import Registry
-from kptune.retrain import EXIT_KEPT, decide, retrain
+from kptune.retrain import AUTOTUNE, EXIT_KEPT, decide, retrain
 
 GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
 FAMILY = get_family("conv2d_fwd")
@@ -51,19 +53,23 @@ def test_gate() -> None:
     assert not ok and "0.8000 < current 0.9000" in why
     assert decide({"ratio_top5_geomean": 0.9, "ratio_top1_geomean": 0.9}, {"ratio_top5_geomean": 0.9,
                   "ratio_top1_geomean": 0.7})[0]  # fmt: skip
+    # what autotune measures comes first: a better beam does not make up for worse candidates overall
+    ok, why = decide({AUTOTUNE: 0.98, "ratio_top5_geomean": 0.95}, {AUTOTUNE: 0.99, "ratio_top5_geomean": 0.9}, "v2")
+    assert not ok and why == f"{AUTOTUNE} 0.9800 < v2 0.9900"
 
 
 def test_retrain_promotes_then_registry_rolls_back(tmp_path: Path) -> None:
     db = _db(tmp_path / "perf.db")
     reg = Registry(tmp_path / "models")
-    first = retrain(db, registry=reg, cfg=SMALL)
+    first = retrain(db, registry=reg, cfg=SMALL, shipped=())  # nothing shipped for the device: promoted
     assert first.promoted and first.version == 1 and first.reason == "no current model for this device"
     assert first.data == {"test": 2, "train": 4} and first.exit_code == 0
     entry, path = reg.current(GPU.key, FAMILY.name)  # type: ignore[misc]
     assert entry["version"] == 1 and path.is_file()
-    second = retrain(db, registry=reg, cfg=SMALL)  # same data and seed: the same scores, not worse
+    second = retrain(db, registry=reg, cfg=SMALL, shipped=())  # same data and seed: the same scores, not worse
     assert second.promoted and second.version == 2 and second.current_version == 1
-    assert second.candidate == second.current
+    assert {**second.candidate, "lender": ""} == {**second.current, "lender": ""}  # type: ignore[dict-item]
+    assert second.current["lender"] == "cost model costmodel-cupy-nvidia-h200-conv2d_fwd-v1.safetensors"  # type: ignore[index]
     assert reg.rollback(GPU.key, FAMILY.name)["version"] == 1
     assert reg.current(GPU.key, FAMILY.name)[0]["version"] == 1  # type: ignore[index]
     with pytest.raises(KptuneError, match="nothing to roll back to"):
@@ -78,10 +84,34 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     reg = ["--registry", str(tmp_path / "models")]
     run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", *reg, "--json"], capture_output=True,
                          text=True, timeout=600)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-1500:]
-    assert json.loads(run.stdout)["promoted"] is True
+    assert run.returncode in (0, EXIT_KEPT), run.stderr[-1500:]
+    done = json.loads(run.stdout)
+    # a first retrain is gated against what autotune serves without a version: the shipped H200 model and data
+    assert done["current_label"] == "the shipped model-h200.safetensors" and done["current"][AUTOTUNE] > 0
+    assert done["promoted"] is (run.returncode == 0) and done["exit_code"] == run.returncode
     listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
     assert [v["version"] for v in listed["versions"]] == [1]
     assert EXIT_KEPT == 10
     missing = subprocess.run([*cli, "retrain", "--db", str(tmp_path / "none.db"), *reg], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("kptune: error: no perf db")
+
+
+def test_a_version_keeps_the_data_autotune_lends_from(tmp_path: Path) -> None:
+    db = _db(tmp_path / "perf.db")
+    reg = Registry(tmp_path / "models")
+    first = retrain(db, registry=reg, cfg=SMALL, shipped=())
+    # scored on what autotune measures: the model's 5 and NEIGHBOURS lent by the cut's train problems
+    assert first.candidate["autotune_configs"] == 5 + NEIGHBOURS
+    assert first.candidate[AUTOTUNE] >= first.candidate["ratio_top5_geomean"]
+    entry, _ = reg.current(GPU.key, FAMILY.name)  # type: ignore[misc]
+    kept = reg.lent_dataset(entry)
+    assert kept is not None and kept.name == f"dataset-{entry['file'].removesuffix('.safetensors')}.db.gz"
+    assert lent_dataset(GPU, FAMILY, reg) == kept  # autotune lends from the current version's data
+    lender = lender_for(GPU, FAMILY, (kept,))
+    assert lender is not None and lender.cost_note == f"cost model costmodel-{entry['file']}"
+    assert first.candidate["lender"] == "cost model costmodel-candidate.safetensors"
+    # a version without kept data (made before versions kept it) lends from the shipped dataset
+    bare = reg.add(reg.root / entry["file"], {**entry, "source_hash": FAMILY.source_hash}, {})
+    reg.promote(bare["version"])
+    assert reg.lent_dataset(bare) is None
+    assert lent_dataset(GPU, FAMILY, reg).parent.name == "data"  # type: ignore[union-attr]
