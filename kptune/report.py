@@ -90,16 +90,20 @@ def write_report(db_path: Path, out: Path, registry: Registry | None = None, ker
 
     versions = registry.versions()
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=90)
-    if versions:
-        ax.plot([v["version"] for v in versions], [v["metrics"].get("ratio_top5_geomean") or 0 for v in versions],
-                marker="o")  # fmt: skip
+    for key, label in (("ratio_top5_geomean", "model's top 5"), ("autotune_ratio_geomean", "autotune's candidates")):
+        points = [(v["version"], v["metrics"][key]) for v in versions if v["metrics"].get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    if ax.lines:
+        ax.legend()
     ax.set_xlabel("model version")
-    ax.set_ylabel("test ratio, top-5 geomean")
+    ax.set_ylabel("test ratio, geomean")
     fig.tight_layout()
     rows = "".join(f"<tr><td>{v['version']}</td><td>{html.escape(v['device'])}</td><td>{v['created']}</td>"
-                   f"<td>{v.get('dataset_hash')}</td><td>{v['metrics'].get('ratio_top5_geomean')}</td></tr>"
-                   for v in versions)  # fmt: skip
-    head = "<tr><th>version</th><th>device</th><th>created</th><th>data</th><th>ratio top-5</th></tr>"
+                   f"<td>{v.get('dataset_hash')}</td><td>{v['metrics'].get('ratio_top5_geomean')}</td>"
+                   f"<td>{v['metrics'].get('autotune_ratio_geomean')}</td></tr>" for v in versions)  # fmt: skip
+    head = ("<tr><th>version</th><th>device</th><th>created</th><th>data</th><th>ratio top-5</th>"
+            "<th>ratio autotune</th></tr>")  # fmt: skip
     parts.append(f"<h2>Model versions</h2><img src='data:image/png;base64,{_png(fig)}'>")
     parts.append(f"<table border=1>{head}{rows}</table>")
     plt.close(fig)

@@ -40,7 +40,6 @@ EXIT_PROMOTED, EXIT_KEPT = 0, 10
 MODEL_K = 5
 AUTOTUNE = "autotune_ratio_geomean"
 GATE = (AUTOTUNE, "ratio_top5_geomean", "ratio_top1_geomean")
-METHOD = "seq2seq constrained beam"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,33 +104,33 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, label: str
     return True, f"as good as {label} on " + " and ".join(k for k in GATE if k in candidate)
 
 
-def score(served: Served, data_path: Path, device: DeviceInfo, family: KernelFamily) -> dict[str, Any]:
-    """`kptune eval`'s metrics of the served model's constrained beam on the dataset's test split, and
-    AUTOTUNE: the geomean ratio of the best of autotune's default candidates (the model's MODEL_K, then
-    NEIGHBOURS and COVER lent by `served.lent`), as autotune chooses them."""
+def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
+          family: KernelFamily) -> dict[str, Any]:  # fmt: skip
+    """`kptune eval`'s metrics of the served model's constrained beam (hedged, as autotune runs it) on
+    the `test` problems, and AUTOTUNE: the geomean ratio of the best of autotune's default candidates
+    (the model's MODEL_K, then NEIGHBOURS and COVER lent by `served.lent`)."""
     from kptune.predict import checkpoint, evaluation
-    from kptune.predict.api import evaluate
     from kptune.predict.beam import hedged_position
     from kptune.problem import problem_from_key
     from kptune.space import Config
 
-    metrics = evaluate(served.model, data_path, k=MODEL_K, dtype=None, baselines=False)["results"][METHOD]
     pred = checkpoint.load(served.model, family.name)
-    model = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
-                                    hedged_position(family.name, pred.vocab))  # fmt: skip
+    beam = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
+                                   hedged_position(family.name, pred.vocab))  # fmt: skip
+    ranked = {p.key: beam(p, MODEL_K) for p in test}
     lender = lender_for(device, family, (served.lent,)) if served.lent is not None else None
 
     def candidates(problem: ds.DatasetProblem, count: int) -> list[str]:
-        keys = model(problem, MODEL_K)
+        keys = ranked[problem.key]
         if lender is None:
             return keys
         chosen = [Config.parse(key) for key in keys]
         return keys + [c.key() for c in lender.complete(problem_from_key(problem.key), chosen, NEIGHBOURS, COVER)]  # type: ignore[arg-type]
 
     size = MODEL_K + NEIGHBOURS + COVER
-    found = evaluation.scores(ds.load(data_path).split("test"), candidates, size)
-    return {**metrics, AUTOTUNE: found[f"ratio_top{size}_geomean"], "autotune_configs": size,
-            "lender": lender.cost_note if lender is not None else "nothing lent"}  # fmt: skip
+    metrics = evaluation.scores(test, lambda problem, k: ranked[problem.key][:k], MODEL_K)
+    return {**metrics, AUTOTUNE: evaluation.scores(test, candidates, size)[f"ratio_top{size}_geomean"],
+            "autotune_configs": size, "lender": lender.cost_note if lender is not None else "nothing lent"}  # fmt: skip
 
 
 def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", registry: Registry | None = None,
@@ -162,9 +161,10 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
         cost_model = _fit_cost_model(cut, data_path, log)
-        scored = score(Served("the candidate", candidate_path, data_path), data_path, measured_on, kernel)
+        test = cut.split("test")
+        scored = score(Served("the candidate", candidate_path, data_path), test, measured_on, kernel)
         now = served_now(registry, measured_on, kernel, shipped)
-        current_scored = score(now, data_path, measured_on, kernel) if now is not None else None
+        current_scored = score(now, test, measured_on, kernel) if now is not None else None
         log(f"{AUTOTUNE}: candidate {scored[AUTOTUNE]:.4f}"
             + (f", {now.label} {current_scored[AUTOTUNE]:.4f}" if now and current_scored else ""))  # fmt: skip
         promoted, reason = decide(scored, current_scored, now.label if now is not None else "current")
