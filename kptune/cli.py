@@ -507,6 +507,9 @@ def retrain_cmd(
         Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
     ] = None,
     registry: RegistryOpt = None,
+    base: Annotated[
+        bool, typer.Option(help="cut on top of the dataset autotune lends from now, if measured on this device")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> int:
     """Nightly: train on everything in the db (and fit the cost model on it), promote the new version only if
@@ -523,7 +526,7 @@ def retrain_cmd(
 
     entries = load_corpus(corpus) if corpus is not None else None
     result = retrain(path, device, kernel, Registry(registry), cfg, log=lambda s: err.print(s, markup=False),
-                     corpus=entries)  # fmt: skip
+                     corpus=entries, base=base)  # fmt: skip
     if as_json:
         _print_json(result.to_json())
     else:

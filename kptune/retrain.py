@@ -1,7 +1,10 @@
 """`retrain()`, for a nightly job: learn from everything in the perf db, promote only if not worse.
 
 1. Cut the dataset from the db (`kptune.dataset.build`: every exhaustively tuned problem,
-   model-sourced and audit measurements included, with the corpus's fixed split).
+   model-sourced and audit measurements included, with the corpus's fixed split), on top of the
+   dataset autotune lends from now where that one was measured on this very device and kernel
+   source (`--base`, the default: the db's problems extend the shipped installment, or the
+   current version's cut, instead of replacing it; `base=False`: the db alone).
 2. Train a candidate checkpoint, and fit a cost model on the cut's train and validation problems
    (`kptune.predict.costmodel`). Autotune measures the model's top 5 and the configs the tuned
    shapes lend (`kptune.neighbours`: the cost model's first picks), so a version is all three: the
@@ -58,9 +61,9 @@ def served_now(registry: Registry, device: DeviceInfo, family: KernelFamily,
     """What autotune uses for `device` now: the registry's current version (`autotune.model_for`,
     `neighbours.lent_dataset`), else the checkpoint and dataset among `shipped` (default: those shipped
     with kptune) made for it; None if neither."""
-    from kptune.autotune import default_model_places, model_for
+    from kptune.autotune import model_for
 
-    places = shipped if shipped is not None else (*default_model_places(), *default_dataset_places())
+    places = _places(shipped)
     current = registry.current(device.key, family.name)
     if current is not None and current[0]["source_hash"] == family.source_hash and current[1].is_file():
         entry, path = current
@@ -135,11 +138,12 @@ def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
 
 def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", registry: Registry | None = None,
             cfg: ModelConfig | None = None, log: Callable[[str], None] = lambda s: None,
-            corpus: Sequence[CorpusEntry] | None = None,
-            shipped: tuple[Path, ...] | None = None) -> RetrainResult:  # fmt: skip
-    """See the module docstring; `corpus` (default: the shipped one) decides each problem's split;
-    `shipped`: where to find what autotune serves while the registry has no version for the device
-    (default: the checkpoints and datasets shipped with kptune; () for none)."""
+            corpus: Sequence[CorpusEntry] | None = None, shipped: tuple[Path, ...] | None = None,
+            base: bool = True) -> RetrainResult:  # fmt: skip
+    """See the module docstring; `corpus` (default: the shipped one) decides the split of the db's
+    problems; `shipped`: where to find what autotune serves while the registry has no version for the
+    device (default: the checkpoints and datasets shipped with kptune; () for none); `base`: cut on
+    top of the dataset autotune lends from now."""
     from kptune.predict.api import train_checkpoint
     from kptune.predict.checkpoint import read_meta
 
@@ -149,15 +153,16 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
     if not Path(db).is_file():
         raise KptuneError(f"no perf db at {db}")
     with PerfDB(db) as perfdb:
-        _, device_key = perfdb.find_device(device)
-        data, counts = ds.build(perfdb, device_key, family, corpus=corpus)
+        device_id, device_key = perfdb.find_device(device)
+        measured_on = perfdb.device_info(device_id)
+        below = _base(lent_dataset(measured_on, kernel, registry, _places(shipped)), device_key, log) if base else None
+        data, counts = ds.build(perfdb, device_key, family, corpus=corpus, base=below)
     if not counts.get("test"):
         raise KptuneError("the db has no exhaustively tuned problem of the test networks to gate on")
     with tempfile.TemporaryDirectory(prefix="kptune-retrain-") as tmp:
         data_path, candidate_path = Path(tmp) / "dataset-candidate.db.gz", Path(tmp) / "candidate.safetensors"
         data_path.write_bytes(data)
         cut = ds.load(data_path)
-        measured_on = DeviceInfo(**cut.meta["device_limits"])
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
         cost_model = _fit_cost_model(cut, data_path, log)
@@ -176,6 +181,30 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         reason += f": kept {now.label if now is not None else '?'}"
     return RetrainResult(promoted, reason, entry["version"], now.version if now is not None else None, scored,
                          current_scored, counts, now.label if now is not None else None)  # fmt: skip
+
+
+def _places(shipped: tuple[Path, ...] | None) -> tuple[Path, ...]:
+    """Where the shipped checkpoints and datasets lie (`shipped`, default: those shipped with kptune)."""
+    from kptune.autotune import default_model_places
+
+    return shipped if shipped is not None else (*default_model_places(), *default_dataset_places())
+
+
+def _base(path: Path | None, device_key: str, log: Callable[[str], None]) -> ds.Dataset | None:
+    """The dataset at `path` to cut on top of, if it was measured on this very device (None otherwise:
+    another CPU's, or none)."""
+    if path is None:
+        return None
+    try:
+        data = ds.load(path)
+    except ds.DatasetError as exc:
+        log(f"not cut on top of {path.name}: {exc}")
+        return None
+    if data.meta.get("device") != device_key:
+        log(f"not cut on top of {path.name}: measured on {data.meta.get('device')}, not {device_key}")
+        return None
+    log(f"cut on top of {path.name} ({len(data.problems)} problems)")
+    return data
 
 
 def _fit_cost_model(cut: ds.Dataset, data_path: Path, log: Callable[[str], None]) -> Path | None:

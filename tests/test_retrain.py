@@ -89,6 +89,8 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     # a first retrain is gated against what autotune serves without a version: the shipped H200 model and data
     assert done["current_label"] == "the shipped model-h200.safetensors" and done["current"][AUTOTUNE] > 0
     assert done["promoted"] is (run.returncode == 0) and done["exit_code"] == run.returncode
+    # ... and the db's 6 problems extend the shipped H200 dataset, measured on the same device, not replace it
+    assert "cut on top of dataset-h200.db.gz" in run.stderr and done["data"]["train"] > 400
     listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
     assert [v["version"] for v in listed["versions"]] == [1]
     assert EXIT_KEPT == 10
