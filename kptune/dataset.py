@@ -141,9 +141,10 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
 
 
 def content_hash(problems: Sequence[DatasetProblem]) -> str:
-    """A short hash of problems' keys and fastest 32 times: which data a model was fit on."""
+    """A short hash of problems' keys and fastest 32 times: which data a model was fit on, whatever the
+    order the problems come in (a cut lists a perf db's problems before its base's)."""
     h = hashlib.sha256()
-    for p in problems:
+    for p in sorted(problems, key=lambda p: p.key):
         h.update(p.key.encode())
         for c, t in p.times[:32]:
             h.update(f"{c}={t:.6g}".encode())

@@ -91,12 +91,14 @@ class Lender:
 class TunedShapes:
     """The tuned shapes of a dataset as arrays: their size features, and per shape the ids of its stored
     configs, their ratios t_best / t and the ratio of a config it did not store (`UNSTORED`). What the
-    cover and the cost model (`kptune.predict.costmodel`) read a problem's neighbourhood from."""
+    cover and the cost model (`kptune.predict.costmodel`) read a problem's neighbourhood from. The shapes
+    are kept in key order, so the same problems in another order (a retrain's cut lists its perf db's
+    before its base's) give the same neighbourhoods, ties included, and the same cost model fit."""
 
     def __init__(self, lent: Sequence[ds.DatasetProblem]) -> None:
         from kptune.predict.evaluation import features
 
-        self.shapes = [p for p in lent if p.times]
+        self.shapes = sorted((p for p in lent if p.times), key=lambda p: p.key)
         self.feats = np.array([features(problem_from_key(p.key)) for p in self.shapes])  # type: ignore[arg-type]
         ids: dict[str, int] = {}
         self.rows = []  # per tuned shape: its configs' ids, their ratios, the ratio of one not stored

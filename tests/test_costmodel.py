@@ -98,6 +98,12 @@ def test_a_saved_cost_model_ranks_as_the_fitted_one_and_refuses_other_data(tmp_p
         assert loaded.rank(p, 5) == fitted.rank(p, 5)
     with pytest.raises(CostModelError, match="fit on dataset"):
         CostModel.load(path, lent[1:], space, device, ds.content_hash(lent[1:]))
+    # the same problems in another order (a retrain's cut lists its db's before its base's): the same fit
+    reversed_fit = CostModel(lent[::-1], space, device, near=10, pool=50)
+    np.testing.assert_array_equal(reversed_fit.trees.value, fitted.trees.value)
+    assert ds.content_hash(lent[::-1]) == ds.content_hash(lent)
+    again = CostModel.load(path, lent[::-1], space, device, ds.content_hash(lent[::-1]))
+    assert again.rank(scored[0], 5) == fitted.rank(scored[0], 5)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CostModelError, match="not a readable cost model"):
