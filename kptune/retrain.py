@@ -156,7 +156,8 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         device_id, device_key = perfdb.find_device(device)
         measured_on = perfdb.device_info(device_id)
         below = _base(lent_dataset(measured_on, kernel, registry, _places(shipped)), device_key, log) if base else None
-        data, counts = ds.build(perfdb, device_key, family, corpus=corpus, base=below)
+        top = max(ds.TOP, int(below.meta.get("top", ds.TOP))) if below is not None else ds.TOP  # keep what it kept
+        data, counts = ds.build(perfdb, device_key, family, top=top, corpus=corpus, base=below)
     if not counts.get("test"):
         raise KptuneError("the db has no exhaustively tuned problem of the test networks to gate on")
     with tempfile.TemporaryDirectory(prefix="kptune-retrain-") as tmp:

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from kptune import dataset as ds
 from kptune.corpus import load_corpus
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
@@ -91,6 +92,8 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert done["promoted"] is (run.returncode == 0) and done["exit_code"] == run.returncode
     # ... and the db's 6 problems extend the shipped H200 dataset, measured on the same device, not replace it
     assert "cut on top of dataset-h200.db.gz" in run.stderr and done["data"]["train"] > 400
+    kept = Registry(tmp_path / "models").versions()[0]["lent_dataset"]
+    assert ds.read_meta(tmp_path / "models" / kept)["top"] == 256  # the base's 256 fastest kept, not cut to 32
     listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
     assert [v["version"] for v in listed["versions"]] == [1]
     assert EXIT_KEPT == 10
