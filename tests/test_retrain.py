@@ -57,6 +57,11 @@ def test_gate() -> None:
     # what autotune measures comes first: a better beam does not make up for worse candidates overall
     ok, why = decide({AUTOTUNE: 0.98, "ratio_top5_geomean": 0.95}, {AUTOTUNE: 0.99, "ratio_top5_geomean": 0.9}, "v2")
     assert not ok and why == f"{AUTOTUNE} 0.9800 < v2 0.9900"
+    # a difference below TIE is a tie (a cost model's refit moves more): the beam's top 5 decides
+    ok, why = decide(
+        {AUTOTUNE: 0.99324, "ratio_top5_geomean": 0.9305}, {AUTOTUNE: 0.9932, "ratio_top5_geomean": 0.9376}
+    )
+    assert not ok and why == "ratio_top5_geomean 0.9305 < current 0.9376"
 
 
 def test_retrain_promotes_then_registry_rolls_back(tmp_path: Path) -> None:
