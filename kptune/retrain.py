@@ -159,7 +159,9 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
     with PerfDB(db) as perfdb:
         device_id, device_key = perfdb.find_device(device)
         measured_on = perfdb.device_info(device_id)
-        below = _base(lent_dataset(measured_on, kernel, registry, _places(shipped)), device_key, log) if base else None
+        now = served_now(registry, measured_on, kernel, shipped)  # what the candidate is gated against
+        lent = now.lent if now is not None else lent_dataset(measured_on, kernel, registry, _places(shipped))
+        below = _base(lent, device_key, log) if base else None
         top = max(ds.TOP, int(below.meta.get("top", ds.TOP))) if below is not None else ds.TOP  # keep what it kept
         data, counts = ds.build(perfdb, device_key, family, top=top, corpus=corpus, base=below)
     if not counts.get("test"):
@@ -173,7 +175,6 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         cost_model = _fit_cost_model(cut, data_path, log)
         test = cut.split("test")
         scored = score(Served("the candidate", candidate_path, data_path), test, measured_on, kernel)
-        now = served_now(registry, measured_on, kernel, shipped)
         current_scored = score(now, test, measured_on, kernel) if now is not None else None
         log(f"{AUTOTUNE}: candidate {scored[AUTOTUNE]:.4f}"
             + (f", {now.label} {current_scored[AUTOTUNE]:.4f}" if now and current_scored else ""))  # fmt: skip
@@ -182,8 +183,8 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         entry = registry.add(candidate_path, meta, scored, data_path, cost_model)
     if promoted:
         registry.promote(entry["version"])
-    else:
-        reason += f": kept {now.label if now is not None else '?'}"
+    elif now is not None:  # (decide promotes whenever nothing is served)
+        reason += f": kept {now.label}"
     return RetrainResult(promoted, reason, entry["version"], now.version if now is not None else None, scored,
                          current_scored, counts, now.label if now is not None else None)  # fmt: skip
 
