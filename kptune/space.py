@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -294,6 +295,10 @@ class SearchSpace:
         return frozenset(prefixes), tuple(complete)
 
 
+#: held while a Completer (and the DeviceRules it shares) binds values in its environments
+_BINDING = threading.RLock()
+
+
 class Completer:
     """Which values may follow a prefix, for one problem and device, without enumerating the space.
 
@@ -304,6 +309,8 @@ class Completer:
     values the rules reading no problem field allow after a prefix, so a search steps only through
     those, and one completion found for each prefix, which a new problem tries first by checking
     only its own rules along it. Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
+    A search binds values in environments it shares (its own, and the device's), so one thread at a
+    time asks (`_BINDING`): autotune's beam search and cost model ask about the same problem at once.
     """
 
     def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
@@ -372,7 +379,10 @@ class Completer:
         return completion
 
     def completable(self, prefix: Sequence[int]) -> bool:
-        prefix = tuple(prefix)
+        with _BINDING:
+            return self._completable(tuple(prefix))
+
+    def _completable(self, prefix: tuple[int, ...]) -> bool:
         if prefix in self._found:
             return self._found[prefix] is not None
         names = self.space.names
@@ -392,10 +402,13 @@ class Completer:
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The values of the next parameter that keep `prefix` completable."""
-        prefix = tuple(prefix)
+        with _BINDING:
+            return self._allowed_after(tuple(prefix))
+
+    def _allowed_after(self, prefix: tuple[int, ...]) -> list[int]:
         out = self._allowed.get(prefix)
         if out is None:
-            if len(prefix) >= len(self._names) or not self.completable(prefix):
+            if len(prefix) >= len(self._names) or not self._completable(prefix):
                 out = []
             else:
                 for name, value in zip(self._names, prefix, strict=False):  # its rules held: bind, no re-check

@@ -120,3 +120,33 @@ def test_completer_allowed_matches_prefix_valid(problem: Conv2dProblem, device: 
             assert completer.allowed(prefix) == expect, prefix
             nxt += [(*prefix, v) for v in expect]
         frontier = nxt[:6]
+
+
+def test_one_completer_answers_two_threads_alike() -> None:
+    # autotune asks the same problem's Completer from two threads at once (the beam search, and the
+    # cost model's pool beside it); both bind values in one environment, so without its lock one
+    # thread's check read the other's values and memoized wrong answers
+    import sys
+    import threading
+
+    problem = Conv2dProblem(n=8, c=96, h=30, w=30, k=72, r=3, s=3, pad_h=1, pad_w=1)
+    expected = _brute_force_prefixes(SUB_SPACE, problem, H100)
+    full = [v for v in itertools.product(*(p.values for p in SUB_SPACE.params))]
+    answers: dict[int, list[bool]] = {}
+    completer = Completer(SUB_SPACE, problem, H100)
+
+    def ask(which: int) -> None:
+        answers[which] = [completer.completable(v) for v in (full if which == 0 else full[::-1])]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert answers[0] == [v in expected for v in full]
+    assert answers[1] == [v in expected for v in full[::-1]]
