@@ -87,28 +87,41 @@ class Trees:
 
     @functools.cached_property
     def _children(self) -> np.ndarray:
-        """[node, go right] -> the next node: one gather a step."""
-        return np.stack([self.left, self.right], axis=1)
+        """node * 2 + (go right) -> the next node: one gather a step."""
+        return np.stack([self.left, self.right], axis=1).ravel().astype(np.intp)
+
+    @functools.cached_property
+    def _feature(self) -> np.ndarray:
+        return self.feature.astype(np.intp)
 
     @functools.cached_property
     def _leaf(self) -> np.ndarray:
         return self.left == np.arange(len(self.left))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """The ensemble's prediction for each row of `x`: all trees walked at once, one level a step."""
+        """The ensemble's prediction for each row of `x`: every (row, tree) walked at once, one level a
+        step; every few steps the walks that reached their leaf are set aside, so a step costs what is
+        still walking (most leaves lie far above the deepest)."""
         if not len(x):
             return np.zeros(0)
         if np.isnan(x).any():
             raise CostModelError("a feature row holds NaN: the cost model's features are never missing")
+        n, trees = len(x), len(self.roots)
         flat = x.ravel()
-        base = (np.arange(len(x)) * x.shape[1])[:, None]
-        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        node = np.tile(self.roots.astype(np.intp), n)  # walk i: row i // trees, tree i % trees
+        base = np.repeat(np.arange(n, dtype=np.intp) * x.shape[1], trees)  # the walk's row in `flat`
+        walking = np.arange(n * trees)
+        leaf_value = np.empty(n * trees)
         for step in range(self.depth):
-            go_right = flat[base + self.feature[node]] > self.threshold[node]
-            node = self._children[node, go_right.astype(np.intp)]
-            if step % 4 == 3 and self._leaf[node].all():
-                break
-        return self.baseline + self.value[node].sum(axis=1)
+            go_right = flat[base + self._feature[node]] > self.threshold[node]
+            node = self._children[2 * node + go_right]
+            if step % 3 == 2 or step == self.depth - 1:
+                done = self._leaf[node]
+                leaf_value[walking[done]] = self.value[node[done]]
+                walking, node, base = walking[~done], node[~done], base[~done]
+                if not len(walking):
+                    break
+        return self.baseline + leaf_value.reshape(n, trees).sum(axis=1)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _SCALARS}
@@ -170,11 +183,10 @@ class CostModel:
         shape = _problem_features(q)
         ids, rows = [], []
         for j in np.argsort(-mean, kind="stable"):
-            config = self.configs[cols[j]]
-            if not valid(config.values()):
+            if not valid(self.tuned.values[cols[j]]):
                 continue
             ids.append(int(cols[j]))
-            rows.append([*shape, *_config_features(q, config, self.device), *record[j], len(ids)])
+            rows.append([*shape, *_config_features(q, self.configs[cols[j]], self.device), *record[j], len(ids)])
             if len(ids) >= self.pool:
                 break
         return ids, np.array(rows)
