@@ -552,7 +552,7 @@ def models_list(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     for v in versions:
         mark = "*" if current.get((v["device"], v["family"])) == v["version"] else ""
         table.add_row(mark, str(v["version"]), v["device"], v["family"], str(v.get("dataset_hash")),
-                      "its dataset" if v.get("lent_dataset") else "shipped",
+                      "pruned" if v.get("pruned") else "its dataset" if v.get("lent_dataset") else "shipped",
                       _num(v["metrics"].get("ratio_top5_geomean"), ".3f"),
                       _num(v["metrics"].get("autotune_ratio_geomean"), ".3f"), v["created"])  # fmt: skip
     out.print(table)
@@ -580,6 +580,23 @@ def models_rollback(
 
     entry = Registry(registry).rollback(device, kernel)
     out.print(f"v{entry['version']} is current again for {device} / {kernel}", markup=False)
+
+
+@models_app.command("prune")
+def models_prune(
+    keep: Annotated[int, typer.Option(help="per device and kernel: keep the last N promoted and the N newest")] = 3,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the files of old versions (~8 MB each); they stay listed with their metrics."""
+    from kptune.registry import Registry
+
+    pruned = Registry(registry).prune(keep)
+    if as_json:
+        _print_json({"pruned": [v["version"] for v in pruned]})
+    else:
+        which = ", ".join(f"v{v['version']}" for v in pruned) or "none"
+        out.print(f"pruned: {which}", markup=False, highlight=False)
 
 
 def _num(value: float | None, spec: str) -> str:

@@ -9,6 +9,9 @@ A version made by `kptune retrain` also keeps the dataset it was trained on and 
 on that dataset (`dataset-<name>.db.gz`, `costmodel-<name>.safetensors` beside it, as shipped):
 autotune lends the rest of its candidates from the current version's tuned shapes
 (`kptune.neighbours`), so what is promoted or rolled back is the whole candidate set it measures.
+That is ~8 MB a version, so a nightly job prunes (`kptune models prune --keep N`): per device and
+family the current version, the last N promoted (what rollback returns to) and the N newest keep
+their files; the others lose them but stay listed with their metrics (the report's history).
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class Registry:
     def promote(self, version: int) -> dict[str, Any]:
         data = self._read()
         entry = self._entry(data, version)
+        if entry.get("pruned"):
+            raise KptuneError(f"model version {version} was pruned on {entry['pruned']}: its files are gone")
         slot = self.slot(entry["device"], entry["family"])
         history = data.setdefault("history", {}).setdefault(slot, [])
         if data["current"].get(slot) != version:
@@ -128,3 +133,36 @@ class Registry:
         """The dataset a version keeps for autotune to lend from (None for a version without one)."""
         name = entry.get("lent_dataset")
         return self.root / name if name else None
+
+    def prune(self, keep: int) -> list[dict[str, Any]]:
+        """Delete the files of the versions no longer needed, per (device, family): all but the current
+        one, the last `keep` promoted (rollback's targets, in its history) and the `keep` newest. They
+        stay listed, marked pruned, with their metrics; their history entries go, so rollback never
+        lands on one. The index is written before any file goes: a killed prune leaves stray files, never
+        an entry without its files. Returns the versions pruned now."""
+        if keep < 1:
+            raise KptuneError(f"keep must be at least 1, not {keep}")
+        data = self._read()
+        history = data.setdefault("history", {})
+        kept: set[int] = set()
+        slots: dict[str, list[dict[str, Any]]] = {}
+        for v in data["versions"]:
+            slots.setdefault(self.slot(v["device"], v["family"]), []).append(v)
+        for slot, versions in slots.items():
+            promoted = list(dict.fromkeys(reversed(history.get(slot, []))))[:keep]
+            newest = sorted((v["version"] for v in versions), reverse=True)[:keep]
+            current = data["current"].get(slot)
+            kept.update(promoted, newest, [current] if current is not None else [])
+        today = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        pruned = [v for v in data["versions"] if v["version"] not in kept and not v.get("pruned")]
+        for v in pruned:
+            v["pruned"] = today
+        for slot in history:
+            history[slot] = [n for n in history[slot] if n in kept]
+        self._write(data)
+        for v in pruned:
+            stem = v["file"].removesuffix(".safetensors")
+            for name in (v["file"], v.get("lent_dataset"), f"costmodel-{stem}.safetensors"):
+                if name:
+                    (self.root / name).unlink(missing_ok=True)
+        return pruned
