@@ -19,10 +19,8 @@ it, each re-checked against this device's limits, so every one is valid here:
 The rankers miss in different places: scored offline, the model's top 5 plus the nearest shape's
 top 2 beat the model's top 7, a cover of the rest beats more of either, and the cost model's picks
 beat both: chosen by network-fold CV (`benchmarks/candidates_offline.py --cv 4`, where of the sets of
-25 the model's 5 + the cost model's 20 scored best, and more of the cost model's picks score higher
-still), the default is the model's 5 and the cost model's first 25 not among them, no cover: 30
-measured, as many as the GPU's time allows for a median speed-up over exhaustive search well above
-issue 6's 50x (`benchmarks/RESULTS.md`). Test problems are never lent:
+25 the model's 5 + the cost model's 20 scored best), the default is the model's 5 and the cost
+model's first 20 not among them, no cover (`benchmarks/RESULTS.md`). Test problems are never lent:
 the test split stays unseen, as in training.
 """
 
@@ -48,7 +46,7 @@ if TYPE_CHECKING:
     from kptune.predict.evaluation import Ranker
 
 #: configs lent by the nearest tuned shapes, by default (the cost model's picks where one is shipped)
-NEIGHBOURS = 25
+NEIGHBOURS = 20
 #: configs added to cover the nearest tuned shapes, by default
 COVER = 0
 #: how many nearest tuned shapes the cover is chosen over
