@@ -6,6 +6,10 @@ Shapes: the shipped corpus's rows (every split), so sizes vary as in use. "cold"
 predicted for the first time in the process, which includes enumerating its valid configs for
 the prefix constraint; "warm": the same shapes again (the enumeration is cached per problem, as
 in a long-running service). Batch: shapes per second predicting one shape after another.
+"candidates": with --candidates, what autotune computes for a new shape before it measures
+(`autotune.candidates`: the model's k and the configs the device's tuned shapes lend, ranked by
+the cost model in a thread meanwhile), each shape new to the process; the first call, which reads
+the shipped dataset and cost model, is reported apart.
 "first": with --fresh N, N shapes each predicted in a new process right after loading the
 checkpoint (nothing learnt from other shapes yet, as for one `kptune predict`; the process
 start and imports are not counted, the checkpoint load is reported apart).
@@ -42,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--candidates", action="store_true", help="also time autotune's whole candidate set")
     ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
     args = ap.parse_args(argv)
@@ -73,6 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
               f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
               f"{args.width}, {args.threads} thread(s))")  # fmt: skip
+    if args.candidates:  # other corpus rows than above: shapes new to the process
+        seen = set(problems)
+        fresh = [
+            entries[(i * len(entries)) // args.shapes + 1].problem for i in range(min(args.shapes, len(entries) - 1))
+        ]
+        runs["candidates"] = _candidates([p for p in dict.fromkeys(fresh) if p not in seen], args)
     if args.fresh:
         rows = [(i * len(entries)) // args.fresh for i in range(args.fresh)]
         loads, times = zip(*(_time_in_new_process(row, args) for row in rows), strict=True)
@@ -87,6 +98,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
     return 0
+
+
+def _candidates(problems: Sequence[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """autotune's candidates for each problem, on the checkpoint's device (fresh problems: the model's
+    and the cost model's answers are memoized per problem, so each is new here)."""
+    from kptune.autotune import candidates, default_model_places, model_for
+    from kptune.kernel import get_family
+    from kptune.predict.api import load_predictor
+
+    pred = load_predictor(args.model)
+    family = get_family("conv2d_fwd")
+    model = args.model or model_for(pred.device, family, default_model_places())
+    assert model is not None, "load_predictor found it"
+    times, counts = [], []
+    for p in problems:
+        t = time.perf_counter()
+        configs, _ = candidates(p, pred.device, family, model, args.k)
+        times.append((time.perf_counter() - t) * 1e3)
+        counts.append(len(configs))
+    rest = times[1:]
+    out = {"first_ms": times[0], "p50_ms": percentile(rest, 0.5), "p99_ms": percentile(rest, 0.99),
+           "configs_p50": percentile(counts, 0.5)}  # fmt: skip
+    print(
+        f"candidates (autotune's, {out['configs_p50']:.0f} configs): p50 {out['p50_ms']:.1f} ms, p99 "
+        f"{out['p99_ms']:.1f} ms over {len(rest)} new shapes; the first {out['first_ms']:.0f} ms (reads the dataset)"
+    )
+    return out
 
 
 def _first_prediction(problem: Any, args: argparse.Namespace) -> int:

@@ -7,8 +7,9 @@
    constrained beam, and the tuned shapes of the device's shipped dataset lend more
    (`kptune.neighbours`): `neighbours` configs of the nearest tuned shapes (the first picks of
    the cost model shipped beside the dataset, else the nearest shape's fastest), then `cover`
-   configs that best complete the lot over the nearest tuned shapes; each is compiled, verified and timed
-   on the device, every measurement stored with source=model, and the fastest returned.
+   configs that best complete the lot over the nearest tuned shapes (`candidates`); each is
+   compiled, verified and timed on the device, every measurement stored with source=model, and
+   the fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
 
@@ -32,6 +33,7 @@ from kptune.neighbours import COVER, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
+from kptune.space import Config
 from kptune.strategies import get_strategy
 from kptune.tune import tune
 
@@ -148,6 +150,35 @@ def _lend(device: DeviceInfo, family: KernelFamily, problem: Conv2dProblem, coun
     return lender, lender.rank_neighbours(problem, count) if neighbours else []
 
 
+def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, model: Path, k: int = 5,
+               neighbours: int = NEIGHBOURS, cover: int = COVER) -> tuple[list[Config], str]:  # fmt: skip
+    """What autotune measures for a new shape, and a note saying where they came from: the model's top
+    `k` by the constrained beam, then `neighbours` and `cover` configs lent by the device's tuned shapes
+    (ranked in a thread meanwhile; the shipped dataset is read once per process)."""
+    from kptune.predict.api import predict
+
+    lenders: list[tuple[Lender, list[str]] | None] = []
+    lend = functools.partial(_lend, device, family, problem, k + neighbours, neighbours, cover)
+    lending = _Background(lambda: lenders.append(lend()))
+    try:
+        predicted, predictor = predict(problem, k, model, device=device, kernel=family.name)
+    finally:
+        lending.wait()
+    lending.join()
+    configs = [c.config for c in predicted]
+    note = f"top {len(configs)} of the model {model.name}"
+    if predictor.device.key != device.key:
+        note += f" (made for {predictor.device.key}, another CPU device)"
+    if lenders[0] is not None:
+        lender, ranked = lenders[0]
+        lent = lender.complete(problem, configs, neighbours, cover, ranked)
+        if lent:
+            configs += lent
+            how = lender.cost_note + ("; cover" if cover else "")
+            note += f", and {len(lent)} lent by the tuned shapes ({how})"
+    return configs, note
+
+
 def autotune(
     problem: Conv2dProblem,
     *,
@@ -196,26 +227,8 @@ def autotune(
         stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
-            from kptune.predict.api import predict
-
-            # meanwhile the shipped dataset (read once per process) loads and ranks its neighbours' configs
-            lenders: list[tuple[Lender, list[str]] | None] = []
-            lend = functools.partial(_lend, dev, family, problem, k + neighbours, neighbours, cover)
-            lending = _Background(lambda: lenders.append(lend()))
-            stack.callback(lending.wait)
-            candidates, predictor = predict(problem, k, path, device=dev, kernel=family.name)
-            configs = [c.config for c in candidates]
-            source, note = "model", f"top {len(configs)} of the model {path.name}"
-            if predictor.device.key != dev.key:
-                note += f" (made for {predictor.device.key}, another CPU device)"
-            lending.join()
-            if lenders[0] is not None:
-                lender, ranked = lenders[0]
-                lent = lender.complete(problem, configs, neighbours, cover, ranked)
-                if lent:
-                    configs += lent
-                    how = lender.cost_note + ("; cover" if cover else "")
-                    note += f", and {len(lent)} lent by the tuned shapes ({how})"
+            configs, note = candidates(problem, dev, family, path, k, neighbours, cover)
+            source = "model"
         else:
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kptune.autotune import autotune, model_for  # noqa: E402
+from kptune.autotune import autotune, candidates, model_for  # noqa: E402
 from kptune.device import DeviceInfo  # noqa: E402
 from kptune.errors import KptuneError  # noqa: E402
 from kptune.kernel import get_family  # noqa: E402
@@ -89,6 +89,9 @@ def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_de
     extra = [c for c in neighbour_configs(PROBLEM, cpu_device, FAMILY, 5) if c not in mine][:2]  # 2 not among them
     assert {m.config for m in both.measured} == set(mine) | set(extra)
     assert ("lent by the tuned shapes" in both.note) == bool(extra) and "lent" not in plain.note
+    configs, note = candidates(PROBLEM, cpu_device, FAMILY, path, 3, 2, 0)  # what it measured, without measuring
+    assert len(configs) == len(set(configs)) and set(configs) == {m.config for m in both.measured}
+    assert note == both.note
     covered = autotune(PROBLEM, device=cpu_device, db=tmp_path / "c.db", model=path, k=3, neighbours=2, cover=3)
     more = {m.config for m in covered.measured} - {m.config for m in both.measured}
     assert len(more) == 3 and all(FAMILY.space.valid(PROBLEM, cpu_device, c) for c in more)
