@@ -122,15 +122,13 @@ class TunedShapes:
     def log_ratios(self, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(config ids stored by any of `near`, sorted; their log ratio on each of `near`, one per column,
         unstored ones at the shape's unstored ratio; whether each stored it)."""
-        cols = np.unique(np.concatenate([self.rows[i][0] for i in near]))
-        ratio = np.empty((len(cols), len(near)))
-        stored = np.zeros((len(cols), len(near)), dtype=bool)
-        for j, i in enumerate(near):
-            ids, ratios, unstored = self.rows[i]
-            at = np.searchsorted(cols, ids)
-            ratio[:, j] = unstored
-            ratio[at, j] = ratios
-            stored[at, j] = True
+        rows = [self.rows[i] for i in near]
+        cols, at = np.unique(np.concatenate([ids for ids, _, _ in rows]), return_inverse=True)
+        shape = np.repeat(np.arange(len(rows)), [len(ids) for ids, _, _ in rows])  # each stored time's column
+        ratio = np.tile(np.array([unstored for _, _, unstored in rows]), (len(cols), 1))
+        ratio[at, shape] = np.concatenate([ratios for _, ratios, _ in rows])
+        stored = np.zeros((len(cols), len(rows)), dtype=bool)
+        stored[at, shape] = True
         return cols, np.log(ratio), stored
 
 
