@@ -132,11 +132,28 @@ def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_
     assert Comparison.from_json(row.to_json()) == row
     old = {k: v for k, v in row.to_json().items() if k not in ("predict_ms", "setup_s")}  # a row of an earlier run
     assert Comparison.from_json(old).setup_s == 0.0
-    assert _sources(tmp_path / "perf.db") == {"model": 2, "exhaustive": row.configs}
+    assert _sources(tmp_path / "perf.db") == {"model": 2, "exhaustive": row.configs}  # re-timings not stored
+    # the two winners timed again alike; the same config is its own optimum
+    assert row.ratio_retimed is not None and row.ratio_retimed > 0
+    assert row.ratio_retimed == 1.0 or row.model_config != row.optimum_config
     s = summary(rows)
     assert s["problems"] == 1 and s["median_speedup"] == row.speedup
+    assert s["retimed"] == 1 and s["geomean_ratio_retimed"] == pytest.approx(row.ratio_retimed)
     plot(rows, tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_retime_times_two_configs_alike(cpu_device: DeviceInfo) -> None:
+    from kptune.compare import retime
+    from kptune.measurement import TimingSettings
+    from kptune.runner import Runner
+
+    tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")
+    a, b = FAMILY.space.configs(tiny, cpu_device)[:2]
+    with Runner(FAMILY, cpu_device, TimingSettings(target_ms=0.5)) as runner:
+        runner.set_problem(tiny)
+        ta, tb = retime(runner, a, b)
+    assert ta is not None and tb is not None and ta > 0 and tb > 0
 
 
 def test_audit_records_the_gap_and_queues_the_neighbours_of_misses(cpu_device: DeviceInfo, tmp_path: Path) -> None:
