@@ -148,7 +148,8 @@ def retime(runner: Runner, a: Config, b: Config, rounds: int = RETIME_ROUNDS) ->
             for m in runner.measure_each([config]):
                 if m.ok and m.time_ms:
                     times[config].append(m.time_ms)
-    return tuple(statistics.median(times[c]) if times[c] else None for c in (a, b))  # type: ignore[return-value]
+    ta, tb = ((statistics.median(times[c]) if times[c] else None) for c in (a, b))
+    return ta, tb
 
 
 def plot(rows: Sequence[Comparison], path: Path) -> None:
