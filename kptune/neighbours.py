@@ -107,7 +107,8 @@ class TunedShapes:
             self.rows.append((np.array([ids.setdefault(c, len(ids)) for c, _ in p.times]),
                               np.array([best / t for _, t in p.times]), UNSTORED * best / p.times[-1][1]))  # fmt: skip
         self.keys = list(ids)
-        self.values = [Config.parse(key).values() for key in self.keys]
+        self.configs = [Config.parse(key) for key in self.keys]  # parsed once: pools and covers ask for hundreds
+        self.values = [c.values() for c in self.configs]
 
     def nearest(self, problem: Conv2dProblem, count: int, leave_out: int | None = None) -> np.ndarray:
         """Indices of the `count` tuned shapes nearest `problem` (`evaluation.distances`), nearest first;

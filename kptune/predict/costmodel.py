@@ -148,7 +148,6 @@ class CostModel:
                  near: int = NEAR, pool: int = POOL, seed: int = 0, trees: Trees | None = None) -> None:  # fmt: skip
         self.tuned = lent if isinstance(lent, TunedShapes) else TunedShapes(lent)
         self.space, self.device, self.near, self.pool = space, device, near, pool
-        self.configs = [Config.parse(key) for key in self.tuned.keys]  # parsed once: pools ask for hundreds each
         self.trees = trees if trees is not None else self._fit(seed)
 
     def _fit(self, seed: int) -> Trees:
@@ -186,7 +185,7 @@ class CostModel:
             if not valid(self.tuned.values[cols[j]]):
                 continue
             ids.append(int(cols[j]))
-            rows.append([*shape, *_config_features(q, self.configs[cols[j]], self.device), *record[j], len(ids)])
+            rows.append([*shape, *_config_features(q, self.tuned.configs[cols[j]], self.device), *record[j], len(ids)])
             if len(ids) >= self.pool:
                 break
         return ids, np.array(rows)
