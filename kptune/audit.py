@@ -91,7 +91,9 @@ def audit_queue(db: str | Path | None, device_key: str, kernel: str = "conv2d_fw
         if ratio >= MISS:
             continue
         missed = problem_from_key(key)
-        layer = dataclasses.replace(missed, n=1, dtype="fp32")  # type: ignore[type-var]
+        if not isinstance(missed, Conv2dProblem):
+            continue  # the corpus holds conv layers only
+        layer = dataclasses.replace(missed, n=1, dtype="fp32")
         for entry in corpus:
             if dataclasses.replace(entry.problem, n=1) == layer:
                 queue += [dataclasses.replace(entry.problem, dtype=d) for d in ("fp32", "fp16")]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import os
 import queue
 import random
@@ -353,9 +354,9 @@ class _RayEngine:
         env = {"env_vars": env_vars}
         try:
             if address == "local":
-                ray.init(runtime_env=env, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+                ray.init(runtime_env=env, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             else:
-                ray.init(address=address, runtime_env=env, logging_level="ERROR", log_to_driver=False)
+                ray.init(address=address, runtime_env=env, logging_level=logging.ERROR, log_to_driver=False)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all mean "no cluster there"
             raise KptuneError(f"cannot start or join Ray at {address!r}: {str(exc).splitlines()[0]}") from None
         resources = ray.cluster_resources()
@@ -365,8 +366,8 @@ class _RayEngine:
             raise KptuneError(f"--workers must be at least 1, not {slots}")
         if self.gpus and slots > self.gpus:
             raise KptuneError(f"--workers {slots} but the Ray cluster has {self.gpus} GPUs")
-        per_actor = {"num_gpus": 1} if self.gpus else {"num_cpus": 0}
-        actor_cls = ray.remote(**per_actor)(_RayWorker)
+        # Ray's stubs type a decorated class as a function: the actor class is Any here
+        actor_cls: Any = ray.remote(num_gpus=1)(_RayWorker) if self.gpus else ray.remote(num_cpus=0)(_RayWorker)
         spec = "cupy:0" if self.gpus and device_spec is None else device_spec  # Ray sets CUDA_VISIBLE_DEVICES
         self.actors = [actor_cls.remote(family, spec, settings) for _ in range(slots)]
         try:

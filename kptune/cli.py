@@ -355,7 +355,7 @@ def predict_cmd(
         return
     table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}")
     for r in rows:
-        table.add_row(str(r["rank"]), r["key"], f"{r['log_prob']:.3f}")
+        table.add_row(str(r["rank"]), str(r["key"]), f"{r['log_prob']:.3f}")
     out.print(table)
 
 

@@ -32,7 +32,7 @@ from kptune.corpus import CorpusEntry, load_corpus
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.perfdb import PerfDB
-from kptune.problem import problem_from_key
+from kptune.problem import Conv2dProblem, problem_from_key
 
 FORMAT_VERSION = 1
 TOP = 32
@@ -126,7 +126,8 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         measured, ok = db.latest_times(t.problem_id, t.device_id, t.kernel_id)
         if measured < valid and (sampled is None or len(ok) < sampled):
             continue  # not exhaustive (nor sampled enough, when asked for): its winner is not known
-        entry = index.get(dataclasses.replace(problem, dtype="fp32").key()) if hasattr(problem, "dtype") else None
+        fp32 = dataclasses.replace(problem, dtype="fp32") if isinstance(problem, Conv2dProblem) else None
+        entry = index.get(fp32.key()) if fp32 else None
         split = entry.split if entry else "extra"
         insert(t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok),
                sorted(ok, key=lambda kt: (kt[1], kt[0])))  # fmt: skip

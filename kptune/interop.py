@@ -63,7 +63,7 @@ def _latest(db: PerfDB, problem: Problem, device_key: str, family: KernelFamily)
 
 def to_t4(db: PerfDB, problem: Problem, device_key: str, family: KernelFamily) -> dict[str, Any]:
     """Every config measured for one (problem, device, kernel) as a T4 results document."""
-    results = []
+    results: list[dict[str, Any]] = []
     for m in _latest(db, problem, device_key, family):
         measurements = []
         if m.ok:
@@ -114,6 +114,7 @@ def from_t4(doc: Mapping[str, Any], family: KernelFamily, where: str = "<T4>") -
             raise InteropError(f"{at}: a correct result needs a positive 'time' measurement (ms)")
         cfg = Config(tuple((name, int(config[name])) for name in family.space.names))
         if outcome is Outcome.OK:
+            assert isinstance(time_ms, int | float)  # checked above
             low = values.get("min_time")
             out.append(Measurement(cfg, outcome, float(time_ms), float(low) if isinstance(low, int | float) else None,
                                    int(values.get("runs") or 1)))  # fmt: skip

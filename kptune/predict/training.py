@@ -226,8 +226,8 @@ def plot_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
     ax.legend(loc="upper left")
     if any("val_ratio" in h for h in history):
         ratio = ax.twinx()
-        ratio.plot([h["epoch"] for h in history], [h.get("val_ratio") for h in history], color="tab:green",
-                   label="validation ratio (early stop)")  # fmt: skip
+        val = [h.get("val_ratio", float("nan")) for h in history]
+        ratio.plot([h["epoch"] for h in history], val, color="tab:green", label="validation ratio (early stop)")
         ratio.set_ylabel("performance ratio")
         ratio.legend(loc="upper right")
     fig.tight_layout()
