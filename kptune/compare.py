@@ -127,9 +127,11 @@ def compare_each(
                 perfdb.merge_from(yard)
             retimed = None
             if fast.best is not None and full.best is not None:
-                same = fast.best.config == full.best.config
-                model_ms, optimum_ms = (1.0, 1.0) if same else retime(runner, fast.best.config, full.best.config)
-                retimed = optimum_ms / model_ms if model_ms and optimum_ms else None
+                if fast.best.config == full.best.config:
+                    retimed = 1.0  # the same config is its own optimum
+                else:
+                    model_ms, optimum_ms = retime(runner, fast.best.config, full.best.config)
+                    retimed = optimum_ms / model_ms if model_ms and optimum_ms else None
             # the exhaustive search found the problem loaded by the model path: charge it that setup too
             yield Comparison(
                 problem.key(), fast.source, fast.wall_s, full.wall_s + fast.setup_s, full.candidates,

@@ -110,11 +110,10 @@ def from_t4(doc: Mapping[str, Any], family: KernelFamily, where: str = "<T4>") -
         outcome = by_name[invalidity]
         values = {mm.get("name"): mm.get("value") for mm in result.get("measurements") or [] if isinstance(mm, Mapping)}
         time_ms = values.get("time")
-        if outcome is Outcome.OK and not (isinstance(time_ms, int | float) and time_ms > 0):
-            raise InteropError(f"{at}: a correct result needs a positive 'time' measurement (ms)")
         cfg = Config(tuple((name, int(config[name])) for name in family.space.names))
         if outcome is Outcome.OK:
-            assert isinstance(time_ms, int | float)  # checked above
+            if not (isinstance(time_ms, int | float) and time_ms > 0):
+                raise InteropError(f"{at}: a correct result needs a positive 'time' measurement (ms)")
             low = values.get("min_time")
             out.append(Measurement(cfg, outcome, float(time_ms), float(low) if isinstance(low, int | float) else None,
                                    int(values.get("runs") or 1)))  # fmt: skip
