@@ -19,6 +19,7 @@ from kptune.predict.beam import (
     hedged_position,
     prepare,
 )
+from kptune.predict.blend import blended_ranker
 from kptune.predict.models import ModelConfig
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import encode_source
@@ -50,7 +51,8 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
 def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None = "fp32",
              width: int = 8, baselines: bool = True) -> dict[str, Any]:  # fmt: skip
     """Every metric on the test split, for the model (beam, greedy, unconstrained) and, with `baselines`,
-    the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds)."""
+    the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds) and
+    the model blended with that cost model (`blend`)."""
     from kptune.predict.costmodel import CostModel
 
     data = ds.load(dataset_path)
@@ -72,11 +74,13 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
                                                               "unconstrained", width),
     }  # fmt: skip
     if baselines:
+        cost = CostModel(train_set, space, device)
         rankers |= {
             "most frequent winner": evaluation.most_frequent_winner(train_set, space, device),
             "nearest tuned shape": evaluation.nearest_shape(train_set, space, device),
             "tree per parameter": evaluation.tree_per_parameter(train_set, space, device),
-            "cost model (boosted trees)": CostModel(train_set, space, device).rank,
+            "cost model (boosted trees)": cost.rank,
+            "seq2seq + cost model (blend)": blended_ranker(pred.model, pred.vocab, cost),
         }
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {

@@ -1,0 +1,67 @@
+"""kptune.predict.blend on a slice of the shipped H200 dataset and its model: the seq2seq's sequence
+scores are the beam's, and the blend ranks the cost model's pool between its two members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from kptune import dataset as ds  # noqa: E402
+from kptune.kernel import get_family  # noqa: E402
+from kptune.predict import checkpoint  # noqa: E402
+from kptune.predict.beam import all_allowed, beam_search  # noqa: E402
+from kptune.predict.blend import blend, blended_ranker, sequence_log_probs, standardized  # noqa: E402
+from kptune.predict.costmodel import CostModel  # noqa: E402
+from kptune.predict.tokenizer import encode_source  # noqa: E402
+from kptune.problem import Conv2dProblem, problem_from_key  # noqa: E402
+from kptune.space import Config  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "kptune" / "data"
+
+
+@pytest.fixture(scope="module")
+def parts() -> tuple[ds.Dataset, checkpoint.Predictor, CostModel]:
+    data = ds.load(DATA / "dataset-h200.db.gz")
+    pred = checkpoint.load(DATA / "model-h200.safetensors", data.meta["family"])
+    lent = [p for p in data.split("train") if "dtype=fp32," in p.key][:40]
+    return data, pred, CostModel(lent, get_family(data.meta["family"]).space, pred.device, near=10, pool=50)
+
+
+def test_sequence_log_probs_are_the_unconstrained_beams_scores(parts) -> None:  # type: ignore[no-untyped-def]
+    _, pred, _ = parts
+    problem = Conv2dProblem.parse("n=2,c=96,h=28,w=28,k=128,r=3,s=3,pad=1")
+    found = beam_search(pred.model, pred.vocab, encode_source(problem), all_allowed(pred.vocab), 8, 5)
+    got = sequence_log_probs(pred.model, pred.vocab, problem, [c.config.key() for c in found])
+    np.testing.assert_allclose(got, [c.log_prob for c in found], rtol=1e-4, atol=1e-4)
+    assert list(got) == sorted(got, reverse=True) and len(sequence_log_probs(pred.model, pred.vocab, problem, [])) == 0
+
+
+def test_the_blend_ranks_valid_pool_configs_between_its_two_members(parts) -> None:  # type: ignore[no-untyped-def]
+    data, pred, cost = parts
+    space = get_family(data.meta["family"]).space
+    for p in [p for p in data.split("test") if "dtype=fp32," in p.key][:3]:
+        conv = problem_from_key(p.key)
+        assert isinstance(conv, Conv2dProblem)
+        pool, _ = cost.pool_of(p.key)
+        ranked = blended_ranker(pred.model, pred.vocab, cost)(p, 5)
+        assert len(ranked) == min(5, len(pool)) and set(ranked) <= set(pool)
+        assert all(space.valid(conv, pred.device, Config.parse(c)) for c in ranked)
+        scores = [s for _, s in blend(pred.model, pred.vocab, cost, conv)]
+        assert scores == sorted(scores, reverse=True) and len(scores) == len(pool)
+        # weight 0 is the cost model's ranking, weight 1 the seq2seq's over the same pool
+        assert [c for c, _ in blend(pred.model, pred.vocab, cost, conv, 0.0)][:5] == cost.rank(p, 5)
+        seq = sequence_log_probs(pred.model, pred.vocab, conv, pool)
+        assert [c for c, _ in blend(pred.model, pred.vocab, cost, conv, 1.0)][:5] == [
+            pool[j] for j in np.argsort(-seq, kind="stable")[:5]
+        ]
+
+
+def test_standardized_scores_and_a_constant_pool() -> None:
+    z = standardized(np.array([1.0, 2.0, 3.0]))
+    assert abs(z.mean()) < 1e-12 and abs(z.std() - 1.0) < 1e-12
+    assert standardized(np.array([4.0, 4.0])).tolist() == [0.0, 0.0]
