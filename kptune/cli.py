@@ -339,6 +339,10 @@ def predict_cmd(
     miopen: MiopenOpt = None,
     k: Annotated[int, typer.Option("-k", help="configs to return")] = 5,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped one)")] = None,
+    blend: Annotated[
+        bool,
+        typer.Option("--blend", help="rank the tuned shapes' configs by the model and the shipped cost model together"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The model's top-k configs for a shape (no device needed; valid for the checkpoint's GPU)."""
@@ -347,7 +351,7 @@ def predict_cmd(
     if k < 1:
         raise KptuneError(f"-k must be at least 1, not {k}")
     problem = parse_problem(shape, miopen)
-    found, pred = predict(problem, k, model)
+    found, pred = predict(problem, k, model, blend=blend)
     rows = [{"rank": i + 1, "config": c.config.as_dict(), "key": c.config.key(), "log_prob": round(c.log_prob, 4)}
             for i, c in enumerate(found)]  # fmt: skip
     if as_json:

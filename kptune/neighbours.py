@@ -43,6 +43,7 @@ from kptune.registry import Registry
 from kptune.space import Config, SearchSpace, completer
 
 if TYPE_CHECKING:
+    from kptune.predict.costmodel import CostModel
     from kptune.predict.evaluation import Ranker
 
 #: configs lent by the nearest tuned shapes, by default (the cost model's picks where one is shipped)
@@ -65,8 +66,13 @@ class Lender:
 
     nearest: Ranker
     cover: Coverer
-    cost: Ranker | None = None  # the cost model shipped with the dataset, if any
+    cost_model: CostModel | None = None  # the cost model shipped with the dataset, if any
     cost_note: str = "no cost model"  # which cost model lends, or why none does
+
+    @property
+    def cost(self) -> Ranker | None:
+        """The cost model's ranking, if there is one."""
+        return self.cost_model.rank if self.cost_model is not None else None
 
     def rank_neighbours(self, problem: Conv2dProblem, count: int) -> list[str]:
         """The nearest tuned shapes' first `count` configs for `problem`: the cost model's ranking of
@@ -259,7 +265,7 @@ def cost_model_path(dataset: Path) -> Path:
 
 
 def _cost_model(dataset: Path, tuned: TunedShapes, space: SearchSpace, device: DeviceInfo,
-                dataset_hash: str) -> tuple[Ranker | None, str]:  # fmt: skip
+                dataset_hash: str) -> tuple[CostModel | None, str]:  # fmt: skip
     """The cost model beside the dataset, if there is one and it was fit on this dataset's lent shapes,
     and a note saying which, or why none (the nearest shape lends instead)."""
     from kptune.predict.costmodel import CostModel, CostModelError
@@ -268,6 +274,6 @@ def _cost_model(dataset: Path, tuned: TunedShapes, space: SearchSpace, device: D
     if not path.is_file():
         return None, f"no cost model beside {dataset.name}"
     try:
-        return CostModel.load(path, tuned, space, device, dataset_hash).rank, f"cost model {path.name}"
+        return CostModel.load(path, tuned, space, device, dataset_hash), f"cost model {path.name}"
     except (CostModelError, ImportError) as exc:
         return None, f"cost model not used: {exc}"

@@ -65,3 +65,32 @@ def test_standardized_scores_and_a_constant_pool() -> None:
     z = standardized(np.array([1.0, 2.0, 3.0]))
     assert abs(z.mean()) < 1e-12 and abs(z.std() - 1.0) < 1e-12
     assert standardized(np.array([4.0, 4.0])).tolist() == [0.0, 0.0]
+
+
+def test_predict_blend_returns_the_blends_first_picks_and_needs_a_cost_model(parts) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from kptune.errors import KptuneError
+    from kptune.neighbours import lender_for
+    from kptune.predict.api import predict
+
+    _, pred, _ = parts
+    family = get_family("conv2d_fwd")
+    problem = Conv2dProblem.parse("n=3,c=80,h=30,w=30,k=96,r=3,s=3,pad=1")
+    found, _ = predict(problem, 5, DATA / "model-h200.safetensors", blend=True)
+    lender = lender_for(pred.device, family)
+    assert lender is not None and lender.cost_model is not None
+    picks = [key for key, _ in blend(pred.model, pred.vocab, lender.cost_model, problem)[:5]]
+    assert [c.config.key() for c in found] == picks
+    assert all(family.space.valid(problem, pred.device, c.config) for c in found)
+    other = dataclasses.replace(pred.device, name="a GPU no dataset was made for")
+    with pytest.raises(KptuneError, match="--blend needs the cost model"):
+        predict(problem, 5, DATA / "model-h200.safetensors", device=other, blend=True)
+    run = subprocess.run([sys.executable, "-m", "kptune", "predict", "--shape", "n=3,c=80,h=30,w=30,k=96,r=3,s=3,pad=1",
+                          "-k", "3", "--model", str(DATA / "model-h200.safetensors"), "--blend", "--json"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [c["key"] for c in json.loads(run.stdout)["candidates"]] == picks[:3]
