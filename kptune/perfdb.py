@@ -8,13 +8,14 @@ config in flight, and a rerun skips what is already measured.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,21 @@ def _v1_to_v2(c: sqlite3.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
 
 _CORRUPTED = "{path} is not a kptune perf db or is corrupted ({why}); move it away or pass another --db"
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception while it is still open: an interrupt
+    (Ctrl-C, a campaign's SIGINT at its time limit) that lands just after the COMMIT keeps what was
+    committed and stays an interrupt, instead of failing on a ROLLBACK with no transaction open."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class _GuardedCursor(sqlite3.Cursor):
@@ -210,8 +226,7 @@ class PerfDB:
     # -- schema ----------------------------------------------------------------------
     def _migrate(self) -> None:
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(c):
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if not tables:
                 _create_v1(c)
@@ -235,10 +250,6 @@ class PerfDB:
             wrong = sorted(t for t, cols in expected.items() if found.get(t) != cols)
             if wrong:
                 raise DatabaseError(_CORRUPTED.format(path=self.path, why=f"unexpected columns in {', '.join(wrong)}"))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     @property
     def schema_version(self) -> int:
@@ -302,8 +313,7 @@ class PerfDB:
         rows = list(rows)
         if bad := {r[4] for r in rows} - set(SOURCES):
             raise ValueError(f"source must be one of {SOURCES}, not {sorted(bad)}")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(self.conn):
             for problem_id, device_id, kernel_id, m, source in rows:
                 config_id = self.config_id(kernel_id, m.config)
                 rel = m.rel_error if m.rel_error is not None and math.isfinite(m.rel_error) else None
@@ -313,10 +323,6 @@ class PerfDB:
                     (problem_id, device_id, config_id, str(m.outcome), m.time_ms, m.min_ms, m.runs, rel,
                      m.error[:300] or None, source, time.time()),
                 )  # fmt: skip
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     def merge_from(self, other: PerfDB) -> int:
         """Copy every measurement of `other` that this db lacks (same problem, device, config, time and
@@ -330,8 +336,7 @@ class PerfDB:
                    other.conn.execute("SELECT id, kernel_id, key FROM configs")}  # fmt: skip
         seen = set(self.conn.execute("SELECT problem_id, device_id, config_id, created FROM measurements"))
         added = 0
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(self.conn):
             for row in other.conn.execute(
                 "SELECT problem_id, device_id, config_id, outcome, time_ms, min_ms, runs, rel_error, error, source,"
                 " created FROM measurements ORDER BY id"
@@ -344,10 +349,6 @@ class PerfDB:
                     " rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)", mapped,
                 )  # fmt: skip
                 added += 1
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return added
 
     def add_audit(self, problem_id: int, device_id: int, kernel_id: int, model_ms: float | None,

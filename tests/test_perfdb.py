@@ -118,3 +118,36 @@ def test_a_v1_db_is_migrated_to_v2_keeping_its_measurements(db_path: Path) -> No
         assert db.schema_version == SCHEMA_VERSION == 2
         assert db.conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 3
         assert db.conn.execute("SELECT COUNT(*) FROM audits").fetchone()[0] == 0
+
+
+class _InterruptAfter:
+    """A connection that raises KeyboardInterrupt right after running `sql` (a SIGINT landing there)."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: str) -> None:
+        self._conn, self._sql = conn, sql
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, params: object = ()) -> object:
+        cursor = self._conn.execute(sql, params)
+        if sql == self._sql:
+            raise KeyboardInterrupt
+        return cursor
+
+
+@pytest.mark.parametrize("where", ["COMMIT", "INSERT"])
+def test_an_interrupt_stays_an_interrupt_and_keeps_what_was_committed(db_path: Path, where: str) -> None:
+    with PerfDB(db_path) as db:
+        ids = _fill(db)
+        real, sql = db.conn, "COMMIT"
+        row = (*ids, Measurement(Config.of({"A": 8, "B": 2}), Outcome.OK, 0.5, 0.4, 10), "exhaustive")
+        if where == "INSERT":  # mid-transaction: rolled back, nothing half-written
+            sql = ("INSERT INTO measurements (problem_id, device_id, config_id, outcome, time_ms, min_ms, runs,"
+                   " rel_error, error, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)")  # fmt: skip
+        db.conn = _InterruptAfter(real, sql)  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):  # not "cannot rollback - no transaction is active" as corruption
+            db.add_many([row])
+        db.conn = real
+        assert not real.in_transaction
+        assert len(db.measurements(*ids)) == (4 if where == "COMMIT" else 3)
