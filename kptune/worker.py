@@ -9,7 +9,9 @@ module is never re-imported. Messages are pickled tuples over a socket:
 
 It ignores SIGINT: a Ctrl-C in the terminal reaches the whole process group, and the driver
 alone decides what happens then (it stores what was measured and stops or kills its workers), so
-the worker neither dies mid-message nor prints a traceback of its own.
+the worker neither dies mid-message nor prints a traceback of its own. A worker whose driver is
+gone (stopped at a time limit, killed) has no one to answer: it exits quietly, without the
+EOFError or BrokenPipeError tracebacks that would otherwise bury a campaign's log.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def serve(conn: Connection) -> None:
             conn.send(("compiled", errors))
 
 
-if __name__ == "__main__":
+def main(fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(Connection(int(sys.argv[1])))
+    try:
+        serve(Connection(fd))
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the driver is gone: nobody to answer
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
