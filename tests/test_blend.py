@@ -41,6 +41,24 @@ def test_sequence_log_probs_are_the_unconstrained_beams_scores(parts) -> None:  
     assert list(got) == sorted(got, reverse=True) and len(sequence_log_probs(pred.model, pred.vocab, problem, [])) == 0
 
 
+def test_sequence_log_probs_over_a_prefix_tree_are_the_teacher_forced_ones(parts) -> None:  # type: ignore[no-untyped-def]
+    from kptune.predict.tokenizer import BOS
+    from kptune.predict.training import position_mask
+
+    data, pred, cost = parts
+    p = next(p for p in data.split("test") if "dtype=fp32," in p.key)
+    conv = problem_from_key(p.key)
+    assert isinstance(conv, Conv2dProblem)
+    pool, _ = cost.pool_of(p.key)  # configs sharing some prefixes and not others, in no tree order
+    tokens = torch.tensor([pred.vocab.encode(Config.parse(c))[1:-1] for c in pool])
+    source = torch.tensor([encode_source(conv)]).expand(len(pool), -1)
+    with torch.no_grad():
+        logits = pred.model(source, torch.cat([torch.full((len(pool), 1), BOS), tokens[:, :-1]], dim=1))
+        logp = torch.log_softmax(logits + position_mask(pred.vocab), dim=-1)
+    expected = logp.gather(2, tokens.unsqueeze(2)).squeeze(2).sum(dim=1).numpy()
+    np.testing.assert_allclose(sequence_log_probs(pred.model, pred.vocab, conv, pool), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_the_blend_ranks_valid_pool_configs_between_its_two_members(parts) -> None:  # type: ignore[no-untyped-def]
     data, pred, cost = parts
     space = get_family(data.meta["family"]).space

@@ -122,6 +122,39 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
     return out[:k]
 
 
+@torch.inference_mode()
+def sequence_log_probs(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int],
+                       rows: Sequence[Sequence[int]]) -> list[float]:  # fmt: skip
+    """log P(row | source) of each row of parameter tokens (one id of `vocab` per position): each
+    position's softmax over that position's tokens, as the unconstrained beam scores. The rows are
+    decoded as a prefix tree, one decoder step per distinct prefix: configs that share their first
+    parameters (the algorithm, the vector width, ...) share those steps."""
+    if any(m.training for m in model.modules()):
+        model.eval()
+    decoder = _decoder(model)
+    memory = decoder.encode(source)
+    totals = [0.0] * len(rows)
+    node = [0] * len(rows)  # each row's prefix among this depth's distinct prefixes
+    last = torch.tensor([BOS])
+    for t in range(len(vocab.values) if rows else 0):
+        span = vocab.span(t)
+        logits, memory = decoder.step(memory, last, span)
+        logp = torch.log_softmax(logits, dim=-1).tolist()
+        children: dict[tuple[int, int], int] = {}
+        parents: list[int] = []
+        tokens: list[int] = []
+        for i, row in enumerate(rows):
+            totals[i] += logp[node[i]][row[t] - span.start]
+            child = children.setdefault((node[i], row[t]), len(parents))
+            if child == len(parents):
+                parents.append(node[i])
+                tokens.append(row[t])
+            node[i] = child
+        memory = decoder.select(memory, _long(parents))
+        last = _long(tokens)
+    return totals
+
+
 def _capped(ranked: Sequence[Any], keep: int, hedged: Sequence[int]) -> list[Any]:
     """The first `keep` of `ranked` (best first), at most half of them (rounded up) of one `hedged`
     value (hedged[i]: ranked[i]'s) while entries of other values remain; the ranking's order kept."""

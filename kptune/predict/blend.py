@@ -2,8 +2,8 @@
 
 The cost model (`kptune.predict.costmodel`) ranks the configs stored for a problem's nearest tuned
 shapes from what they did there; the seq2seq gives every config a probability from the problem's
-descriptor alone (`sequence_log_probs`: the sum of its tokens' log-probabilities, teacher-forced,
-each position's softmax over that position's tokens; the beam's unconstrained scores). They err in different
+descriptor alone (`sequence_log_probs`: the sum of its tokens' log-probabilities, each position's
+softmax over that position's tokens; the beam's unconstrained scores). They err in different
 places, so `blended_ranker` ranks the pool by the mean of the two scores, each standardized over
 the pool (z-scores: a log-probability and a predicted log ratio have different scales), with
 weight WEIGHT on the seq2seq's: equal weights, fixed beforehand, not fitted. Every config it returns
@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from torch import nn
 
-from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
-from kptune.predict.training import position_mask
+from kptune.predict import beam
+from kptune.predict.tokenizer import TargetVocab, encode_source
 from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config
 
@@ -38,15 +37,9 @@ WEIGHT = 0.5
 def sequence_log_probs(model: nn.Module, vocab: TargetVocab, problem: Conv2dProblem,
                        configs: Sequence[str]) -> np.ndarray:  # fmt: skip
     """log P(config | problem) under the seq2seq, for each config key: its tokens' log-probabilities
-    summed, each over its position's tokens alone."""
-    if not configs:
-        return np.zeros(0)
-    tokens = torch.tensor([vocab.encode(Config.parse(c))[1:-1] for c in configs])
-    source = torch.tensor([encode_source(problem)]).expand(len(configs), -1)
-    prefix = torch.cat([torch.full((len(configs), 1), BOS), tokens[:, :-1]], dim=1)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(source, prefix) + position_mask(vocab), dim=-1)
-    return logp.gather(2, tokens.unsqueeze(2)).squeeze(2).sum(dim=1).numpy()
+    summed, each over its position's tokens alone (`beam.sequence_log_probs`, over a prefix tree)."""
+    rows = [vocab.encode(Config.parse(c))[1:-1] for c in configs]
+    return np.array(beam.sequence_log_probs(model, vocab, encode_source(problem), rows))
 
 
 def standardized(x: np.ndarray) -> np.ndarray:
