@@ -9,6 +9,9 @@
 # with all), and every problem of the earlier installment; and fits the cost model beside it. Extra arguments for `kptune campaign` go in
 # $CAMPAIGN_ARGS (e.g. "--max-gflop 1" for the cheapest first: 1,438 of the corpus's 2,675 fp32
 # problems are at most 1 GFLOP; "--dtype fp32" replaces the two dtypes; "--split test").
+# CAMPAIGN_TIMEOUT=SECONDS stops the campaign after that long (SIGINT, as Ctrl-C: everything measured
+# stays in the perf db; SIGKILL 30 s later) and cuts the installment all the same: one call on a lent
+# machine with a time limit per call. Rerun on the same perf db to go on where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-perf-h200.db}
@@ -18,8 +21,10 @@ trap 'rm -f "$BASE"' EXIT
 cp "$OUT" "$BASE" 2>/dev/null || cp kptune/data/dataset-h200.db.gz "$BASE"
 DTYPES=("--dtype" "fp32" "--dtype" "fp16")
 [[ " ${CAMPAIGN_ARGS:-} " == *" --dtype "* ]] && DTYPES=()
+LIMIT=()
+[[ -n "${CAMPAIGN_TIMEOUT:-}" ]] && LIMIT=(timeout -k 30 -s INT "$CAMPAIGN_TIMEOUT")
 # shellcheck disable=SC2086 # CAMPAIGN_ARGS is a list of words
-python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
+"${LIMIT[@]}" python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
   --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
   || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
 python -m kptune dataset build --top 256 --db "$DB" --base "$BASE" --out "$OUT"
