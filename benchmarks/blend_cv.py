@@ -1,15 +1,18 @@
 """Does blending the seq2seq with the cost model help on networks neither has seen? Network-fold CV.
 
     PYTHONPATH=. python benchmarks/blend_cv.py --folds 4 --epochs 60 --out results/
+    PYTHONPATH=. python benchmarks/blend_cv.py --folds 4 --epochs 60 --no-gemm-view --out results/
 
 Folds of whole network sets over train + validation (`model_cv.network_folds`; the test split is
-never read). Per fold: the seq2seq trained with the defaults for a fixed --epochs (`early_stop=False`,
-one thread, --seed) and the cost model fit on the other folds; each scored on the fold's fp32
-problems with `evaluation.scores` (k 5): the seq2seq's hedged constrained beam (as `predict()`), the
-cost model, and their blend (`kptune.predict.blend`) at the seq2seq weights --weights (0.5 is the
-shipped one). Pooled over the folds. Train and validation problems keep only their 32 fastest configs
-(256 for those recorded from the ninth installment on), so a pick outside them counts as the slowest
-stored: upper bounds, as in model_cv. Writes blend_cv.json under --out.
+never read). Per fold: the seq2seq trained with the defaults for a fixed --epochs
+(`early_stop=False`, one thread, --seed) and the cost model fit on the other folds; each scored on
+the fold's fp32 problems with `evaluation.scores` (k 5): the seq2seq's hedged constrained beam (as
+`predict()`), the cost model, and their blend (`kptune.predict.blend`) at the seq2seq weights
+--weights (0.5 is the shipped one). Pooled over the folds. --no-gemm-view trains the seq2seq on
+sources without the GEMM view's sizes (`ModelConfig.gemm_view`, as checkpoints before it were), to
+compare the two. Train and validation problems keep only their 32 fastest configs (256 for those
+recorded from the ninth installment on), so a pick outside them counts as the slowest stored: upper
+bounds, as in model_cv. Writes blend_cv.json under --out.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    ap.add_argument(
+        "--no-gemm-view",
+        dest="gemm_view",
+        action="store_false",
+        help="sources without the GEMM view's sizes (tokenizer.DERIVED_FIELDS)",
+    )
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     import torch
@@ -50,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = ds.load(args.dataset)
     family, device = get_family(data.meta["family"]), DeviceInfo(**data.meta["device_limits"])
     pool = data.split("train") + data.split("validation")
-    cfg = dataclasses.replace(ModelConfig(), epochs=args.epochs, early_stop=False, seed=args.seed)
+    cfg = dataclasses.replace(
+        ModelConfig(), epochs=args.epochs, early_stop=False, seed=args.seed, gemm_view=args.gemm_view
+    )
     rows: dict[str, list[dict[str, float]]] = {}
     for f, members in enumerate(network_folds(pool, args.folds)):
         t0, inside = time.perf_counter(), set(members)
@@ -76,9 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:14s} {t['problems']} problems: top-1 {t['ratio_top1_geomean']:.4f}, best of 5 "
               f"{t['ratio_top5_geomean']:.4f}, top-5 hit {t['top5_hit']:.2f}")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "blend_cv.json", {"benchmark": "blend_cv", **provenance(), "dataset": str(args.dataset),
-                                            "folds": args.folds, "epochs": args.epochs, "seed": args.seed,
-                                            "table": table, "rows": rows})  # fmt: skip
+    name = "blend_cv.json" if args.gemm_view else "blend_cv-no-gemm-view.json"
+    write_json(args.out / name, {"benchmark": "blend_cv", **provenance(), "dataset": str(args.dataset),
+                                 "folds": args.folds, "epochs": args.epochs, "seed": args.seed,
+                                 "gemm_view": args.gemm_view, "table": table, "rows": rows})  # fmt: skip
     return 0
 
 

@@ -18,8 +18,16 @@ from kptune.device import DeviceInfo  # noqa: E402
 from kptune.kernel import get_family  # noqa: E402
 from kptune.predict import checkpoint  # noqa: E402
 from kptune.predict.beam import all_allowed, beam_search, constrained_allowed  # noqa: E402
-from kptune.predict.models import LSTMBeamDecoder, ModelConfig, build_model  # noqa: E402
-from kptune.predict.tokenizer import BOS, SOURCE_LENGTH, SOURCE_VOCAB, TargetVocab, encode_source, source_words  # noqa: E402
+from kptune.predict.models import LSTMBeamDecoder, ModelConfig, build_model, source_of  # noqa: E402
+from kptune.predict.tokenizer import (  # noqa: E402
+    BOS,
+    PLAIN_SOURCE_VOCAB_SIZE,
+    SOURCE_LENGTH,
+    SOURCE_VOCAB,
+    TargetVocab,
+    encode_source,
+    source_words,
+)
 from kptune.problem import Conv2dProblem  # noqa: E402
 
 GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
@@ -28,9 +36,9 @@ VOCAB = TargetVocab.of(FAMILY.space)
 SMALL = ModelConfig(embed=16, hidden=32, seed=0)
 
 
-def _model(arch: str = "lstm") -> torch.nn.Module:
+def _model(arch: str = "lstm", gemm_view: bool = True) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch=arch, embed=16, hidden=32), VOCAB.size).eval()
+    return build_model(ModelConfig(arch=arch, embed=16, hidden=32, gemm_view=gemm_view), VOCAB.size).eval()
 
 
 def test_unseen_sizes_land_between_their_neighbours() -> None:
@@ -40,6 +48,45 @@ def test_unseen_sizes_land_between_their_neighbours() -> None:
     big = encode_source(Conv2dProblem.parse("n=1,c=3,h=7,w=7,k=8,r=11,s=11,pad=9"))
     assert len(big) == SOURCE_LENGTH and all(0 <= i < len(SOURCE_VOCAB) for i in big)
     assert "r=2^3" in source_words(Conv2dProblem.parse("n=1,c=3,h=16,w=16,k=8,r=11,s=11,pad=5"))
+
+
+def test_the_source_carries_the_gemm_view_after_the_plain_words() -> None:
+    problem = Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
+    words = source_words(problem)
+    # gemm_m = 32 * 56 * 56 = 2^16.6, gemm_k = 64 * 9 = 2^9.17, outputs = gemm_m * 64 = 2^22.6
+    assert words[-6:] == ["gemm_m:e16", "gemm_m:q2", "gemm_k:e9", "gemm_k:q0", "outputs:e22", "outputs:q2"]
+    plain = encode_source(problem, gemm_view=False)
+    assert encode_source(problem)[: len(plain)] == plain and max(plain) < PLAIN_SOURCE_VOCAB_SIZE
+    huge = encode_source(Conv2dProblem.parse("n=64,c=1024,h=128,w=128,k=1024,r=7,s=7,pad=3"))  # 2^30 outputs
+    assert len(huge) == SOURCE_LENGTH and max(huge) < len(SOURCE_VOCAB)
+
+
+def test_a_checkpoint_from_before_the_gemm_view_loads_and_reads_plain_sources(tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    old = build_model(ModelConfig(embed=16, hidden=32, gemm_view=False), VOCAB.size).eval()
+    checkpoint.save(tmp_path / "new.safetensors", old, ModelConfig(embed=16, hidden=32, gemm_view=False), VOCAB,
+                    {"family": FAMILY.name, "source_hash": FAMILY.source_hash, "device": GPU.key,
+                     "device_limits": GPU.limits(), "dataset_hash": "x", "training": {}})  # fmt: skip
+    with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as f:
+        header = json.loads(f.metadata()["kptune"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del header["model"]["gemm_view"]  # as written before the setting existed
+    assert header["source_vocab_size"] == PLAIN_SOURCE_VOCAB_SIZE
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"kptune": json.dumps(header)})
+    pred = checkpoint.load(tmp_path / "old.safetensors", FAMILY.name, FAMILY.source_hash)
+    problem = Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1")
+    assert pred.cfg.gemm_view is False and source_of(pred.model, problem) == encode_source(problem, gemm_view=False)
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    assert beam_search(pred.model, VOCAB, source_of(pred.model, problem), allowed, 4, 3)
+    header["source_vocab_size"] = len(SOURCE_VOCAB)  # claims the GEMM view's words, weights without them
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={"kptune": json.dumps(header)})
+    with pytest.raises(checkpoint.CheckpointError, match="source vocabulary"):
+        checkpoint.load(tmp_path / "bad.safetensors")
 
 
 def test_target_round_trip() -> None:
@@ -102,8 +149,9 @@ def test_the_hedge_spreads_candidates_the_plain_beam_puts_on_one_split_factor() 
 
     problem = Conv2dProblem.parse("n=1,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
     allowed = constrained_allowed(FAMILY.space, problem, GPU)
-    plain = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5)
-    hedged = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, 8, 5, hedged_position(FAMILY.name, VOCAB))
+    model, source = _model(gemm_view=False), encode_source(problem, gemm_view=False)
+    plain = beam_search(model, VOCAB, source, allowed, 8, 5)
+    hedged = beam_search(model, VOCAB, source, allowed, 8, 5, hedged_position(FAMILY.name, VOCAB))
     assert [c.config["KSPLIT"] for c in plain].count(1) == 4  # (this seeded untrained model's ranking)
     assert [c.config["KSPLIT"] for c in hedged].count(1) == 3 and hedged[0] == plain[0]
 

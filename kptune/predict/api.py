@@ -20,9 +20,8 @@ from kptune.predict.beam import (
     prepare,
 )
 from kptune.predict.blend import blended_ranker
-from kptune.predict.models import ModelConfig
+from kptune.predict.models import ModelConfig, source_of
 from kptune.predict.threads import one_torch_thread
-from kptune.predict.tokenizer import encode_source
 from kptune.predict.training import plot_curve, summary, train
 from kptune.problem import Conv2dProblem
 
@@ -111,7 +110,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     spread = hedged_position(family.name, pred.vocab) if hedge else None
     with one_torch_thread():
-        found = beam_search(pred.model, pred.vocab, encode_source(problem), allowed, max(width, k), k, spread)
+        found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread)
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}

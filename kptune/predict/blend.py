@@ -21,7 +21,8 @@ import numpy as np
 from torch import nn
 
 from kptune.predict import beam
-from kptune.predict.tokenizer import TargetVocab, encode_source
+from kptune.predict.models import source_of
+from kptune.predict.tokenizer import TargetVocab
 from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config
 
@@ -39,7 +40,7 @@ def sequence_log_probs(model: nn.Module, vocab: TargetVocab, problem: Conv2dProb
     """log P(config | problem) under the seq2seq, for each config key: its tokens' log-probabilities
     summed, each over its position's tokens alone (`beam.sequence_log_probs`, over a prefix tree)."""
     rows = [vocab.encode(Config.parse(c))[1:-1] for c in configs]
-    return np.array(beam.sequence_log_probs(model, vocab, encode_source(problem), rows))
+    return np.array(beam.sequence_log_probs(model, vocab, source_of(model, problem), rows))
 
 
 def standardized(x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.predict.models import ModelConfig, build_model
-from kptune.predict.tokenizer import SOURCE_VOCAB, TargetVocab
+from kptune.predict.tokenizer import TargetVocab, source_vocab_size
 
 FORMAT = "kptune-predictor/1"
 
@@ -29,7 +29,7 @@ def save(path: Path, model: torch.nn.Module, cfg: ModelConfig, vocab: TargetVoca
     from safetensors.torch import save_file
 
     header = {"format": FORMAT, "model": cfg.to_json(), "target_vocab": vocab.to_json(),
-              "source_vocab_size": len(SOURCE_VOCAB), **meta}  # fmt: skip
+              "source_vocab_size": source_vocab_size(cfg.gemm_view), **meta}  # fmt: skip
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     try:
         save_file(tensors, str(path), metadata={"kptune": json.dumps(header)})
@@ -80,11 +80,15 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
     if source_hash is not None and header.get("source_hash") != source_hash:
         raise CheckpointError(f"{path}: made for kernel source {header.get('source_hash')}, this kptune has "
                               f"{source_hash}: retrain (kptune train) on data measured with this source")  # fmt: skip
-    if header.get("source_vocab_size") != len(SOURCE_VOCAB):
-        raise CheckpointError(f"{path}: source vocabulary of {header.get('source_vocab_size')} words, "
-                              f"this kptune has {len(SOURCE_VOCAB)}")  # fmt: skip
     try:
-        cfg = ModelConfig(**header["model"])
+        # a checkpoint from before the GEMM view's words was trained without them
+        cfg = ModelConfig(**{"gemm_view": False, **header["model"]})
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: unknown model settings ({' '.join(str(exc).split())[:160]})") from None
+    if header.get("source_vocab_size") != source_vocab_size(cfg.gemm_view):
+        raise CheckpointError(f"{path}: source vocabulary of {header.get('source_vocab_size')} words, "
+                              f"this kptune has {source_vocab_size(cfg.gemm_view)} for it")  # fmt: skip
+    try:
         vocab = TargetVocab(header["target_vocab"]["names"], header["target_vocab"]["values"])
         model = build_model(cfg, vocab.size)
         model.load_state_dict(tensors, strict=True)

@@ -146,11 +146,11 @@ def model_ranker(model: Any, vocab: Any, space: SearchSpace, device: DeviceInfo,
     """The seq2seq model's ranking: constrained beam, greedy constrained (k=1), or unconstrained beam;
     `spread` as `beam_search`'s (beams only)."""
     from kptune.predict.beam import all_allowed, beam_search, constrained_allowed
-    from kptune.predict.tokenizer import encode_source
+    from kptune.predict.models import source_of
 
     def rank(problem: DatasetProblem, k: int) -> list[str]:
         conv = problem_from_key(problem.key)
-        source = encode_source(conv)  # type: ignore[arg-type]
+        source = source_of(model, conv)  # type: ignore[arg-type]
         if mode == "unconstrained":
             found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread)
         else:

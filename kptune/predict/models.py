@@ -11,12 +11,15 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
-from kptune.predict.tokenizer import PAD, SOURCE_VOCAB
+from kptune.predict.tokenizer import PAD, encode_source, source_vocab_size
+
+if TYPE_CHECKING:
+    from kptune.problem import Conv2dProblem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ModelConfig:
     targets_within: float = 1.05  # configs within this factor of the best are targets too
     max_targets: int = 8
     seed: int = 0
+    gemm_view: bool = True  # the source carries the GEMM view's sizes (tokenizer.DERIVED_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,7 +52,8 @@ class LSTMTranslator(nn.Module):
 
     def __init__(self, cfg: ModelConfig, target_size: int) -> None:
         super().__init__()
-        self.src_embed = nn.Embedding(len(SOURCE_VOCAB), cfg.embed, padding_idx=PAD)
+        self.gemm_view = cfg.gemm_view  # how its sources are written (tokenizer.encode_source)
+        self.src_embed = nn.Embedding(source_vocab_size(cfg.gemm_view), cfg.embed, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(target_size, cfg.embed, padding_idx=PAD)
         self.encoder = nn.LSTM(cfg.embed, cfg.hidden // 2, num_layers=cfg.layers, batch_first=True, bidirectional=True)
         # LSTMCells, not nn.LSTM: decoding is one step at a time, and a cell step costs a third
@@ -187,7 +192,8 @@ class TransformerTranslator(nn.Module):
 
     def __init__(self, cfg: ModelConfig, target_size: int, max_len: int = 64) -> None:
         super().__init__()
-        self.src_embed = nn.Embedding(len(SOURCE_VOCAB), cfg.hidden, padding_idx=PAD)
+        self.gemm_view = cfg.gemm_view
+        self.src_embed = nn.Embedding(source_vocab_size(cfg.gemm_view), cfg.hidden, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(target_size, cfg.hidden, padding_idx=PAD)
         self.pos = nn.Embedding(max_len, cfg.hidden)
         with warnings.catch_warnings():  # nested tensors do not apply to pre-norm layers; torch says so each time
@@ -223,6 +229,11 @@ class TransformerTranslator(nn.Module):
     @staticmethod
     def select(memory: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[index] for k, v in memory.items()}
+
+
+def source_of(model: nn.Module, problem: Conv2dProblem) -> list[int]:
+    """`problem`'s source sentence as `model` was trained to read it (with or without the GEMM view)."""
+    return encode_source(problem, bool(getattr(model, "gemm_view", True)))
 
 
 def build_model(cfg: ModelConfig, target_size: int) -> LSTMTranslator | TransformerTranslator:

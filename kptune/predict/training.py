@@ -60,11 +60,11 @@ def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
     return [c for c, t in problem.times[:limit] if t <= best * within]
 
 
-def _tensors(problems: Sequence[DatasetProblem], vocab: TargetVocab, within: float,
-             limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _tensors(problems: Sequence[DatasetProblem], vocab: TargetVocab, within: float, limit: int,
+             gemm_view: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     src, tin, tout = [], [], []
     for p in problems:
-        source = encode_source(problem_from_key(p.key))  # type: ignore[arg-type]
+        source = encode_source(problem_from_key(p.key), gemm_view)  # type: ignore[arg-type]
         for key in targets(p, within, limit):
             tokens = vocab.encode(Config.parse(key))[1:-1]  # the parameters, no <s> </s>
             src.append(source)
@@ -113,8 +113,8 @@ def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
         val_set = [p for i, p in enumerate(train_set) if i in held]
         train_set = [p for i, p in enumerate(train_set) if i not in held]
         validation = f"held-out train (the validation split has fewer than {MIN_VALIDATION} problems)"
-    tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets)
-    va = _tensors(val_set, vocab, 1.0, 1) if val_set else None
+    tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets, cfg.gemm_view)
+    va = _tensors(val_set, vocab, 1.0, 1, cfg.gemm_view) if val_set else None
     rank_score = _ranking_score(data, val_set) if val_set else None
     mask = position_mask(vocab)
     model = build_model(cfg, vocab.size)
