@@ -197,8 +197,9 @@ def _places(shipped: tuple[Path, ...] | None) -> tuple[Path, ...]:
 
 
 def _base(path: Path | None, device_key: str, log: Callable[[str], None]) -> ds.Dataset | None:
-    """The dataset at `path` to cut on top of, if it was measured on this very device (None otherwise:
-    another CPU's, or none)."""
+    """The dataset at `path` to cut on top of, if it was measured on this very device and labelled by
+    exhaustive search, as the cut will be (None otherwise: another CPU's, a sampled bootstrap such as
+    the shipped PoCL dataset, or none)."""
     if path is None:
         return None
     try:
@@ -208,6 +209,9 @@ def _base(path: Path | None, device_key: str, log: Callable[[str], None]) -> ds.
         return None
     if data.meta.get("device") != device_key:
         log(f"not cut on top of {path.name}: measured on {data.meta.get('device')}, not {device_key}")
+        return None
+    if data.meta.get("labels", "exhaustive") != "exhaustive":
+        log(f"not cut on top of {path.name}: its labels are '{data.meta['labels']}', the cut's exhaustive")
         return None
     log(f"cut on top of {path.name} ({len(data.problems)} problems)")
     return data

@@ -125,3 +125,15 @@ def test_a_version_keeps_the_data_autotune_lends_from(tmp_path: Path) -> None:
     reg.promote(bare["version"])
     assert reg.lent_dataset(bare) is None
     assert lent_dataset(GPU, FAMILY, reg).parent.name == "data"  # type: ignore[union-attr]
+
+
+def test_a_sampled_bootstrap_dataset_of_this_very_device_is_no_base_for_the_cut() -> None:
+    from kptune.retrain import _base
+
+    shipped = Path(__file__).resolve().parents[1] / "kptune" / "data"
+    pocl = shipped / "dataset-pocl-cpu.db.gz"  # labels: the best of sampled configs
+    said: list[str] = []
+    assert _base(pocl, ds.read_meta(pocl)["device"], said.append) is None  # (a machine with its very CPU)
+    assert "its labels are 'best of" in said[-1]
+    h200 = shipped / "dataset-h200.db.gz"
+    assert _base(h200, ds.read_meta(h200)["device"], said.append) is not None and said[-1].startswith("cut on top")
