@@ -61,7 +61,7 @@ def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
 
 
 def _tensors(problems: Sequence[DatasetProblem], vocab: TargetVocab, within: float, limit: int,
-             gemm_view: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+             gemm_view: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     src, tin, tout = [], [], []
     for p in problems:
         source = encode_source(problem_from_key(p.key), gemm_view)  # type: ignore[arg-type]
