@@ -42,6 +42,8 @@ dataset_app = typer.Typer(no_args_is_help=True, help="The recorded dataset the p
 app.add_typer(dataset_app, name="dataset")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, the current one, rollback.")
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(no_args_is_help=True, help="CuPy's kernel cache: filled on a CPU host, shipped to a GPU.")
+app.add_typer(cache_app, name="cache")
 
 out = Console()
 err = Console(stderr=True)
@@ -782,6 +784,31 @@ def dataset_show(path: Annotated[Path, typer.Argument(help="dataset file")]) -> 
     from kptune import dataset
 
     out.print("\n".join(dataset.summary(dataset.load(path))), markup=False, highlight=False)
+
+
+@cache_app.command("describe")
+def cache_describe(
+    device: Annotated[int, typer.Option(help="CUDA device index")] = 0,
+    output: Annotated[Path | None, typer.Option("--out", help="write the JSON here, not to stdout")] = None,
+) -> None:
+    """On the GPU machine: what names and builds a kernel in its CuPy cache (scripts/cross_compile.py reads it)."""
+    from kptune.backends.cupy_cache import describe_target
+
+    text = describe_target(device).to_json()
+    if output is None:
+        out.print(text, markup=False, highlight=False)
+    else:
+        output.write_text(text + "\n")
+
+
+@cache_app.command("load")
+def cache_load(archive: Annotated[Path, typer.Argument(help="a .tar.xz from scripts/cross_compile.py")]) -> None:
+    """On the GPU machine: unpack cross-compiled kernels into kptune's CuPy cache."""
+    from kptune.backends.cupy_backend import cupy_cache_dir
+    from kptune.backends.cupy_cache import unpack
+
+    target = cupy_cache_dir()
+    err.print(f"{unpack(archive, target)} kernels into {target}", markup=False)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

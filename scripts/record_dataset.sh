@@ -12,6 +12,9 @@
 # CAMPAIGN_TIMEOUT=SECONDS stops the campaign after that long (SIGINT, as Ctrl-C: everything measured
 # stays in the perf db; SIGKILL 30 s later) and cuts the installment all the same: one call on a lent
 # machine with a time limit per call. Rerun on the same perf db to go on where it stopped.
+# KERNEL_ARCHIVES="a.tar.xz ..." first loads kernels cross-compiled on a CPU host
+# (scripts/cross_compile.py) into the CuPy cache, so the campaign does not spend its first minutes
+# compiling them (a fresh machine's compile pass took ~20 of a session's 30 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-perf-h200.db}
@@ -21,6 +24,7 @@ trap 'rm -f "$BASE"' EXIT
 cp "$OUT" "$BASE" 2>/dev/null || cp kptune/data/dataset-h200.db.gz "$BASE"
 DTYPES=("--dtype" "fp32" "--dtype" "fp16")
 [[ " ${CAMPAIGN_ARGS:-} " == *" --dtype "* ]] && DTYPES=()
+for archive in ${KERNEL_ARCHIVES:-}; do python -m kptune cache load "$archive"; done
 LIMIT=()
 [[ -n "${CAMPAIGN_TIMEOUT:-}" ]] && LIMIT=(timeout -k 30 -s INT "$CAMPAIGN_TIMEOUT")
 # shellcheck disable=SC2086 # CAMPAIGN_ARGS is a list of words

@@ -11,6 +11,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,8 +25,13 @@ if TYPE_CHECKING:
     from kptune.problem import Problem
 
 
+def cupy_cache_dir() -> Path:
+    """Where CuPy files its binaries for kptune: CUPY_CACHE_DIR, else kptune's cache dir/cupy."""
+    return Path(os.environ.get("CUPY_CACHE_DIR") or cache_dir() / "cupy")
+
+
 def _cp() -> Any:
-    os.environ.setdefault("CUPY_CACHE_DIR", str(cache_dir() / "cupy"))
+    os.environ.setdefault("CUPY_CACHE_DIR", str(cupy_cache_dir()))
     try:
         import cupy
     except ImportError:
@@ -75,6 +81,11 @@ def list_devices() -> list[DeviceInfo]:
     return out
 
 
+def kernel_text(source: str, defines: Mapping[str, int]) -> str:
+    """What NVRTC compiles: the defines, then the source (cupy_cache.py compiles the same)."""
+    return "".join(f"#define {k} {v}\n" for k, v in sorted(defines.items())) + source
+
+
 def open_device(device: DeviceInfo) -> CupyBackend:
     return CupyBackend(device)
 
@@ -87,6 +98,8 @@ extern "C" __global__ void kptune_spin(long long cycles) {
     while (clock64() - start < cycles) { }
 }
 """
+#: NVRTC options of every kernel (CuPy adds its include paths and -ftz=true)
+NVRTC_OPTIONS = ("--std=c++14",)
 HOLD_MARGIN = 2.0  # the spin lasts this many times the host's enqueue time it must cover
 _REDUCE_ROWS = 4096  # parallel row sums in relative_error: enough blocks to fill any GPU
 
@@ -115,9 +128,8 @@ class CupyBackend:
         # Defines go into the source, not the options: CuPy compiles an empty file once per
         # distinct option tuple (to fingerprint the compiler), which per config cost ~15 ms
         # even when the kernel itself came from the disk cache.
-        text = "".join(f"#define {k} {v}\n" for k, v in sorted(defines.items())) + source
         try:
-            module = self.cp.RawModule(code=text, options=("--std=c++14",))
+            module = self.cp.RawModule(code=kernel_text(source, defines), options=NVRTC_OPTIONS)
             kernel = module.get_function(entry)
             kernel.num_regs  # noqa: B018 - forces compilation and module load now
         except self.cp.cuda.compiler.CompileException as exc:
