@@ -803,12 +803,17 @@ def cache_describe(
 
 @cache_app.command("load")
 def cache_load(archive: Annotated[Path, typer.Argument(help="a .tar.xz from scripts/cross_compile.py")]) -> None:
-    """On the GPU machine: unpack cross-compiled kernels into kptune's CuPy cache."""
-    from kptune.backends.cupy_backend import cupy_cache_dir
-    from kptune.backends.cupy_cache import unpack
+    """On the GPU machine: unpack cross-compiled kernels into kptune's CuPy cache, and mark their
+    define sets compiled for the GPUs they were built for."""
+    from kptune.backends.cupy_backend import cupy_cache_dir, list_devices
+    from kptune.backends.cupy_cache import register, unpack
 
     target = cupy_cache_dir()
-    err.print(f"{unpack(archive, target)} kernels into {target}", markup=False)
+    count, manifest = unpack(archive, target)
+    marked = register(manifest, list_devices()) if manifest is not None else []
+    where = f"; {len(manifest.keys)} define sets marked compiled for {', '.join(d.spec for d in marked)}" \
+        if manifest is not None and marked else ""  # fmt: skip
+    err.print(f"{count} kernels into {target}{where}", markup=False)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

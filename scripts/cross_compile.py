@@ -21,7 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from kptune.backends.cupy_backend import kernel_text
-from kptune.backends.cupy_cache import CupyTarget, cross_compile, pack
+from kptune.backends.cupy_cache import CupyTarget, Manifest, cross_compile, pack
+from kptune.compiled import define_key
 from kptune.corpus import read_shapes
 from kptune.dataset import problem_keys, read_meta
 from kptune.device import DeviceInfo
@@ -89,11 +90,13 @@ def main() -> None:
     names_file = args.out_dir / "cross_compile_names.txt"  # in use order, appended as slices finish
     names_file.write_text("")
     names: list[str] = []
+    keys: list[str] = []  # define_key of each name's define set
     errors: collections.Counter[str | None] = collections.Counter()
     for i in range(0, len(wanted), 2048):
         results = cross_compile([kernel_text(family.full_source, d) for d in wanted[i : i + 2048]], target,
                                 args.cache, args.jobs)  # fmt: skip
         names += [r.name for r in results if r.name]
+        keys += [define_key(d) for d, r in zip(wanted[i : i + 2048], results, strict=True) if r.name]
         errors.update(r.error for r in results if r.error)
         with names_file.open("a") as f:
             f.write("".join(f"{r.name}\n" for r in results if r.name))
@@ -104,7 +107,9 @@ def main() -> None:
         per = max(1, int(args.pack_mb * 1e6 / 3300))  # ~3.3 kB of xz per binary
         for i in range(0, len(names), per):
             out = args.out_dir / f"kernels-{i // per:02d}.tar.xz"
-            size = pack(args.cache, names[i : i + per], out)
+            manifest = Manifest(family.name, family.source_hash, target.arch, target.cupy_version,
+                                tuple(keys[i : i + per]))  # fmt: skip
+            size = pack(args.cache, names[i : i + per], out, manifest)
             print(f"{out}: {len(names[i : i + per])} binaries, {size / 1e6:.1f} MB")
 
 
