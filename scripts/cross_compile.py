@@ -16,6 +16,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ from kptune.compiled import define_key
 from kptune.corpus import read_shapes
 from kptune.dataset import problem_keys, read_meta
 from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
 from kptune.kernel import get_family
 
 
@@ -114,4 +116,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KptuneError, OSError) as exc:  # a missing file, a refused host: one line, exit 2
+        print(f"cross_compile.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
