@@ -798,7 +798,10 @@ def cache_describe(
     if output is None:
         out.print(text, markup=False, highlight=False)
     else:
-        output.write_text(text + "\n")
+        try:
+            output.write_text(text + "\n")
+        except OSError as exc:
+            raise KptuneError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 @cache_app.command("load")
