@@ -50,6 +50,9 @@ err = Console(stderr=True)
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="perf db file (default: user data dir, or $KPTUNE_DB)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")]
+RestartsOpt = Annotated[
+    int, typer.Option(help="train seeds SEED .. SEED+N-1 and keep the one best on the validation problems")
+]
 ShapeOpt = Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')]
 MiopenOpt = Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')]
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz"
@@ -250,6 +253,13 @@ def _campaign_plan(problems: Sequence[Problem], family: KernelFamily, device: De
     out.print(table)
 
 
+def _check_restarts(restarts: int, early_stop: bool) -> None:
+    if restarts < 1:
+        raise KptuneError(f"--restarts must be at least 1, not {restarts}")
+    if restarts > 1 and not early_stop:
+        raise KptuneError("--restarts chooses on the validation problems: it needs early stopping, not --no-early-stop")
+
+
 @app.command("train")
 def train_cmd(
     dataset: Annotated[Path, typer.Option(help="dataset file (kptune dataset build)")] = DEFAULT_DATASET,
@@ -272,6 +282,7 @@ def train_cmd(
         float, typer.Option(help="configs within this factor of a problem's best are targets too (1.0: the best)")
     ] = 1.05,
     max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
+    restarts: RestartsOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the seq2seq predictor on the CPU, early-stopping on validation ratios (or for fixed epochs)."""
@@ -285,9 +296,10 @@ def train_cmd(
     if targets_within < 1.0 or max_targets < 1:
         raise KptuneError(f"--targets-within must be >= 1 and --max-targets >= 1, not {targets_within}, "
                           f"{max_targets}")  # fmt: skip
+    _check_restarts(restarts, early_stop)
     info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
-                            early_stop=early_stop, targets_within=targets_within, max_targets=max_targets),
-                            log=lambda line: err.print(line, markup=False))  # fmt: skip
+                            early_stop=early_stop, targets_within=targets_within, max_targets=max_targets,
+                            restarts=restarts), log=lambda line: err.print(line, markup=False))  # fmt: skip
     if as_json:
         _print_json(info)
         return
@@ -511,6 +523,7 @@ def retrain_cmd(
     arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
     epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
+    restarts: RestartsOpt = 3,
     corpus: Annotated[
         Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
     ] = None,
@@ -528,7 +541,8 @@ def retrain_cmd(
 
     if arch not in ("lstm", "transformer"):
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
-    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed)
+    _check_restarts(restarts, early_stop=True)
+    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts)
     path = db if db is not None else default_db_path()
     from kptune.corpus import load_corpus
 

@@ -326,12 +326,41 @@ def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems
     assert training.summary(result)["val_ratio"] == result.history[result.best_epoch]["val_ratio"]
 
 
+def test_restarts_keep_the_seed_best_on_validation_weight_for_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from kptune import dataset as ds
+    from kptune.predict import api, training
+
+    shipped = ds.load(api.DEFAULT_MODEL.parent / "dataset-h200.db.gz")
+    small = ds.Dataset(shipped.meta, tuple(shipped.split("train")[:6] + shipped.split("validation")[:3]))
+    monkeypatch.setattr(training, "MIN_VALIDATION", 3)
+    cfg = dataclasses.replace(SMALL, epochs=3, patience=10, seed=4, restarts=3)
+    result = training.train(small, cfg)
+    alone = {seed: training.train(small, dataclasses.replace(cfg, seed=seed, restarts=1)) for seed in (4, 5, 6)}
+    scores = {seed: r.history[r.best_epoch]["val_ratio"] for seed, r in alone.items()}
+    assert [r["seed"] for r in result.restarts] == [4, 5, 6]
+    assert [r["score"] for r in result.restarts] == [scores[s] for s in (4, 5, 6)]
+    assert result.seed == max(scores, key=lambda s: (scores[s], -s))  # the first of the best
+    kept = alone[result.seed].model.state_dict()
+    assert all(torch.equal(result.model.state_dict()[k], kept[k]) for k in kept)
+    info = training.summary(result)
+    assert info["seed"] == result.seed and len(info["restarts"]) == 3
+    with pytest.raises(ValueError, match="early stopping"):
+        training.train(small, dataclasses.replace(cfg, early_stop=False))
+
+
 def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
     for args in (["--targets-within", "0.9"], ["--max-targets", "0"]):
         run = subprocess.run([sys.executable, "-m", "kptune", "train", "--out", str(tmp_path / "m.safetensors"),
                               *args], capture_output=True, text=True)  # fmt: skip
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: --targets-within must be >= 1")
         assert not (tmp_path / "m.safetensors").exists()
+    for args in (["--restarts", "0"], ["--restarts", "2", "--no-early-stop"]):
+        run = subprocess.run([sys.executable, "-m", "kptune", "train", "--out", str(tmp_path / "m.safetensors"),
+                              *args], capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 2 and run.stderr.startswith("kptune: error: --restarts ")
+        assert len(run.stderr.splitlines()) == 1 and not (tmp_path / "m.safetensors").exists()
 
 
 def test_a_prediction_searches_on_one_torch_thread_and_restores_the_callers(

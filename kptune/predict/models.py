@@ -41,6 +41,7 @@ class ModelConfig:
     targets_within: float = 1.05  # configs within this factor of the best are targets too
     max_targets: int = 8
     seed: int = 0
+    restarts: int = 1  # train seeds seed .. seed+restarts-1 and keep the best on validation
     gemm_view: bool = True  # the source carries the GEMM view's sizes (tokenizer.DERIVED_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
