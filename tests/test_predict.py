@@ -418,7 +418,7 @@ def test_eval_cli_scores_the_model_beside_every_baseline() -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(run.stdout)
     baselines = {"most frequent winner", "nearest tuned shape", "tree per parameter", "cost model (boosted trees)",
-                 "seq2seq + cost model (blend)"}
+                 "seq2seq + cost model (blend)"}  # fmt: skip
     assert baselines <= set(doc["results"]) and "seq2seq constrained beam" in doc["results"]
     for row in doc["results"].values():
         assert row["problems"] == doc["test_problems"] > 0
