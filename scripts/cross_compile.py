@@ -95,10 +95,10 @@ def main() -> None:
     keys: list[str] = []  # define_key of each name's define set
     errors: collections.Counter[str | None] = collections.Counter()
     for i in range(0, len(wanted), 2048):
-        results = cross_compile([kernel_text(family.full_source, d) for d in wanted[i : i + 2048]], target,
-                                args.cache, args.jobs)  # fmt: skip
+        chunk = wanted[i : i + 2048]
+        results = cross_compile([kernel_text(family.full_source, d) for d in chunk], target, args.cache, args.jobs)
         names += [r.name for r in results if r.name]
-        keys += [define_key(d) for d, r in zip(wanted[i : i + 2048], results, strict=True) if r.name]
+        keys += [define_key(d) for d, r in zip(chunk, results, strict=True) if r.name]
         errors.update(r.error for r in results if r.error)
         with names_file.open("a") as f:
             f.write("".join(f"{r.name}\n" for r in results if r.name))

@@ -220,9 +220,10 @@ def unpack(archive: Path, cache: Path) -> tuple[int, Manifest | None]:
     cache.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and "/" not in m.name and m.name.endswith(".cubin")]
+            every = tar.getmembers()
+            members = [m for m in every if m.isfile() and "/" not in m.name and m.name.endswith(".cubin")]
             tar.extractall(cache, members=members, filter="data")
-            listed = next((m for m in tar.getmembers() if m.name == MANIFEST and m.isfile()), None)
+            listed = next((m for m in every if m.name == MANIFEST and m.isfile()), None)
             raw = tar.extractfile(listed).read() if listed is not None else None  # type: ignore[union-attr]
     except (OSError, tarfile.TarError, EOFError) as exc:
         raise KptuneError(f"{archive} is not a kernel cache archive ({exc})") from None
