@@ -726,6 +726,54 @@ def db_import(
     err.print(f"imported {len(measurements)} measurements of {problem.key()} on {dev.key}", markup=False)
 
 
+@db_app.command("recheck")
+def db_recheck(
+    dataset: Annotated[
+        Path | None, typer.Option(help="also the problems of this installment (same device) that the db lacks")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D: the device the times came from")] = None,
+    kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
+    factor: Annotated[float, typer.Option(help="a spike: slower than this many times every neighbour")] = 3.0,
+    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to --max-runs)")] = 2.0,
+    max_runs: Annotated[int, typer.Option(help="at most this many timed launches per config")] = 100,
+    timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
+    jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time again, in full, each config recorded far slower than every config one parameter away (a
+    spike: a stalled single launch); the new time becomes the config's latest. Resumes."""
+    from kptune.recheck import problems_of, recheck
+
+    if not factor > 1:
+        raise KptuneError(f"--factor must be above 1, not {factor:g}")
+    if not 0 < target_ms <= 1000:
+        raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
+    if max_runs < TimingSettings.min_runs:
+        raise KptuneError(f"--max-runs must be at least {TimingSettings.min_runs}, not {max_runs}")
+    get_family(kernel)
+    dev = resolve_device(device)
+    settings = TimingSettings(timeout_s=timeout, target_ms=target_ms, max_runs=max_runs)
+    with PerfDB(db) as perfdb:
+        problems = problems_of(perfdb, dev.key, kernel, dataset)
+        rows = recheck(problems, perfdb, device=dev, kernel=kernel, factor=factor, settings=settings, jobs=jobs)
+    confirmed = sum(r.confirmed for r in rows)
+    line = (f"{len(rows)} spikes in {len({r.problem for r in rows})} of {len(problems)} problems timed again: "
+            f"{len(rows) - confirmed} were spikes, {confirmed} confirmed (within 2x of the recorded time)")  # fmt: skip
+    if as_json:
+        _print_json(
+            {"device": dev.key, "problems": len(problems), "summary": line, "rechecked": [r.to_json() for r in rows]}
+        )
+        return
+    table = Table("problem", "config", "recorded ms", "re-timed ms", "outcome")
+    for r in rows:
+        retimed = f"{r.retimed_ms:.4g}" if r.retimed_ms is not None else "-"
+        table.add_row(r.problem.split(":", 1)[-1][:60], r.config, f"{r.recorded_ms:.4g}", retimed, r.outcome)
+    if rows:
+        out.print(table)
+    err.print(line, markup=False)
+
+
 @dataset_app.command("build")
 def dataset_build(
     out_path: Annotated[Path, typer.Option("--out", help="dataset file to write (.db.gz)")],

@@ -87,8 +87,10 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
     labelled by the best of the sample, which is not the optimum (meta "labels" says which).
 
     `base`: an earlier installment of this dataset (same device, kernel source and labels); its
-    problems that `db` does not hold complete are carried over as they are (train and validation cut
-    to `top`), so an installment needs only the perf db of the sessions since the last one."""
+    problems that `db` does not hold complete are carried over (train and validation cut to `top`),
+    so an installment needs only the perf db of the sessions since the last one. A carried config
+    whose latest measurement in `db` is a re-timing (`kptune.recheck`: a suspected spike timed again)
+    takes that time."""
     family = get_family(family_name)
     index = _corpus_index(corpus if corpus is not None else load_corpus())
     tuned = [t for t in db.tuned_problems(device_key, family.name) if t.source_hash == family.source_hash]
@@ -132,13 +134,26 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         insert(t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok),
                sorted(ok, key=lambda kt: (kt[1], kt[0])))  # fmt: skip
         done.add(t.problem_key)
+    rechecked = db.latest_of_source(device_key, family.name, "recheck") if base is not None else {}
     for p in base.problems if base is not None else ():
         if p.key not in done:
-            insert(p.key, p.split, ";".join(p.networks), p.valid_configs, p.ok_configs, p.times)
+            times, ok_count = _retimed(p, rechecked.get(p.key, {}))
+            insert(p.key, p.split, ";".join(p.networks), p.valid_configs, ok_count, times)
     out.commit()
     data = gzip.compress(out.serialize(), compresslevel=9, mtime=0)
     out.close()
     return data, counts
+
+
+def _retimed(problem: DatasetProblem, retimed: dict[str, float | None]) -> tuple[list[tuple[str, float]], int]:
+    """A base problem's times, fastest first, and its ok count, with the configs the db timed again
+    (`kptune.recheck`: ms, or None where the config failed this time) at their new times."""
+    if not retimed:
+        return list(problem.times), problem.ok_configs
+    recorded = dict(problem.times)
+    failed = {c for c, t in retimed.items() if t is None and c in recorded}
+    times = {c: t for c, t in recorded.items() if c not in failed} | {c: t for c, t in retimed.items() if t is not None}
+    return sorted(times.items(), key=lambda kt: (kt[1], kt[0])), problem.ok_configs - len(failed)
 
 
 def content_hash(problems: Sequence[DatasetProblem]) -> str:
@@ -214,15 +229,19 @@ def _read(path: Path, meta_only: bool, times: bool = True) -> Dataset:
 
 
 def summary(data: Dataset) -> list[str]:
+    from kptune.recheck import spikes
+
     by_split: dict[str, int] = {}
     for p in data.problems:
         by_split[p.split] = by_split.get(p.split, 0) + 1
     dtypes = {p.key.split("dtype=")[1].split(",")[0] for p in data.problems if "dtype=" in p.key}
     shapes = {p.key.replace("dtype=fp16", "dtype=fp32") for p in data.problems}
     times = sum(len(p.times) for p in data.problems)
+    spiked = [len(spikes(p.times)) for p in data.problems]  # per problem
     return [f"{data.meta['device']}, kernel {data.meta['family']} (source {data.meta['source_hash']}), "
             f"created {data.meta['created']}",
             f"{len(data.problems)} problems ({len(shapes)} distinct shapes; dtypes {', '.join(sorted(dtypes))}), "
             f"{times} config times (top {data.meta['top']}; every ok config for test)",
             "per split: " + ", ".join(f"{k} {v}" for k, v in sorted(by_split.items())),
-            f"labels: {data.meta.get('labels', 'exhaustive')}"]  # fmt: skip
+            f"labels: {data.meta.get('labels', 'exhaustive')}",
+            f"timing spikes: {sum(spiked)} in {sum(1 for n in spiked if n)} problems (kptune db recheck)"]  # fmt: skip

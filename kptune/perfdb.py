@@ -1,7 +1,8 @@
 """The perf db: every measurement, in SQLite (WAL, versioned schema, one writer).
 
 Tables: devices, kernels (family + source hash), problems, configs and
-measurements (outcome, median/min time, source: exhaustive | random | model).
+measurements (outcome, median/min time, source: exhaustive | random | model | manual | import |
+recheck).
 Each measurement is committed on its own, so a killed run loses at most the
 config in flight, and a rerun skips what is already measured.
 """
@@ -26,7 +27,7 @@ from kptune.problem import Problem
 from kptune.space import Config
 
 SCHEMA_VERSION = 2
-SOURCES = ("exhaustive", "random", "model", "manual", "import")
+SOURCES = ("exhaustive", "random", "model", "manual", "import", "recheck")
 
 _SCHEMA_V1 = """
 CREATE TABLE devices (
@@ -374,6 +375,31 @@ class PerfDB:
             (problem_id, device_id, kernel_id, source),
         ).fetchone()
         return float(ms) if ms is not None else None
+
+    def configs_of_source(self, problem_id: int, device_id: int, kernel_id: int, source: str) -> set[str]:
+        """The keys of the configs with a measurement of this source for this problem, device and kernel."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT c.key FROM measurements m JOIN configs c ON c.id = m.config_id WHERE m.problem_id = ?"
+            " AND m.device_id = ? AND c.kernel_id = ? AND m.source = ?",
+            (problem_id, device_id, kernel_id, source),
+        ).fetchall()
+        return {key for (key,) in rows}
+
+    def latest_of_source(self, device_key: str, family: str, source: str) -> dict[str, dict[str, float | None]]:
+        """problem key -> config key -> ms (None: not ok) of each config whose latest measurement on this
+        device, of this kernel family, is of `source` (e.g. the re-timed spikes, `kptune.recheck`)."""
+        rows = self.conn.execute(
+            "SELECT p.key, c.key, m.outcome, m.time_ms FROM measurements m JOIN problems p ON p.id = m.problem_id"
+            " JOIN configs c ON c.id = m.config_id JOIN kernels k ON k.id = c.kernel_id"
+            " JOIN devices d ON d.id = m.device_id WHERE d.key = ? AND k.family = ? AND m.source = ?"
+            " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id = m.problem_id"
+            "   AND m2.device_id = m.device_id AND m2.config_id = m.config_id)",
+            (device_key, family, source),
+        ).fetchall()
+        found: dict[str, dict[str, float | None]] = {}
+        for problem, config, outcome, ms in rows:
+            found.setdefault(problem, {})[config] = ms if outcome == Outcome.OK and ms else None
+        return found
 
     def served_problems(self, device_id: int, kernel_id: int) -> list[tuple[int, str]]:
         """(id, key) of the problems with measurements the model chose (source=model), first served first."""

@@ -3,10 +3,12 @@
 #   bash scripts/record_dataset.sh [perf.db] [dataset file]
 # Tunes exhaustively, on every local GPU, the corpus shapes (fp32 and fp16) that the dataset does
 # not hold yet, in a seeded random order (a run cut short is a random sample), resuming from the
-# perf db: run it again, or on other machines and `kptune db merge` their dbs. Then cuts the next
-# installment onto the dataset (`dataset build --base`): the problems the db holds complete (train
-# and validation ones with their 256 fastest configs, which the cost model learns from; test ones
-# with all), and every problem of the earlier installment; and fits the cost model beside it. Extra arguments for `kptune campaign` go in
+# perf db: run it again, or on other machines and `kptune db merge` their dbs. Then times again the
+# spikes (`kptune db recheck`: configs recorded far slower than all their neighbours) and cuts the
+# next installment onto the dataset (`dataset build --base`): the problems the db holds complete
+# (train and validation ones with their 256 fastest configs, which the cost model learns from; test
+# ones with all), and every problem of the earlier installment, re-timed spikes at their new times;
+# and fits the cost model beside it. Extra arguments for `kptune campaign` go in
 # $CAMPAIGN_ARGS (e.g. "--max-gflop 1" for the cheapest first: 1,438 of the corpus's 2,675 fp32
 # problems are at most 1 GFLOP; "--dtype fp32" replaces the two dtypes; "--split test").
 # CAMPAIGN_TIMEOUT=SECONDS stops the campaign after that long (SIGINT, as Ctrl-C: everything measured
@@ -31,6 +33,10 @@ LIMIT=()
 "${LIMIT[@]}" python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
   --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
   || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
+# time again each config recorded far slower than all its neighbours (a stalled single launch), in the
+# new problems and the base's: the re-timed values go into the installment (kptune/recheck.py)
+python -m kptune db recheck --db "$DB" --dataset "$BASE" --target-ms 0.5 --max-runs 20 >/dev/null \
+  || echo "recheck incomplete; the rest of the spikes wait for the next run" >&2
 python -m kptune dataset build --top 256 --db "$DB" --base "$BASE" --out "$OUT"
 python -m kptune dataset costmodel "$OUT"
 python -m kptune dataset show "$OUT"

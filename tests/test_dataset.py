@@ -15,6 +15,7 @@ from kptune.device import DeviceInfo
 from kptune.kernel import get_family
 from kptune.measurement import Measurement, Outcome
 from kptune.perfdb import PerfDB
+from kptune.space import Config
 
 GPU = DeviceInfo("cupy", "0", "NVIDIA H200", "nvidia", "gpu", "d", "c", 1024, 49152, 65536, 132, 32, 50 << 20, 1 << 37)
 FAMILY = get_family("conv2d_fwd")
@@ -63,7 +64,7 @@ def test_a_sampled_dataset_takes_problems_measured_in_part_and_says_so(tmp_path:
     assert counts == {"test": 1, "train": 2}  # now with the fp16 problem, one config short of exhaustive
     (tmp_path / "d.db.gz").write_bytes(data)
     d = dataset.load(tmp_path / "d.db.gz")
-    assert d.meta["labels"] == "best of >= 100 sampled configs" and "labels: best of" in dataset.summary(d)[-1]
+    assert d.meta["labels"] == "best of >= 100 sampled configs" and "labels: best of" in dataset.summary(d)[-2]
     with PerfDB(tmp_path / "perf.db") as db:
         _, counts = dataset.build(db, GPU.key, top=32, corpus=CORPUS, sampled=10**6)
     assert counts == {"test": 1, "train": 1}
@@ -90,6 +91,27 @@ def test_an_installment_carries_over_the_base_problems_its_db_lacks(tmp_path: Pa
     old = {p.key: p for p in first.problems}
     assert second[TEST.key()] == old[TEST.key()] and second[fp16.key()].split == "test"
     assert second[TRAIN.key()].times == old[TRAIN.key()].times[:16]  # the base's, cut to this build's top
+
+
+def test_a_base_problem_takes_the_times_its_configs_were_rechecked_at(tmp_path: Path) -> None:
+    _build(tmp_path / "perf.db")
+    with PerfDB(tmp_path / "perf.db") as db:
+        (tmp_path / "d1.db.gz").write_bytes(dataset.build(db, GPU.key, top=32, corpus=CORPUS)[0])
+    first = dataset.load(tmp_path / "d1.db.gz")
+    old = {p.key: p for p in first.problems}[TEST.key()]
+    (spike, _), (gone, _), (kept, kept_ms) = old.times[-1], old.times[-2], old.times[-3]
+    with PerfDB(tmp_path / "later.db") as db:  # a later session re-timed three of the test problem's configs
+        did, kid = db.device_id(GPU), db.kernel_id(FAMILY.name, FAMILY.source_hash, FAMILY.space.names)
+        pid = db.problem_id(TEST)
+        db.add_many([(pid, did, kid, Measurement(Config.parse(spike), Outcome.OK, 0.5, 0.5, 5), "recheck"),
+                     (pid, did, kid, Measurement(Config.parse(gone), Outcome.TIMEOUT), "recheck"),
+                     (pid, did, kid, Measurement(Config.parse(kept), Outcome.OK, 0.1, 0.1, 5), "model")])  # fmt: skip
+        (tmp_path / "d2.db.gz").write_bytes(dataset.build(db, GPU.key, top=32, corpus=CORPUS, base=first)[0])
+    second = dataset.load(tmp_path / "d2.db.gz")
+    new = {p.key: p for p in second.problems}[TEST.key()]
+    assert new.times[0] == (spike, 0.5) and gone not in dict(new.times)  # re-timed: the winner; failed: left out
+    assert dict(new.times)[kept] == kept_ms  # only re-timings replace a base's times
+    assert new.ok_configs == old.ok_configs - 1 and len(new.times) == len(old.times) - 1
 
 
 def test_bad_files_are_clear_errors(tmp_path: Path) -> None:

@@ -1,0 +1,151 @@
+"""Timing spikes: configs recorded far slower than every config one parameter away, timed again.
+
+A config that a campaign stops on its verifying launch (`measurement.StopRule`) is recorded with
+that one launch's time, and one stalled launch (the times alone do not say what stalled it) makes
+a fast config look many times slower: in the H200 dataset's sixteenth installment 712 of 1,325,970
+config times (in 91 of 1,185 problems) were more than SPIKE_FACTOR times the slowest of the configs
+one parameter away, e.g. 0.121 ms where its 13 neighbours took 0.0088 to 0.023 ms (one stall
+would hardly move a median of several launches so: most likely single launches). A prediction that picks such a config is scored as a miss it is not, and a fast config recorded
+so is hidden from the winners. `spikes()` finds them from the times alone; `recheck()` times each
+one again in full (every launch counted, no early stop) and stores the result as a new measurement
+of source "recheck". That is the latest of its config, so the perf db's view and a dataset cut
+from it (`dataset.build`, also for a base installment's problems) take the new time. The spike
+stays in the db's history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kptune.backends import resolve_device
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.measurement import TimingSettings
+from kptune.perfdb import PerfDB
+from kptune.problem import problem_from_key
+from kptune.runner import Runner
+from kptune.space import Config
+from kptune.tune import tune
+
+#: a time more than this many times the slowest one-parameter neighbour's is a spike
+SPIKE_FACTOR = 3.0
+#: fewest one-parameter neighbours with a time for a config to be judged
+MIN_NEIGHBOURS = 2
+SOURCE = "recheck"
+
+
+def spikes(times: Sequence[tuple[str, float]], factor: float = SPIKE_FACTOR) -> list[str]:
+    """The config keys of `times` ((config key, ms) of one problem) slower than `factor` times every
+    config that differs from them in one parameter (at least MIN_NEIGHBOURS such configs), slowest first."""
+    if len(times) <= MIN_NEIGHBOURS:
+        return []
+    keys = [k for k, _ in times]
+    values = np.array([[int(v.split("=", 1)[1]) for v in k.split(",")] for k in keys], dtype=np.int64)  # Config.key()s
+    ms = np.array([t for _, t in times], dtype=np.float64)
+    n, width = values.shape
+    # each config as one integer: its parameters' value indices in mixed radix
+    digits = np.stack([np.unique(values[:, i], return_inverse=True)[1].ravel() for i in range(width)], axis=1)
+    radix = np.cumprod([1, *(digits.max(axis=0) + 1)[:-1]])
+    code = digits @ radix
+    slowest = np.zeros(n)  # the slowest one-parameter neighbour's time
+    count = np.zeros(n, dtype=np.int64)
+    for i in range(width):
+        # configs equal everywhere but in parameter i form one group: each is the others' neighbour
+        _, group = np.unique(code - digits[:, i] * radix[i], return_inverse=True)
+        group = group.ravel()
+        size = np.bincount(group)
+        order = np.lexsort((-ms, group))  # by group, slowest first within each
+        first = np.searchsorted(group[order], np.arange(len(size)))
+        top = ms[order[first]]  # each group's slowest time
+        second = np.where(size > 1, ms[order[np.minimum(first + 1, n - 1)]], 0.0)
+        is_top = np.zeros(n, dtype=bool)
+        is_top[order[first]] = True
+        other = np.where(is_top, second[group], top[group])  # the slowest of the group without itself
+        slowest = np.maximum(slowest, np.where(size[group] > 1, other, 0.0))
+        count += size[group] - 1
+    found = np.flatnonzero((count >= MIN_NEIGHBOURS) & (ms > factor * slowest))
+    return [keys[j] for j in found[np.argsort(-ms[found], kind="stable")]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rechecked:
+    problem: str
+    config: str
+    recorded_ms: float
+    retimed_ms: float | None  # None: the config did not run correctly this time
+    outcome: str
+
+    @property
+    def confirmed(self) -> bool:
+        """Timed again within a factor of 2 of the recorded time: a real slow config, not a spike."""
+        return self.retimed_ms is not None and self.retimed_ms * 2 >= self.recorded_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "confirmed": self.confirmed}
+
+
+def recheck_settings(settings: TimingSettings | None = None) -> TimingSettings:
+    """`settings` with early stopping off: every launch of a re-timed config counts."""
+    return dataclasses.replace(settings or TimingSettings(), early_stop_factor=math.inf, verify_stop_factor=math.inf)
+
+
+def problems_of(
+    db: PerfDB, device_key: str, kernel: str, dataset: Path | None = None
+) -> list[tuple[str, list[tuple[str, float]]]]:
+    """(problem key, (config, ms) of its latest ok times) of every problem the db holds for this device and
+    kernel, then those of `dataset` (an installment of the same device and kernel source) the db lacks."""
+    from kptune import dataset as ds
+
+    family = get_family(kernel)
+    held = []
+    for t in db.tuned_problems(device_key, family.name):
+        if t.source_hash == family.source_hash:
+            held.append((t.problem_key, db.latest_times(t.problem_id, t.device_id, t.kernel_id)[1]))
+    if dataset is None:
+        return held
+    data = ds.load(dataset)
+    for field, want in (("device", device_key), ("family", family.name), ("source_hash", family.source_hash)):
+        if data.meta.get(field) != want:
+            raise KptuneError(f"{dataset}: its {field} is {data.meta.get(field)!r}, not {want!r}")
+    keys = {k for k, _ in held}
+    return held + [(p.key, list(p.times)) for p in data.problems if p.key not in keys]
+
+
+def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: PerfDB, *,
+            device: DeviceInfo | str | None = None, kernel: str = "conv2d_fwd", factor: float = SPIKE_FACTOR,
+            settings: TimingSettings | None = None, jobs: int | None = None) -> list[Rechecked]:  # fmt: skip
+    """Time every spike of `problems` ((key, times) pairs, e.g. `problems_of`) again on `device`, into `db`.
+
+    Resumable: a config with a recheck measurement in the db already is not timed again, and each
+    measurement is committed as it comes."""
+    family = get_family(kernel)
+    dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
+    kid = db.kernel_id(family.name, family.source_hash, family.space.names)
+    did = db.device_id(dev)
+    timing = recheck_settings(settings)
+    rows: list[Rechecked] = []
+    with Runner(family, dev, timing) as runner:  # one measuring process for every problem
+        for key, times in problems:
+            found = spikes(times, factor)
+            if not found:
+                continue
+            problem = problem_from_key(key)
+            pid = db.problem_id(problem)
+            done = db.configs_of_source(pid, did, kid, SOURCE)
+            todo = [Config.parse(c) for c in found if c not in done]
+            if todo:
+                tune(problem, kernel=family.name, device=dev, db=db, settings=timing, jobs=jobs, configs=todo,
+                     source=SOURCE, resume=False, runner=runner)  # fmt: skip
+            latest = {m.config.key(): m for m in db.measurements(pid, did, kid)}
+            recorded = dict(times)
+            for c in found:
+                m = latest[c]
+                rows.append(Rechecked(key, c, recorded[c], m.time_ms if m.ok else None, str(m.outcome)))
+    return rows

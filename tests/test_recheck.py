@@ -1,0 +1,96 @@
+"""Timing spikes: found from the times alone, timed again on a real device (PoCL), resumable."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from kptune.device import DeviceInfo
+from kptune.kernel import get_family
+from kptune.measurement import Measurement, TimingSettings
+from kptune.perfdb import PerfDB
+from kptune.problem import parse_problem
+from kptune.recheck import spikes
+from kptune.tune import tune
+
+SMALLEST = "n=1,c=1,h=3,w=3,k=1,r=1,s=1"  # 28 configs on PoCL
+FAST = TimingSettings(target_ms=1.0, max_runs=5, timeout_s=20.0)
+
+
+def _key(values: tuple[int, ...]) -> str:
+    return ",".join(f"P{i}={v}" for i, v in enumerate(values))
+
+
+def _by_definition(times: list[tuple[str, float]], factor: float) -> list[str]:
+    """Each config against every config differing from it in exactly one parameter."""
+    parsed = [(k, tuple(int(v.split("=")[1]) for v in k.split(",")), t) for k, t in times]
+    found = []
+    for key, values, t in parsed:
+        near = [u for _, other, u in parsed if sum(a != b for a, b in zip(values, other, strict=True)) == 1]
+        if len(near) >= 2 and t > factor * max(near):
+            found.append((t, key))
+    return [k for _, k in sorted(found, key=lambda tk: -tk[0])]
+
+
+def test_spikes_are_what_the_definition_says_on_random_spaces() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        sizes = [rng.randint(1, 4) for _ in range(rng.randint(2, 4))]
+        grid = [c for c in itertools.product(*(range(s) for s in sizes)) if rng.random() < 0.8]
+        times = [(_key(c), rng.uniform(1, 2) * (rng.choice([1, 1, 1, 5, 40]))) for c in grid]
+        factor = rng.choice([1.5, 3.0, 10.0])
+        assert spikes(times, factor) == _by_definition(times, factor)
+
+
+def test_a_slow_region_is_no_spike_but_a_lone_slow_config_is() -> None:
+    grid = {c: 1.0 for c in itertools.product(range(3), range(3))}
+    grid[(0, 0)] = grid[(0, 1)] = 10.0  # two neighbours slow together: a real slow region
+    grid[(2, 2)] = 10.0  # alone among fast neighbours
+    times = [(_key(c), t) for c, t in grid.items()]
+    assert spikes(times) == [_key((2, 2))]
+    assert spikes(times[:2]) == []
+
+
+def _kptune(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kptune", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_a_spike_is_timed_again_and_becomes_the_config_latest(cpu_device: DeviceInfo, db_path: Path) -> None:
+    problem = parse_problem(SMALLEST)
+    family = get_family("conv2d_fwd")
+    tune(problem, device=cpu_device, db=db_path, settings=FAST)
+    with PerfDB(db_path) as db:
+        ids = db.problem_id(problem), db.device_id(cpu_device)
+        kid = db.kernel_id(family.name, family.source_hash, family.space.names)
+        measured = sorted(db.measurements(*ids, kid), key=lambda m: m.time_ms or 0.0)
+        victim = measured[len(measured) // 2]  # as a stalled verifying launch records it: once, far too slow
+        stalled = Measurement(victim.config, victim.outcome, (victim.time_ms or 1.0) * 1000, None, 1)
+        db.add(*ids, kid, stalled, "exhaustive")
+    args = ["db", "recheck", "--device", cpu_device.spec, "--db", str(db_path), "--target-ms", "1", "--max-runs",
+            "5", "--json"]  # fmt: skip
+    first = _kptune(*args)
+    assert first.returncode == 0, first.stderr
+    rows = {r["config"]: r for r in json.loads(first.stdout)["rechecked"]}
+    row = rows[victim.config.key()]
+    assert row["recorded_ms"] == stalled.time_ms and row["outcome"] == "ok" and not row["confirmed"]
+    assert row["retimed_ms"] < (stalled.time_ms or 0) / 10
+    with PerfDB(db_path) as db:
+        latest = db.latest_of_source(cpu_device.key, family.name, "recheck")[problem.key()]
+        assert latest[victim.config.key()] == row["retimed_ms"] and set(latest) == set(rows)
+        count = db.conn.execute("SELECT COUNT(*) FROM measurements WHERE source = 'recheck'").fetchone()[0]
+    again = _kptune(*args)  # resumes: nothing timed twice
+    assert again.returncode == 0, again.stderr
+    with PerfDB(db_path) as db:
+        assert db.conn.execute("SELECT COUNT(*) FROM measurements WHERE source = 'recheck'").fetchone()[0] == count
+
+
+def test_a_dataset_of_another_device_is_a_clear_error(cpu_device: DeviceInfo, db_path: Path) -> None:
+    dataset = Path(__file__).resolve().parent.parent / "kptune" / "data" / "dataset-h200.db.gz"
+    proc = _kptune("db", "recheck", "--device", cpu_device.spec, "--db", str(db_path), "--dataset", str(dataset))
+    assert proc.returncode == 2 and "its device is" in proc.stderr and "Traceback" not in proc.stderr
+    bad = _kptune("db", "recheck", "--device", cpu_device.spec, "--db", str(db_path), "--factor", "1")
+    assert bad.returncode == 2 and "--factor must be above 1" in bad.stderr
