@@ -5,11 +5,12 @@ that one launch's time, and one stalled launch (the times alone do not say what 
 a fast config look many times slower: in the H200 dataset's sixteenth installment 712 of 1,325,970
 config times (in 91 of 1,185 problems) were more than SPIKE_FACTOR times the slowest of the configs
 one parameter away, e.g. 0.121 ms where its 13 neighbours took 0.0088 to 0.023 ms (one stall
-would hardly move a median of several launches so: most likely single launches). A prediction that picks such a config is scored as a miss it is not, and a fast config recorded
-so is hidden from the winners. `spikes()` finds them from the times alone; `recheck()` times each
-one again in full (every launch counted, no early stop) and stores the result as a new measurement
-of source "recheck". That is the latest of its config, so the perf db's view and a dataset cut
-from it (`dataset.build`, also for a base installment's problems) take the new time. The spike
+would hardly move a median of several launches so: most likely single launches). A prediction
+that picks such a config is scored as a miss it is not, and a fast config recorded so is hidden
+from the winners. `spikes()` finds them from the times alone; `recheck()` times each one again
+in full (every launch counted, no early stop) and stores the result as a new measurement of
+source "recheck". That is the latest of its config, so the perf db's view and a dataset cut from
+it (`dataset.build`, also for a base installment's problems) take the new time. The spike
 stays in the db's history.
 """
 
