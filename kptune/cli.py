@@ -53,6 +53,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")
 RestartsOpt = Annotated[
     int, typer.Option(help="train seeds SEED .. SEED+N-1 and keep the one best on the validation problems")
 ]
+LookaheadOpt = Annotated[
+    bool, typer.Option(help="score each value by the launch it leads to (LSTM; --no-lookahead: without)")
+]
 ShapeOpt = Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')]
 MiopenOpt = Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')]
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz"
@@ -283,6 +286,7 @@ def train_cmd(
     ] = 1.05,
     max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
     restarts: RestartsOpt = 1,
+    lookahead: LookaheadOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the seq2seq predictor on the CPU, early-stopping on validation ratios (or for fixed epochs)."""
@@ -299,7 +303,8 @@ def train_cmd(
     _check_restarts(restarts, early_stop)
     info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
                             early_stop=early_stop, targets_within=targets_within, max_targets=max_targets,
-                            restarts=restarts), log=lambda line: err.print(line, markup=False))  # fmt: skip
+                            restarts=restarts, lookahead=lookahead),
+                            log=lambda line: err.print(line, markup=False))  # fmt: skip
     if as_json:
         _print_json(info)
         return
@@ -524,6 +529,7 @@ def retrain_cmd(
     epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
     restarts: RestartsOpt = 3,
+    lookahead: LookaheadOpt = True,
     corpus: Annotated[
         Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
     ] = None,
@@ -542,7 +548,7 @@ def retrain_cmd(
     if arch not in ("lstm", "transformer"):
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
     _check_restarts(restarts, early_stop=True)
-    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts)
+    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts, lookahead=lookahead)
     path = db if db is not None else default_db_path()
     from kptune.corpus import load_corpus
 

@@ -17,6 +17,7 @@ from kptune.predict import checkpoint  # noqa: E402
 from kptune.predict.beam import all_allowed, beam_search  # noqa: E402
 from kptune.predict.blend import blend, blended_ranker, sequence_log_probs, standardized  # noqa: E402
 from kptune.predict.costmodel import CostModel  # noqa: E402
+from kptune.predict.launch import launch_for, lookahead_rows  # noqa: E402
 from kptune.predict.models import source_of  # noqa: E402
 from kptune.problem import Conv2dProblem, problem_from_key  # noqa: E402
 from kptune.space import Config  # noqa: E402
@@ -35,10 +36,13 @@ def parts() -> tuple[ds.Dataset, checkpoint.Predictor, CostModel]:
 def test_sequence_log_probs_are_the_unconstrained_beams_scores(parts) -> None:  # type: ignore[no-untyped-def]
     _, pred, _ = parts
     problem = Conv2dProblem.parse("n=2,c=96,h=28,w=28,k=128,r=3,s=3,pad=1")
-    found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), all_allowed(pred.vocab), 8, 5)
-    got = sequence_log_probs(pred.model, pred.vocab, problem, [c.config.key() for c in found])
+    launch = launch_for(pred.model, problem, pred.device, pred.vocab.names)
+    found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), all_allowed(pred.vocab), 8, 5,
+                        launch=launch)  # fmt: skip
+    got = sequence_log_probs(pred.model, pred.vocab, problem, [c.config.key() for c in found], pred.device)
     np.testing.assert_allclose(got, [c.log_prob for c in found], rtol=1e-4, atol=1e-4)
-    assert list(got) == sorted(got, reverse=True) and len(sequence_log_probs(pred.model, pred.vocab, problem, [])) == 0
+    assert list(got) == sorted(got, reverse=True)
+    assert len(sequence_log_probs(pred.model, pred.vocab, problem, [], pred.device)) == 0
 
 
 def test_sequence_log_probs_over_a_prefix_tree_are_the_teacher_forced_ones(parts) -> None:  # type: ignore[no-untyped-def]
@@ -53,11 +57,20 @@ def test_sequence_log_probs_over_a_prefix_tree_are_the_teacher_forced_ones(parts
     assert isinstance(conv, Conv2dProblem)
     tokens = torch.tensor([pred.vocab.encode(Config.parse(c))[1:-1] for c in pool])
     source = torch.tensor([source_of(pred.model, conv)]).expand(len(pool), -1)
+    decoder_in = torch.cat([torch.full((len(pool), 1), BOS), tokens[:, :-1]], dim=1)
+    launch = launch_for(pred.model, conv, pred.device, pred.vocab.names)
     with torch.no_grad():
-        logits = pred.model(source, torch.cat([torch.full((len(pool), 1), BOS), tokens[:, :-1]], dim=1))
+        if launch is None:
+            logits = pred.model(source, decoder_in)
+        else:  # the launch features each position's values lead to, as training feeds them
+            width = max(len(v) for v in pred.vocab.values)
+            looks = [lookahead_rows(launch, Config.parse(c).values(), pred.vocab.values, width) for c in pool]
+            spans = [pred.vocab.span(t) for t in range(len(pred.vocab.values))]
+            logits = pred.model(source, decoder_in, torch.tensor(looks), spans)
         logp = torch.log_softmax(logits + position_mask(pred.vocab), dim=-1)
     expected = logp.gather(2, tokens.unsqueeze(2)).squeeze(2).sum(dim=1).numpy()
-    np.testing.assert_allclose(sequence_log_probs(pred.model, pred.vocab, conv, pool), expected, rtol=1e-4, atol=1e-4)
+    got = sequence_log_probs(pred.model, pred.vocab, conv, pool, pred.device)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_blend_ranks_valid_pool_configs_between_its_two_members(parts) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +87,7 @@ def test_the_blend_ranks_valid_pool_configs_between_its_two_members(parts) -> No
         assert scores == sorted(scores, reverse=True) and len(scores) == len(pool)
         # weight 0 is the cost model's ranking, weight 1 the seq2seq's over the same pool
         assert [c for c, _ in blend(pred.model, pred.vocab, cost, conv, 0.0)][:5] == cost.rank(p, 5)
-        seq = sequence_log_probs(pred.model, pred.vocab, conv, pool)
+        seq = sequence_log_probs(pred.model, pred.vocab, conv, pool, cost.device)
         assert [c for c, _ in blend(pred.model, pred.vocab, cost, conv, 1.0)][:5] == [
             pool[j] for j in np.argsort(-seq, kind="stable")[:5]
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from kptune.device import DeviceInfo  # noqa: E402
 from kptune.kernel import get_family  # noqa: E402
 from kptune.predict import checkpoint  # noqa: E402
 from kptune.predict.beam import all_allowed, beam_search, constrained_allowed  # noqa: E402
+from kptune.predict.launch import FEATURES, Launch, lookahead_rows  # noqa: E402
 from kptune.predict.models import LSTMBeamDecoder, ModelConfig, build_model, source_of  # noqa: E402
 from kptune.predict.tokenizer import (  # noqa: E402
     BOS,
@@ -36,9 +38,18 @@ VOCAB = TargetVocab.of(FAMILY.space)
 SMALL = ModelConfig(embed=16, hidden=32, seed=0)
 
 
-def _model(arch: str = "lstm", gemm_view: bool = True) -> torch.nn.Module:
+def _model(arch: str = "lstm", gemm_view: bool = True, lookahead: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch=arch, embed=16, hidden=32, gemm_view=gemm_view), VOCAB.size).eval()
+    cfg = ModelConfig(arch=arch, embed=16, hidden=32, gemm_view=gemm_view, lookahead=lookahead)
+    model = build_model(cfg, VOCAB.size).eval()
+    if lookahead:  # an untrained model's lookahead weights are small: make its launch scores count
+        with torch.no_grad():
+            model.look.weight.mul_(20.0)
+    return model
+
+
+def _launch(problem: Conv2dProblem) -> Launch:
+    return Launch(problem, GPU.compute_units, VOCAB.names)
 
 
 def test_unseen_sizes_land_between_their_neighbours() -> None:
@@ -68,19 +79,21 @@ def test_a_checkpoint_from_before_the_gemm_view_loads_and_reads_plain_sources(tm
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    old = build_model(ModelConfig(embed=16, hidden=32, gemm_view=False), VOCAB.size).eval()
-    checkpoint.save(tmp_path / "new.safetensors", old, ModelConfig(embed=16, hidden=32, gemm_view=False), VOCAB,
+    cfg = ModelConfig(embed=16, hidden=32, gemm_view=False, lookahead=False)
+    old = build_model(cfg, VOCAB.size).eval()
+    checkpoint.save(tmp_path / "new.safetensors", old, cfg, VOCAB,
                     {"family": FAMILY.name, "source_hash": FAMILY.source_hash, "device": GPU.key,
                      "device_limits": GPU.limits(), "dataset_hash": "x", "training": {}})  # fmt: skip
     with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as f:
         header = json.loads(f.metadata()["kptune"])
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    del header["model"]["gemm_view"]  # as written before the setting existed
+    del header["model"]["gemm_view"], header["model"]["lookahead"]  # as written before the settings existed
     assert header["source_vocab_size"] == PLAIN_SOURCE_VOCAB_SIZE
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"kptune": json.dumps(header)})
     pred = checkpoint.load(tmp_path / "old.safetensors", FAMILY.name, FAMILY.source_hash)
     problem = Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1")
     assert pred.cfg.gemm_view is False and source_of(pred.model, problem) == encode_source(problem, gemm_view=False)
+    assert pred.cfg.lookahead is False and pred.model.look is None
     allowed = constrained_allowed(FAMILY.space, problem, GPU)
     assert beam_search(pred.model, VOCAB, source_of(pred.model, problem), allowed, 4, 3)
     header["source_vocab_size"] = len(SOURCE_VOCAB)  # claims the GEMM view's words, weights without them
@@ -106,13 +119,16 @@ def test_constrained_beam_returns_only_valid_configs(n: int, c: int, hw: int, k:
     pad = r // 2
     problem = Conv2dProblem.parse(f"n={n},c={c},h={hw},w={hw},k={k},r={r},s={r},pad={pad},stride={stride},"
                                   f"dtype={'fp16' if fp16 else 'fp32'}")  # fmt: skip
-    found = beam_search(_MODEL, VOCAB, encode_source(problem), constrained_allowed(FAMILY.space, problem, GPU), 4, 3)
-    assert found and all(FAMILY.space.valid(problem, GPU, c.config) for c in found)
-    assert len({c.config for c in found}) == len(found)
-    assert [c.log_prob for c in found] == sorted((c.log_prob for c in found), reverse=True)
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    for model in (_MODEL, _LOOKAHEAD):
+        found = beam_search(model, VOCAB, encode_source(problem), allowed, 4, 3, launch=_launch(problem))
+        assert found and all(FAMILY.space.valid(problem, GPU, c.config) for c in found)
+        assert len({c.config for c in found}) == len(found)
+        assert [c.log_prob for c in found] == sorted((c.log_prob for c in found), reverse=True)
 
 
 _MODEL = _model()
+_LOOKAHEAD = _model(lookahead=True)
 
 
 def test_capped_keeps_the_best_with_at_most_half_of_one_value_while_others_remain() -> None:
@@ -182,6 +198,53 @@ def test_lstm_beam_decoder_gives_the_model_steps_logits() -> None:
             memory, state = _MODEL.select(memory, shuffle), decoder.select(state, shuffle)
 
 
+def test_launch_features_are_the_tiles_and_waves_of_the_prefix() -> None:
+    launch = _launch(Conv2dProblem.parse("n=1,c=64,h=7,w=7,k=160,r=3,s=3,pad=1"))  # GEMM 49 x 160, reduce 576
+    at = {name: VOCAB.names.index(name) for name in ("BM", "BN", "BK", "TM", "TN", "KSPLIT")}
+    config = [0] * len(VOCAB.names)
+    for name, value in (("BM", 32), ("BN", 32), ("BK", 16), ("TM", 2), ("TN", 4), ("KSPLIT", 8)):
+        config[at[name]] = value
+    assert launch.features(tuple(config[: at["BM"]])) == [0.0] * FEATURES  # nothing known yet
+    f = launch.features(tuple(config))
+    assert f[0:3] == [1.0, 1.0, 49 / 64]  # 2 tiles along M, the last half full
+    assert f[3:8] == pytest.approx([1.0, math.log2(5), 1.0, math.log2(10 / 132), 10 / 132])  # 2 x 5 CTAs
+    assert f[8:13] == pytest.approx([1.0, math.log2(36), 1.0, 1.0, math.log2(128)])  # 36 steps; 16 x 8 threads
+    assert f[13:17] == pytest.approx([1.0, math.log2(80 / 132), 80 / 132, math.log2(4.5)])  # split 8: 80 CTAs
+    options = VOCAB.values[at["KSPLIT"]]
+    rows = launch.lookahead(tuple(config[: at["KSPLIT"]]), options)
+    assert [r[14] for r in rows] == pytest.approx([math.log2(10 * s / 132) for s in options])
+    assert launch.varying() == set(at.values())
+
+
+def test_a_lookahead_model_scores_launches_the_same_in_every_decoder() -> None:
+    problem = Conv2dProblem.parse("n=2,c=48,h=17,w=17,k=40,r=3,s=3,pad=1")
+    source, launch = encode_source(problem), _launch(problem)
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    found = beam_search(_LOOKAHEAD, VOCAB, source, allowed, 8, 5, launch=launch)
+    with pytest.raises(ValueError, match="launch features"):
+        beam_search(_LOOKAHEAD, VOCAB, source, allowed, 8, 5)
+    # teacher forcing scores each candidate as the beam's steps did (renormalised over its allowed values)
+    rows = [VOCAB.encode(c.config)[1:-1] for c in found]
+    spans = [VOCAB.span(t) for t in range(len(VOCAB.values))]
+    width = max(len(v) for v in VOCAB.values)
+    looks = torch.tensor([lookahead_rows(launch, c.config.values(), VOCAB.values, width) for c in found])
+    with torch.no_grad():
+        logits = _LOOKAHEAD(torch.tensor([source] * len(rows)), torch.tensor([[BOS, *r[:-1]] for r in rows]), looks,
+                            spans)  # fmt: skip
+    for candidate, row, row_logits in zip(found, rows, logits, strict=True):
+        total = 0.0
+        for t, token in enumerate(row):
+            values = [VOCAB.value(t, v) for v in spans[t]]
+            ok = [
+                spans[t].start + values.index(v)
+                for v in allowed(tuple(VOCAB.value(i, x) for i, x in enumerate(row[:t])))
+            ]
+            total += (row_logits[t, token] - row_logits[t, ok].logsumexp(0)).item()
+        assert total == pytest.approx(candidate.log_prob, abs=1e-4)
+    plain = beam_search(_MODEL, VOCAB, source, allowed, 8, 5, launch=launch)  # ignored by a model without lookahead
+    assert plain == beam_search(_MODEL, VOCAB, source, allowed, 8, 5)
+
+
 def test_beam_search_sees_weights_changed_in_place() -> None:
     problem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
     model = _model().train()
@@ -190,7 +253,7 @@ def test_beam_search_sees_weights_changed_in_place() -> None:
     with torch.no_grad():
         model.out.bias[VOCAB.span(0).start + 2] += 5.0  # in place, as an optimiser step
     after = beam_search(model, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
-    fresh = build_model(ModelConfig(embed=16, hidden=32), VOCAB.size).eval()
+    fresh = build_model(ModelConfig(embed=16, hidden=32, lookahead=False), VOCAB.size).eval()
     fresh.load_state_dict(model.state_dict())
     assert after != before and after == beam_search(fresh, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
 
@@ -198,7 +261,7 @@ def test_beam_search_sees_weights_changed_in_place() -> None:
 def _save(path: Path, source_hash: str | None = None) -> None:
     meta = {"family": FAMILY.name, "source_hash": source_hash or FAMILY.source_hash, "device": GPU.key,
             "device_limits": GPU.limits(), "dataset_hash": "x", "training": {}}  # fmt: skip
-    checkpoint.save(path, _MODEL, ModelConfig(embed=16, hidden=32), VOCAB, meta)
+    checkpoint.save(path, _MODEL, ModelConfig(embed=16, hidden=32, lookahead=False), VOCAB, meta)
 
 
 def test_checkpoint_round_trip_and_clear_errors(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from kptune.predict.beam import (
     prepare,
 )
 from kptune.predict.blend import blended_ranker
+from kptune.predict.launch import launch_for
 from kptune.predict.models import ModelConfig, source_of
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.training import plot_curve, summary, train
@@ -43,7 +44,7 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
     meta = {"family": data.meta["family"], "source_hash": data.meta["source_hash"], "device": data.meta["device"],
             "device_limits": data.meta["device_limits"], "dataset": str(dataset_path),
             "dataset_hash": ds.content_hash(data.problems), "training": info}  # fmt: skip
-    checkpoint.save(out, result.model, cfg, result.vocab, meta)
+    checkpoint.save(out, result.model, result.cfg or cfg, result.vocab, meta)
     return {**info, "checkpoint": str(out), "curve": str(curve)}
 
 
@@ -109,8 +110,10 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     spread = hedged_position(family.name, pred.vocab) if hedge else None
+    launch = launch_for(pred.model, problem, target, family.space.names)
     with one_torch_thread():
-        found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread)
+        found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread,
+                            launch)  # fmt: skip
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}
@@ -131,7 +134,7 @@ def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device:
         why = lender.cost_note if lender is not None else f"no dataset of tuned shapes for {device.key}"
         raise KptuneError(f"--blend needs the cost model shipped for the device: {why}")
     keys = [key for key, _ in blend(pred.model, pred.vocab, lender.cost_model, problem)[:k]]
-    logp = sequence_log_probs(pred.model, pred.vocab, problem, keys)
+    logp = sequence_log_probs(pred.model, pred.vocab, problem, keys, lender.cost_model.device)
     return [Candidate(Config.parse(key), float(lp)) for key, lp in zip(keys, logp, strict=True)]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from kptune.device import DeviceInfo
+from kptune.predict.launch import Launch
 from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
@@ -67,8 +68,12 @@ def all_allowed(vocab: TargetVocab) -> Allowed:
 
 @torch.inference_mode()
 def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int], allowed: Allowed,
-                width: int = 8, k: int = 5, spread: int | None = None) -> list[Candidate]:  # fmt: skip
+                width: int = 8, k: int = 5, spread: int | None = None,
+                launch: Launch | None = None) -> list[Candidate]:  # fmt: skip
     """The top-k distinct complete configs by total log-probability (fewer if fewer exist).
+
+    `launch`: the problem's launch features on the device (`launch.launch_for`), which a lookahead
+    model needs (ValueError without them) and any other ignores.
 
     `spread`: a position whose value the candidates hedge over. From that position on, at most half
     of the beams (and of the k returned) share its value, as long as other allowed values have beams
@@ -79,12 +84,13 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         model.eval()
     positions = len(vocab.values)
     decoder = _decoder(model)
+    look = _looks(model, vocab, launch)
     memory = decoder.encode(source)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     last = torch.tensor([BOS])
     for t in range(positions):
         span = vocab.span(t)
-        logits, memory = decoder.step(memory, last, span)
+        logits, memory = decoder.step(memory, last, span, look(t, [prefix for prefix, _ in beams]))
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
         where = {v: j for j, v in enumerate(values)}
@@ -124,21 +130,23 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
 
 @torch.inference_mode()
 def sequence_log_probs(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int],
-                       rows: Sequence[Sequence[int]]) -> list[float]:  # fmt: skip
+                       rows: Sequence[Sequence[int]], launch: Launch | None = None) -> list[float]:  # fmt: skip
     """log P(row | source) of each row of parameter tokens (one id of `vocab` per position): each
     position's softmax over that position's tokens, as the unconstrained beam scores. The rows are
     decoded as a prefix tree, one decoder step per distinct prefix: configs that share their first
-    parameters (the algorithm, the vector width, ...) share those steps."""
+    parameters (the algorithm, the vector width, ...) share those steps. `launch` as `beam_search`'s."""
     if any(m.training for m in model.modules()):
         model.eval()
     decoder = _decoder(model)
+    look = _looks(model, vocab, launch)
     memory = decoder.encode(source)
     totals = [0.0] * len(rows)
     node = [0] * len(rows)  # each row's prefix among this depth's distinct prefixes
+    prefixes: list[tuple[int, ...]] = [()]  # this depth's distinct prefixes, as values
     last = torch.tensor([BOS])
     for t in range(len(vocab.values) if rows else 0):
         span = vocab.span(t)
-        logits, memory = decoder.step(memory, last, span)
+        logits, memory = decoder.step(memory, last, span, look(t, prefixes))
         logp = torch.log_softmax(logits, dim=-1).tolist()
         children: dict[tuple[int, int], int] = {}
         parents: list[int] = []
@@ -151,6 +159,7 @@ def sequence_log_probs(model: torch.nn.Module, vocab: TargetVocab, source: Seque
                 tokens.append(row[t])
             node[i] = child
         memory = decoder.select(memory, _long(parents))
+        prefixes = [(*prefixes[p], vocab.value(t, token)) for p, token in zip(parents, tokens, strict=True)]
         last = _long(tokens)
     return totals
 
@@ -171,6 +180,27 @@ def _capped(ranked: Sequence[Any], keep: int, hedged: Sequence[int]) -> list[Any
     return [ranked[i] for i in sorted(taken)]
 
 
+LookFn = Callable[[int, Sequence[tuple[int, ...]]], "torch.Tensor | None"]
+
+
+def _looks(model: torch.nn.Module, vocab: TargetVocab, launch: Launch | None) -> LookFn:
+    """(position t, the beams' value prefixes) -> their lookahead features [B, len(span t), FEATURES],
+    or None: for a model without lookahead, and at a position whose value leaves the features as
+    they are (every value would get the same score, which the softmax over the position cancels)."""
+    if not getattr(model, "lookahead", False):
+        return lambda t, prefixes: None
+    if launch is None:
+        raise ValueError("this model scores launches (lookahead): pass the problem's launch features")
+    varies = launch.varying()
+
+    def look(t: int, prefixes: Sequence[tuple[int, ...]]) -> torch.Tensor | None:
+        if t not in varies:
+            return None
+        return torch.tensor([launch.lookahead(prefix, vocab.values[t]) for prefix in prefixes])
+
+    return look
+
+
 def _long(ids: list[int]) -> torch.Tensor:
     """A 1-D int64 tensor of `ids`; through a buffer, a quarter of torch.tensor's cost on a short list."""
     return torch.frombuffer(array.array("q", ids), dtype=torch.int64)
@@ -185,8 +215,11 @@ class _SpanSteps:
     def encode(self, source: Sequence[int]) -> Any:
         return self.model.encode(torch.tensor([list(source)]))
 
-    def step(self, memory: Any, token: torch.Tensor, span: range) -> tuple[torch.Tensor, Any]:
-        logits, memory = self.model.step(memory, token)
+    def step(self, memory: Any, token: torch.Tensor, span: range,
+             look: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        logits, memory = (
+            self.model.step(memory, token, look, span) if look is not None else self.model.step(memory, token)
+        )
         return logits[:, span.start : span.stop], memory
 
     def select(self, memory: Any, index: torch.Tensor) -> Any:

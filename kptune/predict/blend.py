@@ -21,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from kptune.predict import beam
+from kptune.predict.launch import launch_for
 from kptune.predict.models import source_of
 from kptune.predict.tokenizer import TargetVocab
 from kptune.problem import Conv2dProblem, problem_from_key
@@ -28,6 +29,7 @@ from kptune.space import Config
 
 if TYPE_CHECKING:
     from kptune.dataset import DatasetProblem
+    from kptune.device import DeviceInfo
     from kptune.predict.costmodel import CostModel
     from kptune.predict.evaluation import Ranker
 
@@ -35,12 +37,14 @@ if TYPE_CHECKING:
 WEIGHT = 0.5
 
 
-def sequence_log_probs(model: nn.Module, vocab: TargetVocab, problem: Conv2dProblem,
-                       configs: Sequence[str]) -> np.ndarray:  # fmt: skip
+def sequence_log_probs(model: nn.Module, vocab: TargetVocab, problem: Conv2dProblem, configs: Sequence[str],
+                       device: DeviceInfo) -> np.ndarray:  # fmt: skip
     """log P(config | problem) under the seq2seq, for each config key: its tokens' log-probabilities
-    summed, each over its position's tokens alone (`beam.sequence_log_probs`, over a prefix tree)."""
+    summed, each over its position's tokens alone (`beam.sequence_log_probs`, over a prefix tree);
+    `device`: the one the configs run on (a lookahead model scores their launches there)."""
     rows = [vocab.encode(Config.parse(c))[1:-1] for c in configs]
-    return np.array(beam.sequence_log_probs(model, vocab, source_of(model, problem), rows))
+    launch = launch_for(model, problem, device, vocab.names)
+    return np.array(beam.sequence_log_probs(model, vocab, source_of(model, problem), rows, launch))
 
 
 def standardized(x: np.ndarray) -> np.ndarray:
@@ -55,9 +59,9 @@ def blend(model: nn.Module, vocab: TargetVocab, cost: CostModel, problem: Conv2d
     keys, features = cost.pool_of(problem.key())
     if not keys:
         return []
-    score = weight * standardized(sequence_log_probs(model, vocab, problem, keys)) + (1 - weight) * standardized(
-        cost.trees.predict(features)
-    )
+    score = weight * standardized(sequence_log_probs(model, vocab, problem, keys, cost.device)) + (
+        1 - weight
+    ) * standardized(cost.trees.predict(features))
     return [(keys[j], float(score[j])) for j in np.argsort(-score, kind="stable")]
 
 

@@ -81,8 +81,8 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
         raise CheckpointError(f"{path}: made for kernel source {header.get('source_hash')}, this kptune has "
                               f"{source_hash}: retrain (kptune train) on data measured with this source")  # fmt: skip
     try:
-        # a checkpoint from before the GEMM view's words was trained without them
-        cfg = ModelConfig(**{"gemm_view": False, **header["model"]})
+        # a checkpoint from before the GEMM view's words (or the launch lookahead) was trained without them
+        cfg = ModelConfig(**{"gemm_view": False, "lookahead": False, **header["model"]})
     except TypeError as exc:
         raise CheckpointError(f"{path}: unknown model settings ({' '.join(str(exc).split())[:160]})") from None
     if header.get("source_vocab_size") != source_vocab_size(cfg.gemm_view):

@@ -146,17 +146,19 @@ def model_ranker(model: Any, vocab: Any, space: SearchSpace, device: DeviceInfo,
     """The seq2seq model's ranking: constrained beam, greedy constrained (k=1), or unconstrained beam;
     `spread` as `beam_search`'s (beams only)."""
     from kptune.predict.beam import all_allowed, beam_search, constrained_allowed
+    from kptune.predict.launch import launch_for
     from kptune.predict.models import source_of
 
     def rank(problem: DatasetProblem, k: int) -> list[str]:
         conv = problem_from_key(problem.key)
         source = source_of(model, conv)  # type: ignore[arg-type]
+        launch = launch_for(model, conv, device, space.names)
         if mode == "unconstrained":
-            found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread)
+            found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread, launch)
         else:
             allowed = constrained_allowed(space, conv, device)
-            found = (beam_search(model, vocab, source, allowed, 1, 1) if mode == "greedy" else
-                     beam_search(model, vocab, source, allowed, width, k, spread))  # fmt: skip
+            found = (beam_search(model, vocab, source, allowed, 1, 1, launch=launch) if mode == "greedy" else
+                     beam_search(model, vocab, source, allowed, width, k, spread, launch))  # fmt: skip
         return [c.config.key() for c in found]
 
     return rank

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from kptune.predict.launch import FEATURES
 from kptune.predict.tokenizer import PAD, encode_source, source_vocab_size
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class ModelConfig:
     seed: int = 0
     restarts: int = 1  # train seeds seed .. seed+restarts-1 and keep the best on validation
     gemm_view: bool = True  # the source carries the GEMM view's sizes (tokenizer.DERIVED_FIELDS)
+    lookahead: bool = True  # LSTM: each value's logit also scores the launch it leads to (predict.launch)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,6 +66,9 @@ class LSTMTranslator(nn.Module):
         self.attn = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
         self.combine = nn.Linear(2 * cfg.hidden, cfg.hidden)
         self.out = nn.Linear(cfg.hidden, target_size)
+        # lookahead: the launch features of each candidate value, scored against the output state
+        self.look = nn.Linear(cfg.hidden, FEATURES) if cfg.lookahead else None
+        self.lookahead = cfg.lookahead
         self.drop = nn.Dropout(cfg.dropout)
         self.layers, self.hidden = cfg.layers, cfg.hidden
 
@@ -76,9 +81,12 @@ class LSTMTranslator(nn.Module):
                 "feed": torch.zeros(src.shape[0], self.hidden)}  # fmt: skip
 
     def step(
-        self, memory: dict[str, torch.Tensor], token: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One decoder step: logits [B, V] for the next token after `token` [B], and the new state."""
+        self, memory: dict[str, torch.Tensor], token: torch.Tensor, look: torch.Tensor | None = None,
+        span: range | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """One decoder step: logits [B, V] for the next token after `token` [B], and the new state. With
+        lookahead, `look` [B, n, FEATURES] holds the launch features of the first n values of the
+        position's vocabulary `span` (the rest get no lookahead score)."""
         embedded = self.tgt_embed(token)
         x = torch.cat([self.drop(embedded) if self.training else embedded, memory["feed"]], dim=-1)
         hs, cs = [], []
@@ -93,13 +101,23 @@ class LSTMTranslator(nn.Module):
         scores = torch.matmul(memory["states"], self.attn(query).unsqueeze(2)).squeeze(2)
         context = torch.matmul(torch.softmax(scores, dim=1).unsqueeze(1), memory["states"]).squeeze(1)
         feed = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))
-        return self.out(self.drop(feed) if self.training else feed), {**memory, "h": h, "c": c, "feed": feed}
+        logits = self.out(self.drop(feed) if self.training else feed)
+        if look is not None and self.look is not None and span is not None:
+            score = torch.einsum("bf,bvf->bv", self.look(feed), look)
+            start = span.start
+            logits = torch.cat([logits[:, :start], logits[:, start : start + score.shape[1]] + score,
+                                logits[:, start + score.shape[1] :]], dim=1)  # fmt: skip
+        return logits, {**memory, "h": h, "c": c, "feed": feed}
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, looks: torch.Tensor | None = None,
+                spans: Sequence[range] | None = None) -> torch.Tensor:  # fmt: skip
+        """Teacher-forced logits [B, T, V]; with lookahead, `looks` [B, T, n, FEATURES] (each position's
+        first n values of `spans[t]`, zero-padded: `launch.lookahead_rows`)."""
         memory = self.encode(src)
         logits = []
         for t in range(tgt_in.shape[1]):
-            step_logits, memory = self.step(memory, tgt_in[:, t])
+            look = looks[:, t, : len(spans[t])] if looks is not None and spans is not None else None
+            step_logits, memory = self.step(memory, tgt_in[:, t], look, spans[t] if spans is not None else None)
             logits.append(step_logits)
         return torch.stack(logits, dim=1)
 
@@ -142,6 +160,9 @@ class LSTMBeamDecoder:
             self.attn_t = model.attn.weight.detach().t()
             self.out_weight = model.out.weight.t().contiguous()  # [H, V]
             self.out_bias = model.out.bias.detach()
+            self.look = (
+                (model.look.weight.t().contiguous(), model.look.bias.detach()) if model.look is not None else None
+            )
         self._out: dict[range, tuple[torch.Tensor, torch.Tensor]] = {}
         # the modules, not the model: a cache of decoders keyed weakly by model must not keep it alive
         self.src_embed, self.encoder, self.hidden = model.src_embed, model.encoder, h
@@ -164,9 +185,10 @@ class LSTMBeamDecoder:
         states, (h, c) = self.encoder(self.src_embed(torch.tensor([source])))
         return states[0], h.view(1, -1), c.view(1, -1)
 
-    def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
-        """Logits [B, len(span)] of the tokens in `span` after `token` [B], and the new state."""
+    def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range,
+             look: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+        """Logits [B, len(span)] of the tokens in `span` after `token` [B], and the new state; `look`
+        [B, len(span), FEATURES]: the launch features of each token's value (lookahead models)."""
         query, bias, values, feed_h, c = state
         h = self.hidden
         gates = torch.addmm(self.token_gates.index_select(0, token), feed_h, self.state_weights)
@@ -179,7 +201,10 @@ class LSTMBeamDecoder:
         out = self._out.get(span)
         if out is None:
             out = self._out[span] = (self.out_bias[span.start : span.stop], self.out_weight[:, span.start : span.stop])
-        return torch.addmm(out[0], feed, out[1]), (query, bias, values, torch.cat([feed, hidden], dim=1), c)
+        logits = torch.addmm(out[0], feed, out[1])
+        if look is not None and self.look is not None:
+            logits = logits + torch.bmm(look, torch.addmm(self.look[1], feed, self.look[0]).unsqueeze(2)).squeeze(2)
+        return logits, (query, bias, values, torch.cat([feed, hidden], dim=1), c)
 
     @staticmethod
     def select(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -241,5 +266,7 @@ def build_model(cfg: ModelConfig, target_size: int) -> LSTMTranslator | Transfor
     if cfg.arch == "lstm":
         return LSTMTranslator(cfg, target_size)
     if cfg.arch == "transformer":
+        if cfg.lookahead:
+            raise ValueError("lookahead scores an LSTM decoder's choices: a transformer needs lookahead=False")
         return TransformerTranslator(cfg, target_size)
     raise ValueError(f"unknown model arch {cfg.arch!r}: lstm or transformer")

@@ -38,6 +38,8 @@ import torch
 from torch import nn
 
 from kptune.dataset import Dataset, DatasetProblem
+from kptune.device import DeviceInfo
+from kptune.predict.launch import PARAMETERS, Launch, lookahead_rows
 from kptune.predict.models import ModelConfig, build_model
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
@@ -62,6 +64,7 @@ class TrainResult:
     seconds: float
     seed: int = 0  # the kept run's seed
     restarts: tuple[dict[str, float], ...] = ()  # with restarts: each run's seed, best epoch and score
+    cfg: ModelConfig | None = None  # the settings trained with (lookahead off where it cannot apply)
 
 
 def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
@@ -70,16 +73,25 @@ def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
 
 
 def _tensors(problems: Sequence[DatasetProblem], vocab: TargetVocab, within: float, limit: int,
-             gemm_view: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    src, tin, tout = [], [], []
+             gemm_view: bool, device: DeviceInfo | None = None) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """(sources, decoder inputs, targets) of every target config, and with `device` (lookahead models)
+    each position's launch features [rows, positions, widest position, FEATURES]."""
+    src, tin, tout, looks = [], [], [], []
+    width = max(len(v) for v in vocab.values)
     for p in problems:
-        source = encode_source(problem_from_key(p.key), gemm_view)  # type: ignore[arg-type]
+        problem = problem_from_key(p.key)
+        source = encode_source(problem, gemm_view)  # type: ignore[arg-type]
+        launch = Launch(problem, device.compute_units, vocab.names) if device is not None else None  # type: ignore[arg-type]
         for key in targets(p, within, limit):
-            tokens = vocab.encode(Config.parse(key))[1:-1]  # the parameters, no <s> </s>
+            config = Config.parse(key)
+            tokens = vocab.encode(config)[1:-1]  # the parameters, no <s> </s>
             src.append(source)
             tin.append([BOS, *tokens[:-1]])
             tout.append(tokens)
-    return torch.tensor(src), torch.tensor(tin), torch.tensor(tout)
+            if launch is not None:
+                looks.append(lookahead_rows(launch, config.values(), vocab.values, width))
+    tensors = torch.tensor(src), torch.tensor(tin), torch.tensor(tout)
+    return (*tensors, torch.tensor(looks)) if device is not None else tensors
 
 
 def position_mask(vocab: TargetVocab) -> torch.Tensor:
@@ -90,9 +102,11 @@ def position_mask(vocab: TargetVocab) -> torch.Tensor:
     return mask
 
 
-def _loss(model: nn.Module, batch: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
-    src, tin, tout = batch
-    logits = model(src, tin) + mask
+def _loss(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], mask: torch.Tensor, spans: Sequence[range]
+) -> torch.Tensor:
+    src, tin, tout, *looks = batch
+    logits = (model(src, tin, looks[0], spans) if looks else model(src, tin)) + mask
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tout.reshape(-1))
 
 
@@ -101,13 +115,14 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
     """Train `cfg` on `data`'s train split; `on_epoch(epoch, model, vocab)` sees the model (in eval
     mode) after each epoch, e.g. to score it at several epoch counts in one run. On one PyTorch thread
     (`threads.one_torch_thread`): the same weights on any machine."""
+    cfg = with_lookahead_where_it_applies(cfg, data)
     if cfg.restarts < 1:
         raise ValueError(f"restarts must be at least 1, not {cfg.restarts}")
     if cfg.restarts > 1 and not cfg.early_stop:
         raise ValueError("restarts are chosen on validation problems: they need early stopping")
     with one_torch_thread():
         if cfg.restarts == 1:
-            return _train(data, cfg, log, on_epoch)
+            return dataclasses.replace(_train(data, cfg, log, on_epoch), cfg=cfg)
         runs: list[TrainResult] = []
         for seed in range(cfg.seed, cfg.seed + cfg.restarts):
             log(f"restart {seed - cfg.seed + 1} of {cfg.restarts}: seed {seed}")
@@ -115,7 +130,13 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
     kept = max(runs, key=_validation_score)
     log(f"kept seed {kept.seed}: " + ", ".join(f"seed {r.seed} {_validation_score(r):.4f}" for r in runs))
     table = tuple({"seed": r.seed, "best_epoch": r.best_epoch, "score": _validation_score(r)} for r in runs)
-    return dataclasses.replace(kept, seconds=sum(r.seconds for r in runs), restarts=table)
+    return dataclasses.replace(kept, seconds=sum(r.seconds for r in runs), restarts=table, cfg=cfg)
+
+
+def with_lookahead_where_it_applies(cfg: ModelConfig, data: Dataset) -> ModelConfig:
+    """`cfg`, with lookahead off for a transformer or a space without conv2d's tile parameters."""
+    applies = cfg.arch == "lstm" and set(PARAMETERS) <= set(data.meta["parameters"])
+    return cfg if applies or not cfg.lookahead else dataclasses.replace(cfg, lookahead=False)
 
 
 def _validation_score(result: TrainResult) -> float:
@@ -141,10 +162,11 @@ def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
         val_set = [p for i, p in enumerate(train_set) if i in held]
         train_set = [p for i, p in enumerate(train_set) if i not in held]
         validation = f"held-out train (the validation split has fewer than {MIN_VALIDATION} problems)"
-    tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets, cfg.gemm_view)
-    va = _tensors(val_set, vocab, 1.0, 1, cfg.gemm_view) if val_set else None
+    device = _launch_device(data, cfg)
+    tr = _tensors(train_set, vocab, cfg.targets_within, cfg.max_targets, cfg.gemm_view, device)
+    va = _tensors(val_set, vocab, 1.0, 1, cfg.gemm_view, device) if val_set else None
     rank_score = _ranking_score(data, val_set) if val_set else None
-    mask = position_mask(vocab)
+    mask, spans = position_mask(vocab), [vocab.span(t) for t in range(len(vocab.values))]
     model = build_model(cfg, vocab.size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
@@ -156,7 +178,7 @@ def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
         total, n = 0.0, 0
         for i in range(0, len(order), cfg.batch):
             idx = order[i : i + cfg.batch]
-            loss = _loss(model, tuple(x[idx] for x in tr), mask)
+            loss = _loss(model, tuple(x[idx] for x in tr), mask, spans)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -172,7 +194,7 @@ def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
                 log(f"epoch {epoch}: train {total / max(n, 1):.4f}")
             continue
         with torch.no_grad():
-            val = _loss(model, va, mask).item()
+            val = _loss(model, va, mask, spans).item()
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val}
         if rank_score is not None:
             row["val_ratio"] = rank_score(model, vocab)
@@ -197,10 +219,14 @@ def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
 RankingScore = Callable[[nn.Module, TargetVocab], float]
 
 
+def _launch_device(data: Dataset, cfg: ModelConfig) -> DeviceInfo | None:
+    """The device whose launches a lookahead model learns to score: the dataset's (None without lookahead)."""
+    return DeviceInfo(**data.meta["device_limits"]) if cfg.lookahead else None
+
+
 def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> RankingScore | None:
     """model, vocab -> the geometric mean of the top-1 and best-of-VALIDATION_K ratios of the hedged
     constrained beam over `problems` (None where the family is not registered: no space to constrain with)."""
-    from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
     from kptune.predict.beam import hedged_position
