@@ -90,12 +90,13 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
     last = torch.tensor([BOS])
     for t in range(positions):
         span = vocab.span(t)
-        logits, memory = decoder.step(memory, last, span, look(t, [prefix for prefix, _ in beams]))
         keep = max(width, k) if t == positions - 1 else width
         values = vocab.values[t]
         where = {v: j for j, v in enumerate(values)}
         choices = [[where[v] for v in allowed(prefix)] for prefix, _ in beams]
-        if all(len(c) == 1 for c in choices):  # one value left for every beam: renormalised, its log p is 0
+        single = all(len(c) == 1 for c in choices)
+        logits, memory = decoder.step(memory, last, span, None if single else look(t, [p for p, _ in beams]))
+        if single:  # one value left for every beam: renormalised, its log p is 0
             beams = [((*prefix, values[c[0]]), score) for (prefix, score), c in zip(beams, choices, strict=True)]
             last = _long([span.start + c[0] for c in choices])
             continue
@@ -196,7 +197,10 @@ def _looks(model: torch.nn.Module, vocab: TargetVocab, launch: Launch | None) ->
     def look(t: int, prefixes: Sequence[tuple[int, ...]]) -> torch.Tensor | None:
         if t not in varies:
             return None
-        return torch.tensor([launch.lookahead(prefix, vocab.values[t]) for prefix in prefixes])
+        values, flat = vocab.values[t], array.array("f")
+        for prefix in prefixes:
+            flat.extend(launch.flat(prefix, values))
+        return torch.frombuffer(flat, dtype=torch.float32).view(len(prefixes), len(values), -1)
 
     return look
 

@@ -18,6 +18,7 @@ log2 CTAs per SM, the last wave's fill and log2 reduction steps per split.
 
 from __future__ import annotations
 
+import array
 import functools
 import math
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ class Launch:
         self.sms = max(sms, 1)
         self.at = {name: names.index(name) for name in PARAMETERS}
         self.lookahead = functools.lru_cache(maxsize=4096)(self._lookahead)
+        self.flat = functools.lru_cache(maxsize=4096)(self._flat)
 
     def features(self, prefix: tuple[int, ...]) -> list[float]:
         """The features of the config prefix `prefix` (values in `names` order)."""
@@ -81,14 +83,25 @@ class Launch:
         """The features of `prefix` extended by each of `values` (memoized: beams share prefixes)."""
         return tuple(tuple(self.features((*prefix, v))) for v in values)
 
+    def _flat(self, prefix: tuple[int, ...], values: tuple[int, ...]) -> array.array[float]:
+        """`lookahead` as one float32 buffer, row after row (what a decoder step reads)."""
+        return array.array("f", [x for row in self.lookahead(prefix, values) for x in row])
+
 
 def launch_for(model: Any, problem: Problem, device: DeviceInfo, names: Sequence[str]) -> Launch | None:
-    """The launch features `model` needs for `problem` on `device` (None for a model without lookahead)."""
+    """The launch features `model` needs for `problem` on `device` (None for a model without lookahead);
+    one `Launch` per (problem, SM count, parameters) for the last 1024, so that a problem predicted
+    again reuses its memoized features."""
     if not getattr(model, "lookahead", False):
         return None
     if not isinstance(problem, Conv2dProblem):
         raise ValueError(f"launch features describe conv2d problems, not {problem.kind}")
-    return Launch(problem, device.compute_units, names)
+    return _launch(problem, device.compute_units, tuple(names))
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch(problem: Conv2dProblem, sms: int, names: tuple[str, ...]) -> Launch:
+    return Launch(problem, sms, names)
 
 
 def lookahead_rows(launch: Launch, values: Sequence[int], vocab_values: Sequence[Sequence[int]],
