@@ -17,6 +17,12 @@ constrain the beam), the loss decides as before. With
 runs exactly `epochs` epochs and keeps the last weights (the epoch count chosen beforehand, e.g.
 by cross-validation, `benchmarks/model_cv.py`).
 
+Lookahead (`ModelConfig.lookahead`, on by default for the LSTM): each target row carries, per
+position, the launch features of every value of that position after the row's prefix
+(`launch.lookahead_rows`), computed for the dataset's device, and the model learns to score them
+with the rest. It is turned off where it cannot apply: a transformer, or a space without conv2d's
+tile parameters (`with_lookahead_where_it_applies`; the checkpoint records what was trained).
+
 Restarts (`ModelConfig.restarts` = R > 1): R runs from seeds seed .. seed+R-1, and the one whose kept
 epoch scores best on the validation problems wins (by the same ratio, or the loss where no ratio
 applies): random restarts chosen on validation, never on test. On the H200 dataset's sixteenth
