@@ -56,6 +56,8 @@ RestartsOpt = Annotated[
 LookaheadOpt = Annotated[
     bool, typer.Option(help="score each value by the launch it leads to (LSTM; --no-lookahead: without)")
 ]
+TargetMsOpt = Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to --max-runs)")]
+MaxRunsOpt = Annotated[int, typer.Option(help="at most this many timed launches per config")]
 ShapeOpt = Annotated[str | None, typer.Option(help='e.g. "n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"')]
 MiopenOpt = Annotated[str | None, typer.Option(help='MIOpenDriver arguments, e.g. "conv -n 32 -c 64 ..."')]
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz"
@@ -142,8 +144,8 @@ def campaign(
     budget: Annotated[int | None, typer.Option(help="configs per shape (random)")] = None,
     seed: Annotated[int, typer.Option(help="seed for inputs and the random strategy")] = 0,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
-    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to --max-runs)")] = 2.0,
-    max_runs: Annotated[int, typer.Option(help="at most this many timed launches per config")] = 100,
+    target_ms: TargetMsOpt = 2.0,
+    max_runs: MaxRunsOpt = 100,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: spare cores)")] = None,
     chunk: Annotated[int | None, typer.Option(help="hand out configs in runs of this many (default: shapes)")] = None,
     order: Annotated[str, typer.Option(help="largest shapes first | as given | shuffled by --seed")] = "largest",
@@ -166,11 +168,7 @@ def campaign(
 
     family = get_family(kernel)
     get_strategy(strategy)
-    if not 0 < target_ms <= 1000:
-        raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
-    min_runs = TimingSettings.min_runs
-    if max_runs < min_runs:
-        raise KptuneError(f"--max-runs must be at least {min_runs} (the fewest timed launches), not {max_runs}")
+    _check_timing(target_ms, max_runs)
     check_order(order)
     if shapes is None and not from_audit:
         raise KptuneError("give --shapes FILE, --from-audit, or both")
@@ -254,6 +252,14 @@ def _campaign_plan(problems: Sequence[Problem], family: KernelFamily, device: De
     for refusal in doc["refused"]:
         table.add_row("refused", refusal)
     out.print(table)
+
+
+def _check_timing(target_ms: float, max_runs: int) -> None:
+    if not 0 < target_ms <= 1000:
+        raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
+    min_runs = TimingSettings.min_runs
+    if max_runs < min_runs:
+        raise KptuneError(f"--max-runs must be at least {min_runs} (the fewest timed launches), not {max_runs}")
 
 
 def _check_restarts(restarts: int, early_stop: bool) -> None:
@@ -740,8 +746,8 @@ def db_recheck(
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D: the device the times came from")] = None,
     kernel: Annotated[str, typer.Option(help="kernel family")] = "conv2d_fwd",
     factor: Annotated[float, typer.Option(help="a spike: slower than this many times every neighbour")] = 3.0,
-    target_ms: Annotated[float, typer.Option(help="timed device ms per config (its launches: 5 to --max-runs)")] = 2.0,
-    max_runs: Annotated[int, typer.Option(help="at most this many timed launches per config")] = 100,
+    target_ms: TargetMsOpt = 2.0,
+    max_runs: MaxRunsOpt = 100,
     timeout: Annotated[float, typer.Option(help="watchdog seconds per config")] = 60.0,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     db: DbOpt = None,
@@ -753,10 +759,7 @@ def db_recheck(
 
     if not factor > 1:
         raise KptuneError(f"--factor must be above 1, not {factor:g}")
-    if not 0 < target_ms <= 1000:
-        raise KptuneError(f"--target-ms must be in (0, 1000], not {target_ms:g}")
-    if max_runs < TimingSettings.min_runs:
-        raise KptuneError(f"--max-runs must be at least {TimingSettings.min_runs}, not {max_runs}")
+    _check_timing(target_ms, max_runs)
     get_family(kernel)
     dev = resolve_device(device)
     settings = TimingSettings(timeout_s=timeout, target_ms=target_ms, max_runs=max_runs)

@@ -31,7 +31,7 @@ from typing import Any
 from kptune.corpus import CorpusEntry, load_corpus
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
-from kptune.perfdb import PerfDB
+from kptune.perfdb import RECHECK_SOURCE, PerfDB
 from kptune.problem import Conv2dProblem, problem_from_key
 
 FORMAT_VERSION = 1
@@ -134,7 +134,7 @@ def build(db: PerfDB, device_key: str, family_name: str = "conv2d_fwd", top: int
         insert(t.problem_key, split, ";".join(entry.networks) if entry else "", valid, len(ok),
                sorted(ok, key=lambda kt: (kt[1], kt[0])))  # fmt: skip
         done.add(t.problem_key)
-    rechecked = db.latest_of_source(device_key, family.name, "recheck") if base is not None else {}
+    rechecked = db.latest_of_source(device_key, family.name, RECHECK_SOURCE) if base is not None else {}
     for p in base.problems if base is not None else ():
         if p.key not in done:
             times, ok_count = _retimed(p, rechecked.get(p.key, {}))

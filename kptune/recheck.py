@@ -29,7 +29,7 @@ from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
-from kptune.perfdb import PerfDB
+from kptune.perfdb import RECHECK_SOURCE, PerfDB
 from kptune.problem import problem_from_key
 from kptune.runner import Runner
 from kptune.space import Config
@@ -39,7 +39,7 @@ from kptune.tune import tune
 SPIKE_FACTOR = 3.0
 #: fewest one-parameter neighbours with a time for a config to be judged
 MIN_NEIGHBOURS = 2
-SOURCE = "recheck"
+SOURCE = RECHECK_SOURCE
 
 
 def spikes(times: Sequence[tuple[str, float]], factor: float = SPIKE_FACTOR) -> list[str]:
