@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.kernel import get_family
     from kptune.neighbours import cover_ranker
     from kptune.predict import checkpoint, evaluation
-    from kptune.predict.beam import hedged_position, prepare
+    from kptune.predict.beam import prepare
     from kptune.predict.costmodel import CostModel
     from kptune.predict.models import ModelConfig
     from kptune.predict.training import train
@@ -118,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pred = checkpoint.load(args.model, family.name, family.source_hash)
         prepare(pred.model)
         test = [p for p in data.split(args.split) if f"dtype={args.dtype}," in p.key]
-        model = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
-                                        hedged_position(family.name, pred.vocab))  # fmt: skip
+        model = evaluation.predict_ranker(pred.model, pred.vocab, family, device)
         ratios = score(test, candidate_sets(model, CostModel(lendable, family.space, device).rank,
                                             evaluation.nearest_shape(lendable, family.space, device),
                                             cover_ranker(lendable, family.space, device)))  # fmt: skip
@@ -133,8 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  for i, p in enumerate(lendable))  # fmt: skip
                 cfg = dataclasses.replace(ModelConfig(), epochs=args.epochs, early_stop=False, seed=seed)
                 result = train(ds.Dataset(data.meta, problems), cfg)
-                model = evaluation.model_ranker(result.model, result.vocab, family.space, device, "beam", 8,
-                                                hedged_position(family.name, result.vocab))  # fmt: skip
+                model = evaluation.predict_ranker(result.model, result.vocab, family, device)
                 near = evaluation.nearest_shape(fit, family.space, device)
                 cost = CostModel(fit, family.space, device).rank
                 sets = candidate_sets(model, cost, near, cover_ranker(fit, family.space, device))

@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("-k", type=int, default=5)
-    ap.add_argument("--width", type=int, default=8, help="beam width, as kptune eval")
+    ap.add_argument("--width", type=int, default=None, help="beam width (default: kptune eval's, beam.WIDTH)")
     ap.add_argument(
         "--spread",
         action="store_true",
@@ -153,9 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.device import DeviceInfo
     from kptune.kernel import get_family
     from kptune.predict import evaluation
-    from kptune.predict.beam import hedged_position
+    from kptune.predict.beam import WIDTH, hedged_position
     from kptune.predict.models import ModelConfig
     from kptune.predict.training import train
+
+    args.width = WIDTH if args.width is None else args.width
 
     torch.set_num_threads(args.threads)
     data = ds.load(args.dataset)

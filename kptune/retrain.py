@@ -117,13 +117,11 @@ def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
     the `test` problems, and AUTOTUNE: the geomean ratio of the best of autotune's default candidates
     (the model's MODEL_K, then NEIGHBOURS and COVER lent by `served.lent`)."""
     from kptune.predict import checkpoint, evaluation
-    from kptune.predict.beam import hedged_position
     from kptune.problem import problem_from_key
     from kptune.space import Config
 
     pred = checkpoint.load(served.model, family.name)
-    beam = evaluation.model_ranker(pred.model, pred.vocab, family.space, device, "beam", 8,
-                                   hedged_position(family.name, pred.vocab))  # fmt: skip
+    beam = evaluation.predict_ranker(pred.model, pred.vocab, family, device)
     ranked = {p.key: beam(p, MODEL_K) for p in test}
     lender = lender_for(device, family, (served.lent,)) if served.lent is not None else None
 

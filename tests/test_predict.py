@@ -172,6 +172,40 @@ def test_the_hedge_spreads_candidates_the_plain_beam_puts_on_one_split_factor() 
     assert [c.config["KSPLIT"] for c in hedged].count(1) == 3 and hedged[0] == plain[0]
 
 
+def test_diversified_picks_the_most_likely_first_then_pays_for_each_repeat() -> None:
+    from kptune.predict import beam
+
+    # (values, log p); position 0 is the tile: three of tile 1 lead, one of tile 2 is 0.3 behind
+    beams = [((1, 10), -1.0), ((1, 11), -1.1), ((1, 12), -1.2), ((2, 10), -1.3), ((3, 10), -2.0)]
+    picked = beam._diversified(beams, 4, [0])
+    # with REPEAT_PENALTY 0.5: -1.1 - 0.5 < -1.3, then -1.2 - 2 x 0.5 < -2.0
+    assert picked == [((1, 10), -1.0), ((2, 10), -1.3), ((1, 11), -1.1), ((3, 10), -2.0)]
+    assert beam.REPEAT_PENALTY == 0.5
+    assert beam._diversified(beams, 9, [0])[-1] == ((1, 12), -1.2)  # k beyond the pool: all of it
+    assert beam._diversified(beams, 3, []) == beams[:3]  # no positions: the most likely, in order
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=SIZES, c=SIZES, hw=st.sampled_from([1, 5, 7, 14, 28, 56]), k=SIZES, r=st.sampled_from([1, 3, 5]),
+       stride=st.sampled_from([1, 2]))  # fmt: skip
+def test_a_beam_spread_over_the_tile_stays_valid_and_keeps_the_most_likely_first(
+    n: int, c: int, hw: int, k: int, r: int, stride: int
+) -> None:
+    from kptune.predict.beam import WIDTH, diverse_positions, hedged_position
+
+    problem = Conv2dProblem.parse(f"n={n},c={c},h={hw},w={hw},k={k},r={r},s={r},pad={r // 2},stride={stride}")
+    allowed = constrained_allowed(FAMILY.space, problem, GPU)
+    spread, tile = hedged_position(FAMILY.name, VOCAB), diverse_positions(FAMILY.name, VOCAB)
+    found = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, WIDTH, 5, spread, diverse=tile)
+    pool = beam_search(_MODEL, VOCAB, encode_source(problem), allowed, WIDTH, WIDTH, spread)
+    assert found and all(FAMILY.space.valid(problem, GPU, c.config) for c in found)
+    assert len({c.config for c in found}) == len(found) == min(5, len(pool))
+    assert found[0] == pool[0] and {c.config for c in found} <= {c.config for c in pool}
+    tiles = [(c.config["BM"], c.config["BN"]) for c in found]
+    pool_tiles = {(c.config["BM"], c.config["BN"]) for c in pool}
+    assert len(set(tiles)) >= min(len(pool_tiles), 2)  # a second tile whenever the pool has one
+
+
 def test_unconstrained_beam_can_leave_the_space_and_transformer_decodes() -> None:
     problem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
     free = beam_search(_MODEL, VOCAB, encode_source(problem), all_allowed(VOCAB), 8, 5)
@@ -365,7 +399,7 @@ def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems
 
     from kptune import dataset as ds
     from kptune.predict import api, training
-    from kptune.predict.beam import hedged_position
+    from kptune.predict.beam import WIDTH, diverse_positions, hedged_position
     from kptune.predict.evaluation import model_ranker, scores
 
     shipped = ds.load(api.DEFAULT_MODEL.parent / "dataset-h200.db.gz")
@@ -375,9 +409,9 @@ def test_early_stopping_keeps_the_epoch_whose_beam_ranks_the_validation_problems
     ratios: list[float] = []
 
     def score(epoch: int, model: torch.nn.Module, vocab: TargetVocab) -> None:  # the metric, computed apart
-        device = DeviceInfo(**shipped.meta["device_limits"])  # the hedged beam, as predict() runs it
-        hedge = hedged_position(FAMILY.name, vocab)
-        got = scores(val, model_ranker(model, vocab, FAMILY.space, device, spread=hedge), 5)
+        device = DeviceInfo(**shipped.meta["device_limits"])  # the beam as predict() runs it
+        hedge, diverse = hedged_position(FAMILY.name, vocab), diverse_positions(FAMILY.name, vocab)
+        got = scores(val, model_ranker(model, vocab, FAMILY.space, device, "beam", WIDTH, hedge, diverse), 5)
         ratios.append((got["ratio_top1_geomean"] * got["ratio_top5_geomean"]) ** 0.5)
 
     monkeypatch.setattr(training, "MIN_VALIDATION", 3)

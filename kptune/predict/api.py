@@ -12,10 +12,12 @@ from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.predict import checkpoint, evaluation
 from kptune.predict.beam import (
+    WIDTH,
     Candidate,
     all_allowed,
     beam_search,
     constrained_allowed,
+    diverse_positions,
     hedged_position,
     prepare,
 )
@@ -49,7 +51,7 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
 
 
 def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None = "fp32",
-             width: int = 8, baselines: bool = True) -> dict[str, Any]:  # fmt: skip
+             width: int = WIDTH, baselines: bool = True) -> dict[str, Any]:  # fmt: skip
     """Every metric on the test split, for the model (beam, greedy, unconstrained) and, with `baselines`,
     the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds) and
     the model blended with that cost model (`blend`)."""
@@ -65,8 +67,7 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     train_set = data.split("train")
     space = family.space
     rankers = {
-        "seq2seq constrained beam": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam", width,
-                                                            hedged_position(family.name, pred.vocab)),
+        "seq2seq constrained beam": evaluation.predict_ranker(pred.model, pred.vocab, family, device, width),
         "seq2seq constrained beam, no hedge": evaluation.model_ranker(pred.model, pred.vocab, space, device, "beam",
                                                                       width),
         "seq2seq greedy constrained": evaluation.model_ranker(pred.model, pred.vocab, space, device, "greedy"),
@@ -96,24 +97,25 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     }
 
 
-def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = 8,
+def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = WIDTH,
             constrained: bool = True, device: Any = None, hedge: bool = True, kernel: str = "conv2d_fwd",
             blend: bool = False) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
     """The top-k configs of kernel family `kernel` for `problem`, valid by construction when constrained:
     for `device`'s limits (the device they will run on), or by default for the device the checkpoint
     was trained for. `hedge`: the k spread over the family's hedged parameter (`beam.HEDGED`: conv2d's
-    split factor). `blend`: the configs of the tuned shapes' pool ranked by the model and the cost
-    model shipped for the device together (`kptune.predict.blend`; ~40 ms instead of ~3 ms), then
-    the beam's where the pool holds fewer than k; each with the model's log-probability."""
+    split factor) and its tile (`beam.DIVERSE`). `blend`: the configs of the tuned shapes' pool ranked
+    by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
+    instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability."""
     family = get_family(kernel)
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
     spread = hedged_position(family.name, pred.vocab) if hedge else None
+    diverse = diverse_positions(family.name, pred.vocab) if hedge else ()
     launch = launch_for(pred.model, problem, target, family.space.names)
     with one_torch_thread():
         found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread,
-                            launch)  # fmt: skip
+                            launch, diverse)  # fmt: skip
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}

@@ -35,6 +35,17 @@ from kptune.space import Config, SearchSpace, completer
 #: 5 was below 0.7 had the optimum at split 4 or 8 and all five candidates at one other split)
 HEDGED: dict[str, str] = {"conv2d_fwd": "KSPLIT"}
 
+#: family -> the parameters whose values the top k diversify over (`beam_search`'s `diverse`): conv2d's
+#: tile, BM x BN. Chosen on the validation split (RESULTS.md, "the top 5 spread over tiles").
+DIVERSE: dict[str, tuple[str, ...]] = {"conv2d_fwd": ("BM", "BN")}
+
+#: log-probability a candidate pays, when the top k are chosen, for each earlier pick with its values
+#: at the `diverse` positions
+REPEAT_PENALTY = 0.5
+
+#: the default beam width: with `diverse`, also the pool the top k are chosen from
+WIDTH = 12
+
 #: values of parameter len(prefix) that may follow `prefix` (a tuple of values)
 Allowed = Callable[[tuple[int, ...]], Sequence[int]]
 
@@ -62,14 +73,19 @@ def hedged_position(family: str, vocab: TargetVocab) -> int | None:
     return vocab.names.index(name) if name in vocab.names else None
 
 
+def diverse_positions(family: str, vocab: TargetVocab) -> tuple[int, ...]:
+    """The target positions of `family`'s diversified parameters (empty: the family has none)."""
+    return tuple(vocab.names.index(name) for name in DIVERSE.get(family, ()) if name in vocab.names)
+
+
 def all_allowed(vocab: TargetVocab) -> Allowed:
     return lambda prefix: vocab.values[len(prefix)]
 
 
 @torch.inference_mode()
 def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int], allowed: Allowed,
-                width: int = 8, k: int = 5, spread: int | None = None,
-                launch: Launch | None = None) -> list[Candidate]:  # fmt: skip
+                width: int = WIDTH, k: int = 5, spread: int | None = None,
+                launch: Launch | None = None, diverse: Sequence[int] = ()) -> list[Candidate]:  # fmt: skip
     """The top-k distinct complete configs by total log-probability (fewer if fewer exist).
 
     `launch`: the problem's launch features on the device (`launch.launch_for`), which a lookahead
@@ -79,7 +95,12 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
     of the beams (and of the k returned) share its value, as long as other allowed values have beams
     to fill the rest: a beam otherwise commits all k candidates to one value of a parameter that the
     model is least sure of, and one wrong guess there costs all k (conv2d's split factor: see
-    `hedged_position`)."""
+    `hedged_position`).
+
+    `diverse`: positions whose values the k returned spread over. The search keeps max(width, k)
+    complete configs; the k are then picked one at a time, each the best by log-probability less
+    REPEAT_PENALTY for every earlier pick with the same values there (conv2d's tile: see
+    `diverse_positions`). The first is always the most likely; the k are in the order picked."""
     if any(m.training for m in model.modules()):  # (eval() on a model already in eval mode costs ~50 us)
         model.eval()
     positions = len(vocab.values)
@@ -123,7 +144,9 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         memory = decoder.select(memory, _long([b for _, b, _ in scored]))
         beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
         last = _long([span.start + j for _, _, j in scored])
-    if spread is not None:
+    if diverse:
+        beams = _diversified(beams, k, diverse)
+    elif spread is not None:
         beams = _capped(beams, k, [prefix[spread] for prefix, _ in beams])
     out = [Candidate(Config(tuple(zip(vocab.names, values, strict=True))), score) for values, score in beams]
     return out[:k]
@@ -179,6 +202,23 @@ def _capped(ranked: Sequence[Any], keep: int, hedged: Sequence[int]) -> list[Any
         chosen = set(taken)
         taken += [i for i in range(len(ranked)) if i not in chosen][: keep - len(taken)]
     return [ranked[i] for i in sorted(taken)]
+
+
+def _diversified(beams: Sequence[tuple[tuple[int, ...], float]], k: int,
+                 positions: Sequence[int]) -> list[tuple[tuple[int, ...], float]]:  # fmt: skip
+    """k of `beams` (value prefixes and log-probabilities), picked one at a time: the best log-probability
+    less REPEAT_PENALTY for each earlier pick with the same values at `positions`."""
+    left, seen = list(beams), collections.Counter[tuple[int, ...]]()
+    picked: list[tuple[tuple[int, ...], float]] = []
+    while left and len(picked) < k:
+        best = max(range(len(left)), key=lambda i: left[i][1] - REPEAT_PENALTY * seen[_at(left[i][0], positions)])
+        picked.append(left.pop(best))
+        seen[_at(picked[-1][0], positions)] += 1
+    return picked
+
+
+def _at(values: tuple[int, ...], positions: Sequence[int]) -> tuple[int, ...]:
+    return tuple(values[p] for p in positions)
 
 
 LookFn = Callable[[int, Sequence[tuple[int, ...]]], "torch.Tensor | None"]

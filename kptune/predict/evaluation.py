@@ -142,23 +142,36 @@ def tree_per_parameter(
 
 
 def model_ranker(model: Any, vocab: Any, space: SearchSpace, device: DeviceInfo, mode: str = "beam",
-                 width: int = 8, spread: int | None = None) -> Ranker:  # fmt: skip
+                 width: int | None = None, spread: int | None = None,
+                 diverse: Sequence[int] = ()) -> Ranker:  # fmt: skip
     """The seq2seq model's ranking: constrained beam, greedy constrained (k=1), or unconstrained beam;
-    `spread` as `beam_search`'s (beams only)."""
-    from kptune.predict.beam import all_allowed, beam_search, constrained_allowed
+    `width` (default `beam.WIDTH`), `spread` and `diverse` as `beam_search`'s (beams only)."""
+    from kptune.predict.beam import WIDTH, all_allowed, beam_search, constrained_allowed
     from kptune.predict.launch import launch_for
     from kptune.predict.models import source_of
+
+    width = WIDTH if width is None else width
 
     def rank(problem: DatasetProblem, k: int) -> list[str]:
         conv = problem_from_key(problem.key)
         source = source_of(model, conv)  # type: ignore[arg-type]
         launch = launch_for(model, conv, device, space.names)
         if mode == "unconstrained":
-            found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread, launch)
+            found = beam_search(model, vocab, source, all_allowed(vocab), width, k, spread, launch, diverse)
         else:
             allowed = constrained_allowed(space, conv, device)
             found = (beam_search(model, vocab, source, allowed, 1, 1, launch=launch) if mode == "greedy" else
-                     beam_search(model, vocab, source, allowed, width, k, spread, launch))  # fmt: skip
+                     beam_search(model, vocab, source, allowed, width, k, spread, launch, diverse))  # fmt: skip
         return [c.config.key() for c in found]
 
     return rank
+
+
+def predict_ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, width: int | None = None) -> Ranker:
+    """The model's ranking as `kptune predict` (so autotune) makes it: the constrained beam, hedged over
+    the family's split factor, its top k spread over the family's tile (`beam.HEDGED`, `beam.DIVERSE`);
+    `width` as `model_ranker`'s."""
+    from kptune.predict.beam import diverse_positions, hedged_position
+
+    return model_ranker(model, vocab, family.space, device, "beam", width, hedged_position(family.name, vocab),
+                        diverse_positions(family.name, vocab))  # fmt: skip

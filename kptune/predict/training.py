@@ -235,8 +235,7 @@ def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> Ranking
     constrained beam over `problems` (None where the family is not registered: no space to constrain with)."""
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
-    from kptune.predict.beam import hedged_position
-    from kptune.predict.evaluation import model_ranker, scores
+    from kptune.predict.evaluation import predict_ranker, scores
 
     try:
         family = get_family(data.meta["family"])
@@ -248,7 +247,7 @@ def _ranking_score(data: Dataset, problems: Sequence[DatasetProblem]) -> Ranking
 
     def score(model: nn.Module, vocab: TargetVocab) -> float:
         with torch.no_grad():
-            rank = model_ranker(model, vocab, family.space, device, spread=hedged_position(family.name, vocab))
+            rank = predict_ranker(model, vocab, family, device)
             got = scores(problems, rank, VALIDATION_K)  # the hedged beam, as predict() (so autotune) runs it
         return float((got["ratio_top1_geomean"] * got[f"ratio_top{VALIDATION_K}_geomean"]) ** 0.5)
 
