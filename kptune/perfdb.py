@@ -16,7 +16,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -412,10 +412,12 @@ class PerfDB:
         ).fetchall()
 
     # -- reading -----------------------------------------------------------------------
-    def measurements(self, problem_id: int, device_id: int, kernel_id: int) -> list[Measurement]:
-        """The latest measurement of each config for this problem, device and kernel."""
+    def measurements(self, problem_id: int, device_id: int, kernel_id: int,
+                     configs: Sequence[str] | None = None) -> list[Measurement]:  # fmt: skip
+        """The latest measurement of each config for this problem, device and kernel (with `configs`: of
+        those config keys only)."""
         rows = self._latest("c.key, m.outcome, m.time_ms, m.min_ms, m.runs, m.rel_error, m.error",
-                            problem_id, device_id, kernel_id)  # fmt: skip
+                            problem_id, device_id, kernel_id, configs)  # fmt: skip
         return [
             Measurement(Config.parse(k), Outcome(o), t, mn, runs, rel, error=err or "")
             for k, o, t, mn, runs, rel, err in rows
@@ -427,14 +429,26 @@ class PerfDB:
         rows = self._latest("c.key, m.outcome, m.time_ms", problem_id, device_id, kernel_id)
         return len(rows), [(k, t) for k, o, t in rows if o == Outcome.OK and t]
 
-    def _latest(self, columns: str, problem_id: int, device_id: int, kernel_id: int) -> list[Any]:
-        """`columns` (of measurements m and configs c) of the latest measurement of each config."""
+    def _latest(self, columns: str, problem_id: int, device_id: int, kernel_id: int,
+                configs: Sequence[str] | None = None) -> list[Any]:  # fmt: skip
+        """`columns` (of measurements m and configs c) of the latest measurement of each config (with
+        `configs`: of those config keys only, in chunks under SQLite's bound-parameter limit)."""
+        if configs is None:
+            return self._latest_among(columns, problem_id, device_id, kernel_id, None)
+        rows = []
+        for i in range(0, len(configs), 500):
+            rows += self._latest_among(columns, problem_id, device_id, kernel_id, configs[i : i + 500])
+        return rows
+
+    def _latest_among(self, columns: str, problem_id: int, device_id: int, kernel_id: int,
+                      configs: Sequence[str] | None) -> list[Any]:  # fmt: skip
+        among = "" if configs is None else f" AND c.key IN ({','.join('?' * len(configs))})"
         return self.conn.execute(
             f"SELECT {columns} FROM measurements m JOIN configs c ON c.id = m.config_id"
-            " WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?"
+            f" WHERE m.problem_id=? AND m.device_id=? AND c.kernel_id=?{among}"
             " AND m.id = (SELECT MAX(m2.id) FROM measurements m2 WHERE m2.problem_id=m.problem_id"
             "   AND m2.device_id=m.device_id AND m2.config_id=m.config_id)",
-            (problem_id, device_id, kernel_id),
+            (problem_id, device_id, kernel_id, *(configs or ())),
         ).fetchall()
 
     def best(self, problem_id: int, device_id: int, kernel_id: int) -> Measurement | None:

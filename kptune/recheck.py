@@ -144,7 +144,7 @@ def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: Per
             if todo:
                 tune(problem, kernel=family.name, device=dev, db=db, settings=timing, jobs=jobs, configs=todo,
                      source=SOURCE, resume=False, runner=runner)  # fmt: skip
-            latest = {m.config.key(): m for m in db.measurements(pid, did, kid)}
+            latest = {m.config.key(): m for m in db.measurements(pid, did, kid, found)}
             recorded = dict(times)
             for c in found:
                 m = latest[c]

@@ -49,6 +49,19 @@ def test_latest_measurement_of_a_config_wins(db_path: Path) -> None:
         assert db.best(*ids).time_ms == 2.0  # type: ignore[union-attr]
 
 
+def test_measurements_narrowed_to_some_configs_are_their_latest(db_path: Path) -> None:
+    with PerfDB(db_path) as db:
+        ids = _fill(db)
+        db.add(*ids, Measurement(Config.of({"A": 2, "B": 2}), Outcome.OK, 3.0, 2.9, 10), "recheck")
+        wanted = ["A=2,B=2", "A=4,B=2", "A=8,B=8"]  # the last never measured
+        got = {m.config.key(): m for m in db.measurements(*ids, wanted)}
+        assert set(got) == {"A=2,B=2", "A=4,B=2"}
+        assert got["A=2,B=2"].time_ms == 3.0 and got["A=4,B=2"].outcome is Outcome.COMPILE_ERROR
+        assert db.measurements(*ids, []) == []
+        many = [f"A={i},B=0" for i in range(1200)] + ["A=1,B=2"]  # past one query's bound parameters
+        assert [m.config.key() for m in db.measurements(*ids, many)] == ["A=1,B=2"]
+
+
 def test_newer_schema_is_refused_with_what_to_do(db_path: Path) -> None:
     PerfDB(db_path).close()
     with sqlite3.connect(db_path) as c:
