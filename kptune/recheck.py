@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ SPIKE_FACTOR = 3.0
 #: fewest one-parameter neighbours with a time for a config to be judged
 MIN_NEIGHBOURS = 2
 SOURCE = RECHECK_SOURCE
+_VALUE = re.compile(r"=(-?\d+)")
 
 
 def spikes(times: Sequence[tuple[str, float]], factor: float = SPIKE_FACTOR) -> list[str]:
@@ -48,7 +50,8 @@ def spikes(times: Sequence[tuple[str, float]], factor: float = SPIKE_FACTOR) -> 
     if len(times) <= MIN_NEIGHBOURS:
         return []
     keys = [k for k, _ in times]
-    values = np.array([[int(v.split("=", 1)[1]) for v in k.split(",")] for k in keys], dtype=np.int64)  # Config.key()s
+    # Config.key()s ("A=1,B=2,..."), every one with the same parameters: their values in one pass
+    values = np.fromiter(map(int, _VALUE.findall(",".join(keys))), dtype=np.int64).reshape(len(keys), -1)
     ms = np.array([t for _, t in times], dtype=np.float64)
     n, width = values.shape
     # each config as one integer: its parameters' value indices in mixed radix
