@@ -81,11 +81,14 @@ def test_a_spike_is_timed_again_and_becomes_the_config_latest(cpu_device: Device
     with PerfDB(db_path) as db:
         latest = db.latest_of_source(cpu_device.key, family.name, "recheck")[problem.key()]
         assert latest[victim.config.key()] == row["retimed_ms"] and set(latest) == set(rows)
-        count = db.conn.execute("SELECT COUNT(*) FROM measurements WHERE source = 'recheck'").fetchone()[0]
     again = _kptune(*args)  # resumes: nothing timed twice
     assert again.returncode == 0, again.stderr
     with PerfDB(db_path) as db:
-        assert db.conn.execute("SELECT COUNT(*) FROM measurements WHERE source = 'recheck'").fetchone()[0] == count
+        # (a config whose neighbour was the stall can become a spike of its own once the stall is
+        # re-timed, and is timed then: PoCL's times on a busy CI machine vary that much)
+        timed = dict(db.conn.execute("SELECT c.key, COUNT(*) FROM measurements m JOIN configs c ON c.id = m.config_id"
+                                     " WHERE m.source = 'recheck' GROUP BY c.key").fetchall())  # fmt: skip
+    assert set(rows) <= set(timed) and set(timed.values()) == {1}
 
 
 def test_a_dataset_of_another_device_is_a_clear_error(cpu_device: DeviceInfo, db_path: Path) -> None:
