@@ -33,7 +33,6 @@ from common import provenance, write_json
 
 from kptune.corpus import load_corpus
 from kptune.errors import KptuneError
-from kptune.predict.beam import WIDTH
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -46,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped one)")
     ap.add_argument("--shapes", type=int, default=200)
     ap.add_argument("-k", type=int, default=5)
-    ap.add_argument("--width", type=int, default=WIDTH)
+    ap.add_argument("--width", type=int, default=None, help="beam width (default: kptune predict's, beam.WIDTH)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--blend", action="store_true", help="time predict --blend (the model and the cost model)")
@@ -57,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from kptune.predict.api import predict
+    from kptune.predict.beam import WIDTH
 
+    args.width = WIDTH if args.width is None else args.width
     torch.set_num_threads(args.threads)
     entries = load_corpus()
     if args.one is not None:

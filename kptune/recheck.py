@@ -40,7 +40,6 @@ from kptune.tune import tune
 SPIKE_FACTOR = 3.0
 #: fewest one-parameter neighbours with a time for a config to be judged
 MIN_NEIGHBOURS = 2
-SOURCE = RECHECK_SOURCE
 _VALUE = re.compile(r"=(-?\d+)")
 
 
@@ -142,11 +141,11 @@ def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: Per
                 continue
             problem = problem_from_key(key)
             pid = db.problem_id(problem)
-            done = db.configs_of_source(pid, did, kid, SOURCE)
+            done = db.configs_of_source(pid, did, kid, RECHECK_SOURCE)
             todo = [Config.parse(c) for c in found if c not in done]
             if todo:
                 tune(problem, kernel=family.name, device=dev, db=db, settings=timing, jobs=jobs, configs=todo,
-                     source=SOURCE, resume=False, runner=runner)  # fmt: skip
+                     source=RECHECK_SOURCE, resume=False, runner=runner)  # fmt: skip
             latest = {m.config.key(): m for m in db.measurements(pid, did, kid, found)}
             recorded = dict(times)
             for c in found:

@@ -17,8 +17,7 @@ from kptune.predict.beam import (
     all_allowed,
     beam_search,
     constrained_allowed,
-    diverse_positions,
-    hedged_position,
+    hedges,
     prepare,
 )
 from kptune.predict.blend import blended_ranker
@@ -110,8 +109,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
     allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
-    spread = hedged_position(family.name, pred.vocab) if hedge else None
-    diverse = diverse_positions(family.name, pred.vocab) if hedge else ()
+    spread, diverse = hedges(family.name, pred.vocab) if hedge else (None, ())
     launch = launch_for(pred.model, problem, target, family.space.names)
     with one_torch_thread():
         found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread,

@@ -78,6 +78,11 @@ def diverse_positions(family: str, vocab: TargetVocab) -> tuple[int, ...]:
     return tuple(vocab.names.index(name) for name in DIVERSE.get(family, ()) if name in vocab.names)
 
 
+def hedges(family: str, vocab: TargetVocab) -> tuple[int | None, tuple[int, ...]]:
+    """`beam_search`'s `spread` and `diverse` for `family`, as `kptune predict` (so autotune) runs it."""
+    return hedged_position(family, vocab), diverse_positions(family, vocab)
+
+
 def all_allowed(vocab: TargetVocab) -> Allowed:
     return lambda prefix: vocab.values[len(prefix)]
 

@@ -171,7 +171,6 @@ def predict_ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, widt
     """The model's ranking as `kptune predict` (so autotune) makes it: the constrained beam, hedged over
     the family's split factor, its top k spread over the family's tile (`beam.HEDGED`, `beam.DIVERSE`);
     `width` as `model_ranker`'s."""
-    from kptune.predict.beam import diverse_positions, hedged_position
+    from kptune.predict.beam import hedges
 
-    return model_ranker(model, vocab, family.space, device, "beam", width, hedged_position(family.name, vocab),
-                        diverse_positions(family.name, vocab))  # fmt: skip
+    return model_ranker(model, vocab, family.space, device, "beam", width, *hedges(family.name, vocab))

@@ -103,10 +103,8 @@ class LSTMTranslator(nn.Module):
         feed = torch.tanh(self.combine(torch.cat([query, context], dim=-1)))
         logits = self.out(self.drop(feed) if self.training else feed)
         if look is not None and self.look is not None and span is not None:
-            score = torch.einsum("bf,bvf->bv", self.look(feed), look)
-            start = span.start
-            logits = torch.cat([logits[:, :start], logits[:, start : start + score.shape[1]] + score,
-                                logits[:, start + score.shape[1] :]], dim=1)  # fmt: skip
+            score = torch.einsum("bf,bvf->bv", self.look(feed), look)  # the span's first values
+            logits = logits + nn.functional.pad(score, (span.start, logits.shape[1] - span.start - score.shape[1]))
         return logits, {**memory, "h": h, "c": c, "feed": feed}
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, looks: torch.Tensor | None = None,
