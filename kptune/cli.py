@@ -382,7 +382,9 @@ def predict_cmd(
     if as_json:
         _print_json({"problem": problem.key(), "device": pred.meta["device"], "candidates": rows})
         return
-    table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}")
+    # the beam picks its k one at a time, spread over tiles (beam.hedges), so log p need not fall
+    caption = None if blend or k == 1 else "in the order picked: the most likely first, the rest spread over tiles"
+    table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}", caption=caption)
     for r in rows:
         table.add_row(str(r["rank"]), str(r["key"]), f"{r['log_prob']:.3f}")
     out.print(table)

@@ -352,6 +352,10 @@ def test_predict_cli(tmp_path: Path) -> None:
 
     assert len(doc["candidates"]) == 3
     assert all(FAMILY.space.valid(problem, GPU, Config.parse(c["key"])) for c in doc["candidates"])
+    for k, says_order in (("3", True), ("1", False)):  # the table says its order is the picking order
+        run = subprocess.run([*cli, "--shape", "n=4,c=32,h=20,w=20,k=48,r=3,s=3,pad=1", "-k", k, "--model",
+                              str(tmp_path / "m.safetensors")], capture_output=True, text=True)  # fmt: skip
+        assert run.returncode == 0 and ("in the order picked" in run.stdout) == says_order, run.stdout
     _save(tmp_path / "old.safetensors", source_hash="0123456789abcdef")
     for args in (
         ["--shape", "n=0,c=1,h=1,w=1,k=1,r=1,s=1"],
