@@ -372,6 +372,7 @@ def predict_cmd(
 ) -> None:
     """The model's top-k configs for a shape (no device needed; valid for the checkpoint's GPU)."""
     from kptune.predict.api import predict
+    from kptune.predict.beam import hedges
 
     if k < 1:
         raise KptuneError(f"-k must be at least 1, not {k}")
@@ -382,8 +383,9 @@ def predict_cmd(
     if as_json:
         _print_json({"problem": problem.key(), "device": pred.meta["device"], "candidates": rows})
         return
-    # the beam picks its k one at a time, spread over tiles (beam.hedges), so log p need not fall
-    caption = None if blend or k == 1 else "in the order picked: the most likely first, the rest spread over tiles"
+    # the beam picks its k one at a time, spread over the family's tile (beam.hedges), so log p need not fall
+    spread = not blend and k > 1 and bool(hedges(pred.meta["family"], pred.vocab)[1])
+    caption = "in the order picked: the most likely first, the rest spread over tiles" if spread else None
     table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}", caption=caption)
     for r in rows:
         table.add_row(str(r["rank"]), str(r["key"]), f"{r['log_prob']:.3f}")
