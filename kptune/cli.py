@@ -53,6 +53,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document")
 RestartsOpt = Annotated[
     int, typer.Option(help="train seeds SEED .. SEED+N-1 and keep the one best on the validation problems")
 ]
+MembersOpt = Annotated[
+    int, typer.Option(help="train seeds SEED .. SEED+N-1 and keep them all, as one ensemble (N > 1)")
+]
 LookaheadOpt = Annotated[
     bool, typer.Option(help="score each value by the launch it leads to (LSTM; --no-lookahead: without)")
 ]
@@ -262,11 +265,15 @@ def _check_timing(target_ms: float, max_runs: int) -> None:
         raise KptuneError(f"--max-runs must be at least {min_runs} (the fewest timed launches), not {max_runs}")
 
 
-def _check_restarts(restarts: int, early_stop: bool) -> None:
+def _check_restarts(restarts: int, early_stop: bool, members: int = 1) -> None:
     if restarts < 1:
         raise KptuneError(f"--restarts must be at least 1, not {restarts}")
     if restarts > 1 and not early_stop:
         raise KptuneError("--restarts chooses on the validation problems: it needs early stopping, not --no-early-stop")
+    if members < 1:
+        raise KptuneError(f"--members must be at least 1, not {members}")
+    if members > 1 and restarts > 1:
+        raise KptuneError("--restarts keeps one seed, --members keeps them all: give one of them")
 
 
 @app.command("train")
@@ -292,6 +299,7 @@ def train_cmd(
     ] = 1.05,
     max_targets: Annotated[int, typer.Option(help="at most this many targets per problem")] = 8,
     restarts: RestartsOpt = 1,
+    members: MembersOpt = 1,
     lookahead: LookaheadOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -306,10 +314,10 @@ def train_cmd(
     if targets_within < 1.0 or max_targets < 1:
         raise KptuneError(f"--targets-within must be >= 1 and --max-targets >= 1, not {targets_within}, "
                           f"{max_targets}")  # fmt: skip
-    _check_restarts(restarts, early_stop)
+    _check_restarts(restarts, early_stop, members)
     info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
                             early_stop=early_stop, targets_within=targets_within, max_targets=max_targets,
-                            restarts=restarts, lookahead=lookahead),
+                            restarts=restarts, members=members, lookahead=lookahead),
                             log=lambda line: err.print(line, markup=False))  # fmt: skip
     if as_json:
         _print_json(info)
@@ -319,7 +327,12 @@ def train_cmd(
         val = f"validation ratio {info['val_ratio']:.4f}, loss {info['val_loss']:.4f} on "
     elif info["val_loss"] is not None:
         val = f"validation loss {info['val_loss']:.4f} on "
-    out.print(f"wrote {info['checkpoint']} (best epoch {info['best_epoch']} of {info['epochs_run']}, "
+    trained = f"best epoch {info['best_epoch']} of {info['epochs_run']}"
+    if "members" in info:
+        trained = f"an ensemble of {len(info['members'])}, best epochs " + ", ".join(
+            str(m["best_epoch"]) for m in info["members"]
+        )
+    out.print(f"wrote {info['checkpoint']} ({trained}, "
               f"{val}{info['validation']}; {info['seconds']} s); "
               f"curve {info['curve']}", markup=False, highlight=False)  # fmt: skip
 
@@ -538,7 +551,8 @@ def retrain_cmd(
     arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
     epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
-    restarts: RestartsOpt = 3,
+    restarts: RestartsOpt = 1,
+    members: MembersOpt = 3,
     lookahead: LookaheadOpt = True,
     corpus: Annotated[
         Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
@@ -557,8 +571,8 @@ def retrain_cmd(
 
     if arch not in ("lstm", "transformer"):
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
-    _check_restarts(restarts, early_stop=True)
-    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts, lookahead=lookahead)
+    _check_restarts(restarts, True, members)
+    cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts, members=members, lookahead=lookahead)
     path = db if db is not None else default_db_path()
     from kptune.corpus import load_corpus
 

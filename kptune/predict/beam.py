@@ -24,8 +24,9 @@ from typing import Any
 import torch
 
 from kptune.device import DeviceInfo
+from kptune.predict.ensemble import Ensemble, EnsembleBeamDecoder, EnsembleDecoder
 from kptune.predict.launch import Launch
-from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator
+from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator, StepDecoder
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Config, SearchSpace, completer
@@ -276,15 +277,16 @@ class _SpanSteps:
 
 
 #: per model: its parameters, their versions when the decoder was built, the decoder
-_decoders: weakref.WeakKeyDictionary[torch.nn.Module, tuple[list[torch.nn.Parameter], list[int], LSTMBeamDecoder]] = (
+_decoders: weakref.WeakKeyDictionary[torch.nn.Module, tuple[list[torch.nn.Parameter], list[int], StepDecoder]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _decoder(model: torch.nn.Module) -> LSTMBeamDecoder | _SpanSteps:
-    """The fastest decoder of `model`: a one-layer LSTM's tables are built once and rebuilt when a weight
-    changes in place (an optimiser step, load_state_dict: the tensors' version counters say so)."""
-    if not isinstance(model, LSTMTranslator) or model.layers != 1:
+def _decoder(model: torch.nn.Module) -> StepDecoder:
+    """The fastest decoder of `model`: a one-layer LSTM's tables (or an ensemble's, stacked) are built once
+    and rebuilt when a weight changes in place (an optimiser step, load_state_dict: the tensors' version
+    counters say so)."""
+    if not isinstance(model, Ensemble) and not _one_layer_lstm(model):
         return _SpanSteps(model)
     cached = _decoders.get(model)
     try:
@@ -293,7 +295,19 @@ def _decoder(model: torch.nn.Module) -> LSTMBeamDecoder | _SpanSteps:
         params = list(model.parameters())
         versions = [p._version for p in params]
     except RuntimeError:  # inference tensors have no version counter: no cache
-        return LSTMBeamDecoder(model)
-    decoder = LSTMBeamDecoder(model)
+        return _built(model)
+    decoder = _built(model)
     _decoders[model] = (params, versions, decoder)
     return decoder
+
+
+def _built(model: torch.nn.Module) -> StepDecoder:
+    if not isinstance(model, Ensemble):
+        return LSTMBeamDecoder(model)  # type: ignore[arg-type]
+    if all(_one_layer_lstm(m) for m in model.members):
+        return EnsembleBeamDecoder([LSTMBeamDecoder(m) for m in model.members])  # type: ignore[arg-type]
+    return EnsembleDecoder([_decoder(m) for m in model.members])
+
+
+def _one_layer_lstm(model: torch.nn.Module) -> bool:
+    return isinstance(model, LSTMTranslator) and model.layers == 1

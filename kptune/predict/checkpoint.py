@@ -1,6 +1,7 @@
 """Checkpoints: one .safetensors file, weights plus JSON metadata in its header. No pickle.
 
-Metadata: format version, model hyperparameters, target vocabulary (parameter order and values),
+Metadata: format version, model hyperparameters (with `members` > 1 the weights are an ensemble's,
+`members.i.*`: `predict.ensemble`), target vocabulary (parameter order and values),
 kernel family and source hash, the device (key and limits, so predictions need no device), the
 dataset's hash, and the metrics measured at training time.
 """
@@ -15,6 +16,7 @@ import torch
 
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
+from kptune.predict.ensemble import Ensemble
 from kptune.predict.models import ModelConfig, build_model
 from kptune.predict.tokenizer import TargetVocab, source_vocab_size
 
@@ -90,7 +92,7 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
                               f"this kptune has {source_vocab_size(cfg.gemm_view)} for it")  # fmt: skip
     try:
         vocab = TargetVocab(header["target_vocab"]["names"], header["target_vocab"]["values"])
-        model = build_model(cfg, vocab.size)
+        model = _built(cfg, vocab.size)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
@@ -98,3 +100,12 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
         ) from None
     model.eval()
     return Predictor(model, cfg, vocab, header)
+
+
+def _built(cfg: ModelConfig, target_size: int) -> torch.nn.Module:
+    """The model `cfg` describes, weights untrained: an ensemble of `cfg.members` translators if more than one."""
+    if cfg.members < 1:
+        raise ValueError(f"members must be at least 1, not {cfg.members}")
+    if cfg.members == 1:
+        return build_model(cfg, target_size)
+    return Ensemble([build_model(cfg, target_size) for _ in range(cfg.members)])

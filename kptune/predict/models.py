@@ -11,7 +11,7 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -43,11 +43,24 @@ class ModelConfig:
     max_targets: int = 8
     seed: int = 0
     restarts: int = 1  # train seeds seed .. seed+restarts-1 and keep the best on validation
+    members: int = 1  # train seeds seed .. seed+members-1 and keep them all: an ensemble (predict.ensemble)
     gemm_view: bool = True  # the source carries the GEMM view's sizes (tokenizer.DERIVED_FIELDS)
     lookahead: bool = True  # LSTM: each value's logit also scores the launch it leads to (predict.launch)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class StepDecoder(Protocol):
+    """What beam search steps: a source's decoding state, one step's logits over a position's tokens
+    `span` [B, len(span)] (with lookahead, `look` [B, len(span), FEATURES]), the state of chosen beams."""
+
+    def encode(self, source: Sequence[int]) -> Any: ...
+
+    def step(self, state: Any, token: torch.Tensor, span: range,
+             look: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]: ...  # fmt: skip
+
+    def select(self, state: Any, index: torch.Tensor) -> Any: ...
 
 
 class LSTMTranslator(nn.Module):

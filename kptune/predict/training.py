@@ -29,6 +29,13 @@ applies): random restarts chosen on validation, never on test. On the H200 datas
 installment three seeds' validation ratios spanned 0.929 to 0.940 and their best epochs 8 to 82
 (`benchmarks/RESULTS.md`); a restart is a whole run, so R times the training time. Each run is
 the run a lone seed gives, weight for weight.
+
+Members (`ModelConfig.members` = M > 1): M runs from seeds seed .. seed+M-1, as restarts train them,
+and all are kept as one `ensemble.Ensemble` (the mean of their log-probabilities each step). Where
+restarts bet on the one seed that validation favours, members keep every seed. On the H200
+dataset's seventeenth and eighteenth installments three members scored ~0.01 above the best of their
+seeds on the test split's top-1 ratio, and validation did not pick that best seed
+(`benchmarks/RESULTS.md`). M times the training time and about twice the prediction time.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from torch import nn
 
 from kptune.dataset import Dataset, DatasetProblem
 from kptune.device import DeviceInfo
+from kptune.predict.ensemble import Ensemble
 from kptune.predict.launch import PARAMETERS, Launch, lookahead_rows
 from kptune.predict.models import ModelConfig, build_model
 from kptune.predict.threads import one_torch_thread
@@ -68,9 +76,10 @@ class TrainResult:
     best_epoch: int
     validation: str  # "validation split" or "held-out train"
     seconds: float
-    seed: int = 0  # the kept run's seed
-    restarts: tuple[dict[str, float], ...] = ()  # with restarts: each run's seed, best epoch and score
+    seed: int = 0  # the kept run's seed (an ensemble's: its first member's)
+    restarts: tuple[dict[str, float], ...] = ()  # with restarts or members: each run's seed, best epoch and score
     cfg: ModelConfig | None = None  # the settings trained with (lookahead off where it cannot apply)
+    ensemble_ratio: float | None = None  # members: the ensemble's ratio on the validation split (None: not scored)
 
 
 def targets(problem: DatasetProblem, within: float, limit: int) -> list[str]:
@@ -126,17 +135,41 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
         raise ValueError(f"restarts must be at least 1, not {cfg.restarts}")
     if cfg.restarts > 1 and not cfg.early_stop:
         raise ValueError("restarts are chosen on validation problems: they need early stopping")
+    if cfg.members < 1:
+        raise ValueError(f"members must be at least 1, not {cfg.members}")
+    if cfg.members > 1 and cfg.restarts > 1:
+        raise ValueError("restarts keep one seed, members keep them all: ask for one or the other")
+    runs_of, what = max(cfg.restarts, cfg.members), "restart" if cfg.restarts > 1 else "member"
     with one_torch_thread():
-        if cfg.restarts == 1:
+        if runs_of == 1:
             return dataclasses.replace(_train(data, cfg, log, on_epoch), cfg=cfg)
         runs: list[TrainResult] = []
-        for seed in range(cfg.seed, cfg.seed + cfg.restarts):
-            log(f"restart {seed - cfg.seed + 1} of {cfg.restarts}: seed {seed}")
-            runs.append(_train(data, dataclasses.replace(cfg, seed=seed, restarts=1), log, on_epoch))
+        for seed in range(cfg.seed, cfg.seed + runs_of):
+            log(f"{what} {seed - cfg.seed + 1} of {runs_of}: seed {seed}")
+            one = dataclasses.replace(cfg, seed=seed, restarts=1, members=1)
+            runs.append(_train(data, one, log, on_epoch))
+        table = tuple({"seed": r.seed, "best_epoch": r.best_epoch, "score": _validation_score(r)} for r in runs)
+        seconds = sum(r.seconds for r in runs)
+        if cfg.members > 1:
+            model = Ensemble([r.model for r in runs]).eval()
+            score = _ensemble_score(data, cfg, model, runs[0].vocab)
+            scored = f": validation {score:.4f}" if score is not None else ""
+            log(f"kept all {len(runs)} seeds as an ensemble{scored}")
+            return dataclasses.replace(runs[0], model=model, seconds=seconds, restarts=table, cfg=cfg,
+                                       ensemble_ratio=score)  # fmt: skip
     kept = max(runs, key=_validation_score)
     log(f"kept seed {kept.seed}: " + ", ".join(f"seed {r.seed} {_validation_score(r):.4f}" for r in runs))
-    table = tuple({"seed": r.seed, "best_epoch": r.best_epoch, "score": _validation_score(r)} for r in runs)
-    return dataclasses.replace(kept, seconds=sum(r.seconds for r in runs), restarts=table, cfg=cfg)
+    return dataclasses.replace(kept, seconds=seconds, restarts=table, cfg=cfg)
+
+
+def _ensemble_score(data: Dataset, cfg: ModelConfig, model: nn.Module, vocab: TargetVocab) -> float | None:
+    """The ensemble's ratio on the validation split, as each member's epochs were scored (None where no
+    ratio applies: no early stopping, too few validation problems, or no registered family)."""
+    val_set = data.split("validation")
+    if not cfg.early_stop or len(val_set) < MIN_VALIDATION:
+        return None  # (each member may have held out its own tenth of train: no common validation)
+    rank_score = _ranking_score(data, val_set)
+    return rank_score(model, vocab) if rank_score is not None else None
 
 
 def with_lookahead_where_it_applies(cfg: ModelConfig, data: Dataset) -> ModelConfig:
@@ -295,15 +328,20 @@ def plot_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
 
 
 def summary(result: TrainResult) -> dict[str, Any]:
+    """What training did, for the checkpoint's metadata and `kptune train --json`; an ensemble's
+    `val_ratio` is the whole ensemble's, its best epoch and losses its first member's."""
     last = result.history[result.best_epoch]
+    members = result.cfg.members if result.cfg is not None else 1
+    runs = "members" if members > 1 else "restarts"
+    ratio = result.ensemble_ratio if members > 1 else last.get("val_ratio")
     return {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "train_loss": last["train_loss"],
         "val_loss": last.get("val_loss"),
-        "val_ratio": last.get("val_ratio"),
+        "val_ratio": ratio,
         "validation": result.validation,
         "seconds": round(result.seconds, 1),
         "seed": result.seed,
-        **({"restarts": [{**r, "score": round(r["score"], 4)} for r in result.restarts]} if result.restarts else {}),
+        **({runs: [{**r, "score": round(r["score"], 4)} for r in result.restarts]} if result.restarts else {}),
     }

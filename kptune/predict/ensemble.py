@@ -1,0 +1,110 @@
+"""An ensemble of translators trained alike from different seeds, decoded as one model.
+
+Its next-token distribution at each position is the members' product, renormalised (the mean of
+their log-probabilities over the position's tokens), as neural translation ensembles decode: a
+beam over the ensemble is a beam over one model whose score is the members' mean log-probability,
+so constrained beam search, hedging, `sequence_log_probs` and the blend take it as they take one
+model. Seeds of one setting disagree most where each is wrong (their validation ratios spread by
+~0.01 on the H200 dataset), and the mean cancels much of that (`benchmarks/RESULTS.md`).
+
+`EnsembleBeamDecoder` decodes one-layer LSTM members together: each member's tables stacked on a
+leading member axis, so a step is the same handful of batched tensor ops as one member's step
+(`models.LSTMBeamDecoder`), not one set per member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from kptune.predict.models import LSTMBeamDecoder, StepDecoder
+
+
+class Ensemble(nn.Module):
+    """Members of one architecture and vocabulary (`members.i.*` in the checkpoint's weights)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, not {len(members)}")
+        self.members = nn.ModuleList(members)
+        # how the members read sources and whether they score launches: the same for all
+        self.gemm_view = bool(getattr(members[0], "gemm_view", True))
+        self.lookahead = bool(getattr(members[0], "lookahead", False))
+
+
+class EnsembleDecoder:
+    """The members' decoders stepped side by side; a step's logits are the mean of their
+    log-softmaxes over the position's tokens (any decoders with `encode`/`step`/`select`)."""
+
+    def __init__(self, decoders: Sequence[StepDecoder]) -> None:
+        self.decoders = list(decoders)
+
+    def encode(self, source: Sequence[int]) -> list[Any]:
+        return [d.encode(source) for d in self.decoders]
+
+    def step(self, state: list[Any], token: torch.Tensor, span: range,
+             look: torch.Tensor | None = None) -> tuple[torch.Tensor, list[Any]]:  # fmt: skip
+        steps = [d.step(s, token, span, look) for d, s in zip(self.decoders, state, strict=True)]
+        logp = torch.stack([torch.log_softmax(logits, dim=-1) for logits, _ in steps]).mean(dim=0)
+        return logp, [s for _, s in steps]
+
+    def select(self, state: list[Any], index: torch.Tensor) -> list[Any]:
+        return [d.select(s, index) for d, s in zip(self.decoders, state, strict=True)]
+
+
+class EnsembleBeamDecoder:
+    """One-layer LSTM members' `LSTMBeamDecoder` tables stacked [members, ...]: one batched step for all.
+    The same logits as `EnsembleDecoder` over the members' own decoders, up to float rounding."""
+
+    def __init__(self, members: Sequence[LSTMBeamDecoder]) -> None:
+        self.members = list(members)
+        self.hidden = members[0].hidden
+        stack = lambda name: torch.stack([getattr(m, name) for m in members])  # noqa: E731
+        self.token_gates = stack("token_gates")  # [M, V, 4H]
+        self.state_weights = stack("state_weights")  # [M, 2H, 4H]
+        self.out_weight, self.out_bias = stack("out_weight"), stack("out_bias")  # [M, H, V], [M, V]
+        looks = [m.look for m in members]
+        self.look = (
+            (torch.stack([w for w, _ in looks]), torch.stack([b for _, b in looks]).unsqueeze(1))  # type: ignore[misc]
+            if all(x is not None for x in looks) else None
+        )  # fmt: skip
+        self._out: dict[range, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def encode(self, source: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Each member's `LSTMBeamDecoder.encode`, stacked (its per-source cache kept)."""
+        states = [m.encode(source) for m in self.members]
+        query, bias, values, feed_h, c = (torch.stack(parts) for parts in zip(*states, strict=True))
+        return query, bias.unsqueeze(1), values, feed_h, c
+
+    def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range,
+             look: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+        """`LSTMBeamDecoder.step` for every member at once ([M, B, ...]); the logits returned [B, len(span)]
+        are the members' mean log-softmax."""
+        query, bias, values, feed_h, c = state
+        h = self.hidden
+        gates = torch.baddbmm(self.token_gates[:, token], feed_h, self.state_weights)
+        ifo, g = gates.tensor_split((3 * h,), dim=2)
+        i, f, o = torch.sigmoid(ifo).tensor_split(3, dim=2)
+        c = torch.addcmul(f * c, i, torch.tanh(g))
+        hidden = o * torch.tanh(c)
+        pre, scores = torch.baddbmm(bias, hidden, query).tensor_split((h,), dim=2)
+        feed = torch.tanh(torch.baddbmm(pre, torch.softmax(scores, dim=2), values))
+        out = self._out.get(span)
+        if out is None:
+            out = self._out[span] = (self.out_bias[:, None, span.start : span.stop],
+                                     self.out_weight[:, :, span.start : span.stop].contiguous())  # fmt: skip
+        logits = torch.baddbmm(out[0], feed, out[1])  # [M, B, len(span)]
+        if look is not None and self.look is not None:
+            weights = torch.baddbmm(self.look[1], feed, self.look[0])  # [M, B, FEATURES]
+            logits = logits + torch.matmul(look, weights.unsqueeze(3)).squeeze(3)
+        logp = torch.log_softmax(logits, dim=2).mean(dim=0)
+        return logp, (query, bias, values, torch.cat([feed, hidden], dim=2), c)
+
+    @staticmethod
+    def select(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        query, bias, values, feed_h, c = state
+        return query, bias, values, feed_h.index_select(1, index), c.index_select(1, index)
