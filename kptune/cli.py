@@ -551,8 +551,14 @@ def retrain_cmd(
     arch: Annotated[str, typer.Option(help="lstm | transformer")] = "lstm",
     epochs: Annotated[int, typer.Option(help="at most this many epochs")] = 300,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
-    restarts: RestartsOpt = 1,
-    members: MembersOpt = 3,
+    restarts: Annotated[
+        int | None,
+        typer.Option(
+            help="train seeds SEED .. SEED+N-1 and keep the one best on the validation problems "
+            "(default 3; 1 with --members)"
+        ),
+    ] = None,
+    members: MembersOpt = 1,
     lookahead: LookaheadOpt = True,
     corpus: Annotated[
         Path | None, typer.Option(help="corpus CSV whose split column decides (default: shipped)")
@@ -571,6 +577,8 @@ def retrain_cmd(
 
     if arch not in ("lstm", "transformer"):
         raise KptuneError(f"--arch must be lstm or transformer, not {arch!r}")
+    if restarts is None:
+        restarts = 1 if members > 1 else 3
     _check_restarts(restarts, True, members)
     cfg = ModelConfig(arch=arch, epochs=epochs, seed=seed, restarts=restarts, members=members, lookahead=lookahead)
     path = db if db is not None else default_db_path()

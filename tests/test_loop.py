@@ -114,7 +114,7 @@ def test_two_autotunes_and_a_retrain_on_one_db_at_once(cpu_device: DeviceInfo, t
     procs = [subprocess.Popen([*cli, "autotune", "--shape", s, "--force", "--budget", "6", "--device", cpu_device.spec,
                                "--db", str(db), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for s in shapes]  # fmt: skip
-    procs.append(subprocess.Popen([*cli, "retrain", "--db", str(db), "--epochs", "3", "--members", "1",
+    procs.append(subprocess.Popen([*cli, "retrain", "--db", str(db), "--epochs", "3", "--restarts", "1",
                                    "--corpus", str(corpus_csv)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
     results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]  # type: ignore[union-attr]

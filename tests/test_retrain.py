@@ -88,7 +88,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     db = _db(tmp_path / "perf.db")
     cli = [sys.executable, "-m", "kptune"]
     reg = ["--registry", str(tmp_path / "models")]
-    run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", "--members", "1", *reg, "--json"],
+    run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", "--restarts", "1", *reg, "--json"],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode in (0, EXIT_KEPT), run.stderr[-1500:]
     done = json.loads(run.stdout)
