@@ -102,6 +102,8 @@ def test_an_ensemble_of_transformers_decodes_through_their_own_steps() -> None:
     assert len(found) == 3 and all(FAMILY.space.valid(PROBLEM, GPU, c.config) for c in found)
     with pytest.raises(ValueError, match="at least 2 members"):
         Ensemble(_members(1, cfg))
+    with pytest.raises(ValueError, match="one architecture"):
+        Ensemble([*_members(1, cfg), *_members(1)])
 
 
 def _meta() -> dict:

@@ -30,10 +30,12 @@ class Ensemble(nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, not {len(members)}")
-        self.members = nn.ModuleList(members)
         # how the members read sources and whether they score launches: the same for all
-        self.gemm_view = bool(getattr(members[0], "gemm_view", True))
-        self.lookahead = bool(getattr(members[0], "lookahead", False))
+        reads = {(type(m), bool(getattr(m, "gemm_view", True)), bool(getattr(m, "lookahead", False))) for m in members}
+        if len(reads) > 1:
+            raise ValueError("an ensemble's members must be one architecture, reading the same sources and launches")
+        self.members = nn.ModuleList(members)
+        _, self.gemm_view, self.lookahead = reads.pop()
 
 
 class EnsembleDecoder:
