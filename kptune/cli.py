@@ -780,7 +780,8 @@ def db_recheck(
     as_json: JsonOpt = False,
 ) -> None:
     """Time again, in full, each config recorded far slower than every config one parameter away (a
-    spike: a stalled single launch); the new time becomes the config's latest. Resumes."""
+    spike: a stalled single launch) or slower than on the same problem at twice the batch (an inversion);
+    the new time becomes the config's latest. Resumes."""
     from kptune.recheck import problems_of, recheck
 
     if not factor > 1:
@@ -793,17 +794,19 @@ def db_recheck(
         problems = problems_of(perfdb, dev.key, kernel, dataset)
         rows = recheck(problems, perfdb, device=dev, kernel=kernel, factor=factor, settings=settings, jobs=jobs)
     confirmed = sum(r.confirmed for r in rows)
-    line = (f"{len(rows)} spikes in {len({r.problem for r in rows})} of {len(problems)} problems timed again: "
-            f"{len(rows) - confirmed} were spikes, {confirmed} confirmed (within 2x of the recorded time)")  # fmt: skip
+    inversions = sum(r.kind == "inversion" for r in rows)
+    suspects = len({r.problem for r in rows})
+    line = (f"{len(rows) - inversions} spikes and {inversions} batch inversions in {suspects} of {len(problems)} "
+            f"problems timed again: {len(rows) - confirmed} were faults, {confirmed} confirmed")  # fmt: skip
     if as_json:
         _print_json(
             {"device": dev.key, "problems": len(problems), "summary": line, "rechecked": [r.to_json() for r in rows]}
         )
         return
-    table = Table("problem", "config", "recorded ms", "re-timed ms", "outcome")
+    table = Table("problem", "config", "suspect", "recorded ms", "re-timed ms", "outcome")
     for r in rows:
         retimed = f"{r.retimed_ms:.4g}" if r.retimed_ms is not None else "-"
-        table.add_row(r.problem.split(":", 1)[-1][:60], r.config, f"{r.recorded_ms:.4g}", retimed, r.outcome)
+        table.add_row(r.problem.split(":", 1)[-1][:60], r.config, r.kind, f"{r.recorded_ms:.4g}", retimed, r.outcome)
     if rows:
         out.print(table)
     err.print(line, markup=False)

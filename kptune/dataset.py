@@ -229,7 +229,7 @@ def _read(path: Path, meta_only: bool, times: bool = True) -> Dataset:
 
 
 def summary(data: Dataset) -> list[str]:
-    from kptune.recheck import spikes
+    from kptune.recheck import batch_inversions, spikes
 
     by_split: dict[str, int] = {}
     for p in data.problems:
@@ -238,10 +238,13 @@ def summary(data: Dataset) -> list[str]:
     shapes = {p.key.replace("dtype=fp16", "dtype=fp32") for p in data.problems}
     times = sum(len(p.times) for p in data.problems)
     spiked = [len(spikes(p.times)) for p in data.problems]  # per problem
+    inverted = batch_inversions((p.key, p.times) for p in data.problems)
     return [f"{data.meta['device']}, kernel {data.meta['family']} (source {data.meta['source_hash']}), "
             f"created {data.meta['created']}",
             f"{len(data.problems)} problems ({len(shapes)} distinct shapes; dtypes {', '.join(sorted(dtypes))}), "
             f"{times} config times (top {data.meta['top']}; every ok config for test)",
             "per split: " + ", ".join(f"{k} {v}" for k, v in sorted(by_split.items())),
             f"labels: {data.meta.get('labels', 'exhaustive')}",
-            f"timing spikes: {sum(spiked)} in {sum(1 for n in spiked if n)} problems (kptune db recheck)"]  # fmt: skip
+            f"timing spikes: {sum(spiked)} in {sum(1 for n in spiked if n)} problems (kptune db recheck)",
+            f"batch inversions: {sum(map(len, inverted.values()))} in {len(inverted)} problems (slower than at "
+            "twice the batch; kptune db recheck)"]  # fmt: skip

@@ -64,7 +64,8 @@ def test_a_sampled_dataset_takes_problems_measured_in_part_and_says_so(tmp_path:
     assert counts == {"test": 1, "train": 2}  # now with the fp16 problem, one config short of exhaustive
     (tmp_path / "d.db.gz").write_bytes(data)
     d = dataset.load(tmp_path / "d.db.gz")
-    assert d.meta["labels"] == "best of >= 100 sampled configs" and "labels: best of" in dataset.summary(d)[-2]
+    assert d.meta["labels"] == "best of >= 100 sampled configs" and "labels: best of" in dataset.summary(d)[-3]
+    assert dataset.summary(d)[-1].startswith("batch inversions: 0 in 0 problems")
     with PerfDB(tmp_path / "perf.db") as db:
         _, counts = dataset.build(db, GPU.key, top=32, corpus=CORPUS, sampled=10**6)
     assert counts == {"test": 1, "train": 1}

@@ -14,7 +14,7 @@ from kptune.kernel import get_family
 from kptune.measurement import Measurement, TimingSettings
 from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
-from kptune.recheck import spikes
+from kptune.recheck import batch_inversions, spikes
 from kptune.tune import tune
 
 SMALLEST = "n=1,c=1,h=3,w=3,k=1,r=1,s=1"  # 28 configs on PoCL
@@ -97,3 +97,44 @@ def test_a_dataset_of_another_device_is_a_clear_error(cpu_device: DeviceInfo, db
     assert proc.returncode == 2 and "its device is" in proc.stderr and "Traceback" not in proc.stderr
     bad = _kptune("db", "recheck", "--device", cpu_device.spec, "--db", str(db_path), "--factor", "1")
     assert bad.returncode == 2 and "--factor must be above 1" in bad.stderr
+
+
+def test_batch_inversions_are_configs_slower_than_at_twice_the_batch() -> None:
+    def key(n: int, c: int = 8) -> str:
+        return f"conv2d:n={n},c={c},h=7,w=7,k=16,r=1,s=1,dtype=fp32"
+
+    problems = [
+        (key(1), [("A=1", 0.013), ("A=2", 0.024), ("A=3", 0.036), ("A=4", 0.004), ("A=5", 0.9)]),
+        (key(2), [("A=1", 0.010), ("A=2", 0.012), ("A=3", 0.030), ("A=4", 0.002)]),
+        (key(4), [("A=1", 0.02)]),  # its twin (n=8) is missing: nothing to compare with
+        (key(1, c=16), [("A=1", 5.0)]),  # another problem: not n=2's half
+    ]
+    # A=1: 1.3x and 0.003 ms above (under the slack); A=2: 2x and 0.012 ms above; A=3: 1.2x; A=4: 2x and
+    # 0.002 ms above; A=5: no time at n=2. And n=2 against n=4: faster, as it should be.
+    assert batch_inversions(problems) == {key(1): {"A=2": 0.012}}
+    assert batch_inversions(problems, factor=1.1) == {key(1): {"A=2": 0.012, "A=3": 0.030}}
+
+
+def test_a_batch_inversion_is_timed_again(cpu_device: DeviceInfo, db_path: Path) -> None:
+    family = get_family("conv2d_fwd")
+    half, twin = parse_problem(SMALLEST), parse_problem(SMALLEST.replace("n=1,", "n=2,"))
+    for problem in (half, twin):
+        tune(problem, device=cpu_device, db=db_path, settings=FAST)
+    with PerfDB(db_path) as db:
+        did = db.device_id(cpu_device)
+        kid = db.kernel_id(family.name, family.source_hash, family.space.names)
+        at_twin = {m.config.key(): m for m in db.measurements(db.problem_id(twin), did, kid)}
+        victim = sorted(at_twin.values(), key=lambda m: m.time_ms or 0.0)[len(at_twin) // 2]
+        slow = Measurement(victim.config, victim.outcome, (victim.time_ms or 1.0) * 2 + 0.01, None, 1)
+        db.add(db.problem_id(half), did, kid, slow, "exhaustive")  # recorded 2x slower than at twice the batch
+    run = _kptune("db", "recheck", "--device", cpu_device.spec, "--db", str(db_path), "--target-ms", "1",
+                  "--max-runs", "5", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    rows = {(r["problem"], r["config"]): r for r in doc["rechecked"]}
+    row = rows[(half.key(), victim.config.key())]
+    assert row["recorded_ms"] == slow.time_ms and row["outcome"] == "ok" and row["retimed_ms"] < slow.time_ms
+    assert row["kind"] in ("inversion", "spike")  # (a spike too, if PoCL timed its neighbours far faster)
+    if row["kind"] == "inversion":
+        assert row["fault_below_ms"] == 1.25 * (victim.time_ms or 0)
+    assert "batch inversions in" in doc["summary"]
