@@ -4,7 +4,8 @@
 # Tunes exhaustively, on every local GPU, the corpus shapes (fp32 and fp16) that the dataset does
 # not hold yet, in a seeded random order (a run cut short is a random sample), resuming from the
 # perf db: run it again, or on other machines and `kptune db merge` their dbs. Then times again the
-# spikes (`kptune db recheck`: configs recorded far slower than all their neighbours) and cuts the
+# spikes and batch inversions (`kptune db recheck`: configs recorded far slower than all their
+# neighbours, or than on the same problem at twice the batch) and cuts the
 # next installment onto the dataset (`dataset build --base`): the problems the db holds complete
 # (train and validation ones with their 256 fastest configs, which the cost model learns from; test
 # ones with all), and every problem of the earlier installment, re-timed spikes at their new times;
@@ -33,10 +34,13 @@ LIMIT=()
 "${LIMIT[@]}" python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
   --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
   || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
-# time again each config recorded far slower than all its neighbours (a stalled single launch), in the
-# new problems and the base's: the re-timed values go into the installment (kptune/recheck.py)
-python -m kptune db recheck --db "$DB" --dataset "$BASE" --target-ms 0.5 --max-runs 20 >/dev/null \
-  || echo "recheck incomplete; the rest of the spikes wait for the next run" >&2
+# time again each config recorded far slower than all its neighbours (a stalled single launch) or than
+# at twice the batch (an inversion), in the new problems and the base's: the re-timed values go into the
+# installment (kptune/recheck.py). RECHECK_TIMEOUT=SECONDS (default 120) stops it as CAMPAIGN_TIMEOUT
+# does the campaign, so that the cut still fits a call: it resumes in the next run.
+timeout -k 10 -s INT "${RECHECK_TIMEOUT:-120}" \
+  python -m kptune db recheck --db "$DB" --dataset "$BASE" --target-ms 0.5 --max-runs 20 >/dev/null \
+  || echo "recheck incomplete; the rest of the suspects wait for the next run" >&2
 python -m kptune dataset build --top 256 --db "$DB" --base "$BASE" --out "$OUT"
 python -m kptune dataset costmodel "$OUT"
 python -m kptune dataset show "$OUT"
