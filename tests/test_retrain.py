@@ -20,6 +20,7 @@ from kptune.kernel import get_family
 from kptune.measurement import Measurement, Outcome
 from kptune.neighbours import NEIGHBOURS, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
+from kptune.predict import checkpoint
 from kptune.predict.models import ModelConfig
 from kptune.registry import Registry
 from kptune.retrain import AUTOTUNE, EXIT_KEPT, decide, retrain
@@ -88,7 +89,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     db = _db(tmp_path / "perf.db")
     cli = [sys.executable, "-m", "kptune"]
     reg = ["--registry", str(tmp_path / "models")]
-    run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", "--restarts", "1", *reg, "--json"],
+    run = subprocess.run([*cli, "retrain", "--db", str(db), "--epochs", "2", "--members", "2", *reg, "--json"],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode in (0, EXIT_KEPT), run.stderr[-1500:]
     done = json.loads(run.stdout)
@@ -97,7 +98,10 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert done["promoted"] is (run.returncode == 0) and done["exit_code"] == run.returncode
     # ... and the db's 6 problems extend the shipped H200 dataset, measured on the same device, not replace it
     assert "cut on top of dataset-h200.db.gz" in run.stderr and done["data"]["train"] > 400
-    kept = Registry(tmp_path / "models").versions()[0]["lent_dataset"]
+    version = Registry(tmp_path / "models").versions()[0]
+    stored = checkpoint.load(tmp_path / "models" / version["file"])  # an ensemble of two seeds, stored as one
+    assert stored.cfg.members == 2 and len(stored.model.members) == 2  # type: ignore[union-attr]
+    kept = version["lent_dataset"]
     assert ds.read_meta(tmp_path / "models" / kept)["top"] == 256  # the base's 256 fastest kept, not cut to 32
     listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
     assert [v["version"] for v in listed["versions"]] == [1]
