@@ -92,7 +92,7 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
                               f"this kptune has {source_vocab_size(cfg.gemm_view)} for it")  # fmt: skip
     try:
         vocab = TargetVocab(header["target_vocab"]["names"], header["target_vocab"]["values"])
-        model = _built(cfg, vocab.size)
+        model = _untrained(cfg, vocab.size)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
@@ -102,7 +102,7 @@ def load(path: Path, family_name: str | None = None, source_hash: str | None = N
     return Predictor(model, cfg, vocab, header)
 
 
-def _built(cfg: ModelConfig, target_size: int) -> torch.nn.Module:
+def _untrained(cfg: ModelConfig, target_size: int) -> torch.nn.Module:
     """The model `cfg` describes, weights untrained: an ensemble of `cfg.members` translators if more than one."""
     if cfg.members < 1:
         raise ValueError(f"members must be at least 1, not {cfg.members}")
