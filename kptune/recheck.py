@@ -119,15 +119,14 @@ class Rechecked:
     recorded_ms: float
     retimed_ms: float | None  # None: the config did not run correctly this time
     outcome: str
-    kind: str = "spike"  # or "inversion": slower than at twice the batch (`batch_inversions`)
-    fault_below_ms: float = 0.0  # re-timed under this, the recorded time was a fault (default: half of it)
+    kind: str  # "spike", or "inversion": slower than at twice the batch (`batch_inversions`)
+    fault_below_ms: float  # re-timed under this, the recorded time was a fault
 
     @property
     def confirmed(self) -> bool:
         """Timed again at or above `fault_below_ms` (a spike: within 2x of the recorded time; an inversion:
         still over INVERSION_FACTOR times the twice-the-batch time): a real slow config, not a fault."""
-        bound = self.fault_below_ms or self.recorded_ms / 2
-        return self.retimed_ms is not None and self.retimed_ms >= bound
+        return self.retimed_ms is not None and self.retimed_ms >= self.fault_below_ms
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "confirmed": self.confirmed}
