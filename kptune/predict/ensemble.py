@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kptune.predict.models import LSTMBeamDecoder, StepDecoder
+from kptune.predict.models import LSTMBeamDecoder, StepDecoder, lstm_cell
 
 
 class Ensemble(nn.Module):
@@ -90,11 +90,7 @@ class EnsembleBeamDecoder:
         are the members' mean log-softmax."""
         query, bias, values, feed_h, c = state
         h = self.hidden
-        gates = torch.baddbmm(self.token_gates[:, token], feed_h, self.state_weights)
-        ifo, g = gates.tensor_split((3 * h,), dim=2)
-        i, f, o = torch.sigmoid(ifo).tensor_split(3, dim=2)
-        c = torch.addcmul(f * c, i, torch.tanh(g))
-        hidden = o * torch.tanh(c)
+        hidden, c = lstm_cell(torch.baddbmm(self.token_gates[:, token], feed_h, self.state_weights), c)
         pre, scores = torch.baddbmm(bias, hidden, query).tensor_split((h,), dim=2)
         feed = torch.tanh(torch.baddbmm(pre, torch.softmax(scores, dim=2), values))
         out = self._out.get(span)

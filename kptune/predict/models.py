@@ -202,11 +202,7 @@ class LSTMBeamDecoder:
         [B, len(span), FEATURES]: the launch features of each token's value (lookahead models)."""
         query, bias, values, feed_h, c = state
         h = self.hidden
-        gates = torch.addmm(self.token_gates.index_select(0, token), feed_h, self.state_weights)
-        ifo, g = gates.tensor_split((3 * h,), dim=1)  # (tensor_split: split's Python wrapper costs more)
-        i, f, o = torch.sigmoid(ifo).tensor_split(3, dim=1)
-        c = torch.addcmul(f * c, i, torch.tanh(g))
-        hidden = o * torch.tanh(c)
+        hidden, c = lstm_cell(torch.addmm(self.token_gates.index_select(0, token), feed_h, self.state_weights), c)
         pre, scores = torch.addmm(bias, hidden, query).tensor_split((h,), dim=1)
         feed = torch.tanh(torch.addmm(pre, torch.softmax(scores, dim=1), values))
         out = self._out.get(span)
@@ -222,6 +218,15 @@ class LSTMBeamDecoder:
         """The state of the beams `index` picks."""
         query, bias, values, feed_h, c = state
         return query, bias, values, feed_h.index_select(0, index), c.index_select(0, index)
+
+
+def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An LSTM cell's new (h, c) from its gates [..., 4H], rows in `LSTMBeamDecoder`'s (i, f, o, g) order,
+    and its cell state c [..., H] (any leading dims: one model's beams, or an ensemble's members' too)."""
+    ifo, g = gates.tensor_split((3 * c.shape[-1],), dim=-1)  # (tensor_split: split's Python wrapper costs more)
+    i, f, o = torch.sigmoid(ifo).tensor_split(3, dim=-1)
+    c = torch.addcmul(f * c, i, torch.tanh(g))
+    return o * torch.tanh(c), c
 
 
 class TransformerTranslator(nn.Module):
