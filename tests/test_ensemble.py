@@ -144,6 +144,11 @@ def test_members_keep_every_seed_weight_for_weight(monkeypatch: pytest.MonkeyPat
     assert scored is not None and info["val_ratio"] == pytest.approx(scored(result.model, result.vocab))
     with pytest.raises(ValueError, match="one or the other"):
         training.train(small, dataclasses.replace(cfg, restarts=2))
+    # members trained for fixed epochs on train + validation: nothing held out, so no scores (retrain's default)
+    fixed = training.train(small, dataclasses.replace(cfg, early_stop=False, epochs=2))
+    assert isinstance(fixed.model, Ensemble) and fixed.validation.startswith("none: fixed 2 epochs")
+    info = training.summary(fixed)
+    assert [m["score"] for m in info["members"]] == [None, None] and info["val_ratio"] is None
 
 
 def test_train_cli_refuses_bad_member_counts(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ class TrainResult:
     validation: str  # "validation split" or "held-out train"
     seconds: float
     seed: int = 0  # the kept run's seed (an ensemble's: its first member's)
-    restarts: tuple[dict[str, float], ...] = ()  # with restarts or members: each run's seed, best epoch and score
+    restarts: tuple[dict[str, float | None], ...] = ()  # restarts or members: each run's seed, best epoch, score
     cfg: ModelConfig | None = None  # the settings trained with (lookahead off where it cannot apply)
     ensemble_ratio: float | None = None  # members: the ensemble's ratio on the validation split (None: not scored)
 
@@ -157,8 +157,9 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
             log(f"kept all {len(runs)} seeds as an ensemble{scored}")
             return dataclasses.replace(runs[0], model=model, seconds=seconds, restarts=table, cfg=cfg,
                                        ensemble_ratio=score)  # fmt: skip
-    kept = max(runs, key=_validation_score)
-    log(f"kept seed {kept.seed}: " + ", ".join(f"seed {r.seed} {_validation_score(r):.4f}" for r in runs))
+    by_score = [(ratio, r) for r in runs if (ratio := _validation_score(r)) is not None]  # restarts stop early: all
+    kept = max(by_score, key=lambda pair: pair[0])[1]
+    log(f"kept seed {kept.seed}: " + ", ".join(f"seed {r.seed} {ratio:.4f}" for ratio, r in by_score))
     return dataclasses.replace(kept, seconds=seconds, restarts=table, cfg=cfg)
 
 
@@ -178,10 +179,13 @@ def with_lookahead_where_it_applies(cfg: ModelConfig, data: Dataset) -> ModelCon
     return cfg if applies or not cfg.lookahead else dataclasses.replace(cfg, lookahead=False)
 
 
-def _validation_score(result: TrainResult) -> float:
-    """The higher the better: the kept epoch's validation ratio, else minus its validation loss."""
+def _validation_score(result: TrainResult) -> float | None:
+    """The higher the better: the kept epoch's validation ratio, else minus its validation loss; None where
+    nothing was held out (no early stopping: members trained for fixed epochs)."""
     row = result.history[result.best_epoch]
-    return row["val_ratio"] if "val_ratio" in row else -row["val_loss"]
+    if "val_ratio" in row:
+        return row["val_ratio"]
+    return -row["val_loss"] if "val_loss" in row else None
 
 
 def _train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None],
@@ -343,5 +347,9 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "validation": result.validation,
         "seconds": round(result.seconds, 1),
         "seed": result.seed,
-        **({runs: [{**r, "score": round(r["score"], 4)} for r in result.restarts]} if result.restarts else {}),
+        **({runs: [{**r, "score": _rounded(r["score"])} for r in result.restarts]} if result.restarts else {}),
     }
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
