@@ -101,6 +101,9 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     version = Registry(tmp_path / "models").versions()[0]
     stored = checkpoint.load(tmp_path / "models" / version["file"])  # an ensemble of two seeds, stored as one
     assert stored.cfg.members == 2 and len(stored.model.members) == 2  # type: ignore[union-attr]
+    # the nightly default: no early stopping, the validation problems trained on too, for exactly --epochs
+    assert not stored.cfg.early_stop
+    assert stored.meta["training"]["validation"] == "none: fixed 2 epochs on train + validation"
     kept = version["lent_dataset"]
     assert ds.read_meta(tmp_path / "models" / kept)["top"] == 256  # the base's 256 fastest kept, not cut to 32
     listed = json.loads(subprocess.run([*cli, "models", "list", *reg, "--json"], capture_output=True, text=True).stdout)
@@ -108,6 +111,9 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert EXIT_KEPT == 10
     missing = subprocess.run([*cli, "retrain", "--db", str(tmp_path / "none.db"), *reg], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("kptune: error: no perf db")
+    restarts = subprocess.run([*cli, "retrain", "--db", str(db), "--restarts", "2", *reg],
+                              capture_output=True, text=True)  # fmt: skip
+    assert restarts.returncode == 2 and "--restarts chooses on the validation problems" in restarts.stderr
 
 
 def test_a_version_keeps_the_data_autotune_lends_from(tmp_path: Path) -> None:
