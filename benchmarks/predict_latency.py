@@ -15,7 +15,8 @@ checkpoint (nothing learnt from other shapes yet, as for one `kptune predict`; t
 start and imports are not counted, the checkpoint load is reported apart).
 With --blend, `predict(..., blend=True)` (`kptune predict --blend`): the cold and warm runs time
 the blend of the model and the cost model; the first, untimed call also reads the shipped dataset
-and cost model. Writes predict_latency.json under --out.
+and cost model. With --rerank, `predict(..., rerank=True)` (`kptune predict --rerank`) likewise.
+Writes predict_latency.json under --out.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--blend", action="store_true", help="time predict --blend (the model and the cost model)")
+    ap.add_argument("--rerank", action="store_true", help="time predict --rerank (the beam reordered)")
     ap.add_argument("--candidates", action="store_true", help="also time autotune's whole candidate set")
     ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _first_prediction(entries[args.one].problem, args)
     problems = [entries[(i * len(entries)) // args.shapes].problem for i in range(min(args.shapes, len(entries)))]
     try:
-        predict(problems[0], args.k, args.model, args.width, blend=args.blend)  # load once (not timed)
+        predict(problems[0], args.k, args.model, args.width, blend=args.blend, rerank=args.rerank)  # load once
     except KptuneError as exc:
         print(f"predict_latency: {exc}", file=sys.stderr)
         return 2
@@ -75,14 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         for p in problems:
             t = time.perf_counter()
-            predict(p, args.k, args.model, args.width, blend=args.blend)
+            predict(p, args.k, args.model, args.width, blend=args.blend, rerank=args.rerank)
             times.append((time.perf_counter() - t) * 1e3)
         wall = time.perf_counter() - t0
         runs[label] = {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99),
                        "mean_ms": statistics.fmean(times), "shapes_per_s": len(problems) / wall}  # fmt: skip
         print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
               f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
-              f"{args.width}, {args.threads} thread(s){', blend' if args.blend else ''})")  # fmt: skip
+              f"{args.width}, {args.threads} thread(s){', blend' if args.blend else ''}"
+              f"{', rerank' if args.rerank else ''})")  # fmt: skip
     if args.candidates:  # other corpus rows than above: shapes new to the process
         seen = set(problems)
         fresh = [
@@ -99,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"over {len(times)} processes (checkpoint load before it, untimed there: p50 "
               f"{runs['first']['load_p50_ms']:.1f} ms)")  # fmt: skip
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
-           "width": args.width, "blend": args.blend, "threads": args.threads, "shapes": len(problems),
-           "cpu": _cpu(), **runs}  # fmt: skip
+           "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
+           "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
     return 0

@@ -348,6 +348,9 @@ def eval_cmd(
     dataset: Annotated[Path, typer.Option(help="dataset file")] = DEFAULT_DATASET,
     k: Annotated[int, typer.Option("-k", help="candidates per problem")] = 5,
     dtype: Annotated[str, typer.Option(help="fp32, fp16 or all")] = "fp32",
+    reranker: Annotated[
+        Path | None, typer.Option(help="also score the beam reordered by this reranker (`kptune dataset reranker`)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the model on the test networks beside the baselines (exact, top-k hit, ratio, TenSet score)."""
@@ -355,7 +358,7 @@ def eval_cmd(
 
     if k < 1:
         raise KptuneError(f"-k must be at least 1, not {k}")
-    doc = evaluate(model, dataset, k, None if dtype == "all" else dtype)
+    doc = evaluate(model, dataset, k, None if dtype == "all" else dtype, reranker=reranker)
     if as_json:
         _print_json(doc)
         return
@@ -386,6 +389,10 @@ def predict_cmd(
         bool,
         typer.Option("--blend", help="rank the tuned shapes' configs by the model and the shipped cost model together"),
     ] = False,
+    rerank: Annotated[
+        bool,
+        typer.Option("--rerank", help="reorder the beam by the reranker shipped for the device (fp32; ~40 ms)"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The model's top-k configs for a shape (no device needed; valid for the checkpoint's GPU)."""
@@ -394,16 +401,19 @@ def predict_cmd(
 
     if k < 1:
         raise KptuneError(f"-k must be at least 1, not {k}")
+    if blend and rerank:
+        raise KptuneError("--blend and --rerank are two rankings: choose one")
     problem = parse_problem(shape, miopen)
-    found, pred = predict(problem, k, model, blend=blend)
+    found, pred = predict(problem, k, model, blend=blend, rerank=rerank)
     rows = [{"rank": i + 1, "config": c.config.as_dict(), "key": c.config.key(), "log_prob": round(c.log_prob, 4)}
             for i, c in enumerate(found)]  # fmt: skip
     if as_json:
         _print_json({"problem": problem.key(), "device": pred.meta["device"], "candidates": rows})
         return
     # the beam picks its k one at a time, spread over the family's tile (beam.hedges), so log p need not fall
-    spread = not blend and k > 1 and bool(hedges(pred.meta["family"], pred.vocab)[1])
+    spread = not blend and not rerank and k > 1 and bool(hedges(pred.meta["family"], pred.vocab)[1])
     caption = "in the order picked: the most likely first, the rest spread over tiles" if spread else None
+    caption = "fastest first by the reranker" if rerank else caption
     table = Table("rank", "config", "log p", title=f"{problem.key()} on {pred.meta['device']}", caption=caption)
     for r in rows:
         table.add_row(str(r["rank"]), str(r["key"]), f"{r['log_prob']:.3f}")
@@ -899,6 +909,40 @@ def dataset_costmodel(
         raise KptuneError(f"cannot write {target}: {exc.strerror or exc}") from None
     err.print(f"wrote {target}: {len(model.trees.roots)} trees over {len(model.tuned.shapes)} tuned shapes",
               markup=False)  # fmt: skip
+
+
+@dataset_app.command("reranker")
+def dataset_reranker(
+    path: Annotated[Path, typer.Argument(help="dataset file (.db.gz)")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="reranker file (default: reranker-X.safetensors beside it)")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="folds of networks, a seq2seq trained for each")] = 5,
+    epochs: Annotated[int, typer.Option(help="each fold's seq2seq: epochs on its train + validation problems")] = 25,
+    seed: Annotated[int, typer.Option(help="seed of the seq2seqs and the fits")] = 0,
+) -> None:
+    """Fit the reranker of the beam (`kptune predict --rerank`) out of fold on a dataset's train and
+    validation problems: a seq2seq and a cost model per fold of networks (minutes each, one CPU core);
+    saved where predict finds it, beside the dataset."""
+    from kptune import dataset
+    from kptune.neighbours import reranker_path
+    from kptune.predict import rerank
+    from kptune.predict.models import ModelConfig
+
+    if folds < 2 or epochs < 1:
+        raise KptuneError(f"--folds must be at least 2 and --epochs at least 1, not {folds} and {epochs}")
+    data = dataset.load(path)
+    target = out_path if out_path is not None else reranker_path(path)
+    try:
+        model = rerank.fit(data, ModelConfig(seed=seed, early_stop=False, epochs=epochs), folds,
+                           lambda s: err.print(s, markup=False))  # fmt: skip
+        model.save(target)
+    except ImportError:
+        raise KptuneError("fitting the reranker needs scikit-learn: pip install 'kptune[model]'") from None
+    except OSError as exc:
+        raise KptuneError(f"cannot write {target}: {exc.strerror or exc}") from None
+    err.print(f"wrote {target}: {len(model.trees.roots)} trees over {model.meta['problems']} problems ranked out of "
+              f"fold", markup=False)  # fmt: skip
 
 
 @dataset_app.command("show")

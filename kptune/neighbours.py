@@ -45,6 +45,7 @@ from kptune.space import Config, SearchSpace, completer
 if TYPE_CHECKING:
     from kptune.predict.costmodel import CostModel
     from kptune.predict.evaluation import Ranker
+    from kptune.predict.rerank import Reranker
 
 #: configs lent by the nearest tuned shapes, by default (the cost model's picks where one is shipped)
 NEIGHBOURS = 20
@@ -68,6 +69,8 @@ class Lender:
     cover: Coverer
     cost_model: CostModel | None = None  # the cost model shipped with the dataset, if any
     cost_note: str = "no cost model"  # which cost model lends, or why none does
+    reranker: Reranker | None = None  # the reranker fit on the dataset, if any (`kptune.predict.rerank`)
+    rerank_note: str = "no reranker"  # which reranker, or why none
 
     @property
     def cost(self) -> Ranker | None:
@@ -249,7 +252,9 @@ def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lend
     space = get_family(family_name).space
     tuned = TunedShapes(lent)
     cost, note = _cost_model(Path(path), tuned, space, device, ds.content_hash(lent))
-    return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note)
+    reranker, rerank_note = _reranker(Path(path), ds.content_hash(lent))
+    return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note, reranker,
+                  rerank_note)  # fmt: skip
 
 
 def lent_problems(data: ds.Dataset) -> list[ds.DatasetProblem]:
@@ -260,8 +265,32 @@ def lent_problems(data: ds.Dataset) -> list[ds.DatasetProblem]:
 
 def cost_model_path(dataset: Path) -> Path:
     """Where the cost model fit on a dataset lies: dataset-X.db.gz -> costmodel-X.safetensors beside it."""
+    return _beside(dataset, "costmodel")
+
+
+def reranker_path(dataset: Path) -> Path:
+    """Where the reranker fit on a dataset lies: dataset-X.db.gz -> reranker-X.safetensors beside it."""
+    return _beside(dataset, "reranker")
+
+
+def _beside(dataset: Path, kind: str) -> Path:
     stem = dataset.name.removesuffix(".db.gz").removeprefix("dataset-")
-    return dataset.with_name(f"costmodel-{stem}.safetensors")
+    return dataset.with_name(f"{kind}-{stem}.safetensors")
+
+
+def _reranker(dataset: Path, dataset_hash: str) -> tuple[Reranker | None, str]:
+    """The reranker beside the dataset, if there is one and it was fit on this dataset's lent shapes, and a
+    note saying which, or why none."""
+    from kptune.predict.costmodel import CostModelError
+    from kptune.predict.rerank import Reranker
+
+    path = reranker_path(dataset)
+    if not path.is_file():
+        return None, f"no reranker beside {dataset.name}"
+    try:
+        return Reranker.load(path, dataset_hash), f"reranker {path.name}"
+    except CostModelError as exc:
+        return None, f"reranker not used: {exc}"
 
 
 def _cost_model(dataset: Path, tuned: TunedShapes, space: SearchSpace, device: DeviceInfo,

@@ -50,10 +50,13 @@ def train_checkpoint(dataset_path: Path, out: Path, cfg: ModelConfig, log: Any =
 
 
 def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None = "fp32",
-             width: int = WIDTH, baselines: bool = True) -> dict[str, Any]:  # fmt: skip
+             width: int = WIDTH, baselines: bool = True, reranker: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Every metric on the test split, for the model (beam, greedy, unconstrained) and, with `baselines`,
     the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds) and
-    the model blended with that cost model (`blend`)."""
+    the model blended with that cost model (`blend`). `reranker`: also the beam reordered by that reranker
+    (`kptune.predict.rerank`), reading a cost model fit on train and validation, as the shipped one is."""
+    from kptune.neighbours import lent_problems
+    from kptune.predict import rerank
     from kptune.predict.costmodel import CostModel
 
     data = ds.load(dataset_path)
@@ -82,9 +85,15 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
             "cost model (boosted trees)": cost.rank,
             "seq2seq + cost model (blend)": blended_ranker(pred.model, pred.vocab, cost),
         }
+    if reranker is not None:
+        lent = lent_problems(data)
+        model = rerank.Reranker.load(reranker, ds.content_hash(lent))
+        rankers["seq2seq beam, reranked"] = rerank.ranker(pred.model, pred.vocab, family, device,
+                                                          CostModel(lent, space, device), model)  # fmt: skip
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {
         "model": str(model_path),
+        "reranker": str(reranker) if reranker is not None else None,
         "arch": pred.cfg.arch,
         "dataset": str(dataset_path),
         "device": data.meta["device"],
@@ -98,22 +107,26 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
 
 def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, width: int = WIDTH,
             constrained: bool = True, device: Any = None, hedge: bool = True, kernel: str = "conv2d_fwd",
-            blend: bool = False) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
+            blend: bool = False, rerank: bool = False) -> tuple[list[Candidate], checkpoint.Predictor]:  # fmt: skip
     """The top-k configs of kernel family `kernel` for `problem`, valid by construction when constrained:
     for `device`'s limits (the device they will run on), or by default for the device the checkpoint
     was trained for. `hedge`: the k spread over the family's hedged parameter (`beam.HEDGED`: conv2d's
     split factor) and its tile (`beam.DIVERSE`). `blend`: the configs of the tuned shapes' pool ranked
     by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
-    instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability."""
+    instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
+    `rerank`: the beam's first `rerank.WIDTH` (at least k) reordered by the reranker shipped for the device
+    (`kptune.predict.rerank`; it reads the cost model's pool too: ~40 ms)."""
+    from kptune.predict import rerank as reranking
+
     family = get_family(kernel)
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
-    allowed = constrained_allowed(family.space, problem, target) if constrained else all_allowed(pred.vocab)
-    spread, diverse = hedges(family.name, pred.vocab) if hedge else (None, ())
-    launch = launch_for(pred.model, problem, target, family.space.names)
     with one_torch_thread():
-        found = beam_search(pred.model, pred.vocab, source_of(pred.model, problem), allowed, max(width, k), k, spread,
-                            launch, diverse)  # fmt: skip
+        width = max(width, reranking.WIDTH) if rerank else width
+        found = search(pred.model, pred.vocab, family, problem, target, max(k, reranking.WIDTH) if rerank else k,
+                       width, constrained, hedge)  # fmt: skip
+        if rerank:
+            found = _reranked(problem, found, target, family)[:k]
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}
@@ -121,6 +134,27 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     if not found:
         raise KptuneError(f"no valid config of {family.name} exists for {problem.key()} on {target.key}")
     return found, pred
+
+
+def search(model: Any, vocab: Any, family: Any, problem: Conv2dProblem, device: Any, k: int, width: int = WIDTH,
+           constrained: bool = True, hedge: bool = True) -> list[Candidate]:  # fmt: skip
+    """The model's beam for `problem` on `device`, as `predict` runs it (its caller picks the torch threads)."""
+    allowed = constrained_allowed(family.space, problem, device) if constrained else all_allowed(vocab)
+    spread, diverse = hedges(family.name, vocab) if hedge else (None, ())
+    launch = launch_for(model, problem, device, family.space.names)
+    return beam_search(model, vocab, source_of(model, problem), allowed, max(width, k), k, spread, launch, diverse)
+
+
+def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, family: Any) -> list[Candidate]:
+    """`found` reordered by the reranker shipped for `device` (KptuneError if none)."""
+    from kptune.neighbours import lender_for
+
+    lender = lender_for(device, family)
+    if lender is None or lender.cost_model is None or lender.reranker is None:
+        why = (lender.rerank_note if lender is not None and lender.cost_model is not None else
+               lender.cost_note if lender is not None else f"no dataset of tuned shapes for {device.key}")  # fmt: skip
+        raise KptuneError(f"--rerank needs the cost model and the reranker shipped for the device: {why}")
+    return lender.reranker.order(problem, found, lender.cost_model, lender.cost_model.device)
 
 
 def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device: Any, family: Any) -> list[Candidate]:

@@ -218,36 +218,43 @@ class CostModel:
         meta = read_meta(path)
         if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
             raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        try:
-            arrays = load_file(str(path))
-        except (OSError, SafetensorError) as exc:
-            raise CostModelError(f"{path}: not a readable cost model ({str(exc)[:120]})") from None
-        trees = Trees.from_arrays(arrays, float(meta["baseline"]), int(meta["depth"]))
+        trees = load_trees(path, meta)
         return cls(lent, space, device, int(meta["near"]), int(meta["pool"]), trees=trees)
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    """A cost model file's header; CostModelError if it is not one."""
+def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
+              scalars: Sequence[str] = ("near", "pool", "baseline", "depth")) -> dict[str, Any]:  # fmt: skip
+    """A tree file's header (a cost model's, or with `fmt`, `version` and the numbers it must hold, another
+    file of `Trees`: `rerank.Reranker`'s); CostModelError if it is not one."""
     from safetensors import SafetensorError, safe_open
 
+    what = fmt.removeprefix("kptune-").replace("costmodel", "cost model")
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = json.loads((f.metadata() or {}).get("kptune", "null"))
     except (OSError, SafetensorError, ValueError) as exc:
-        raise CostModelError(f"{path}: not a readable cost model ({str(exc)[:120]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CostModelError(f"{path}: not a kptune cost model")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CostModelError(
-            f"{path}: cost model format {meta.get('format_version')}, this kptune reads {FORMAT_VERSION}"
-        )
-    for key in ("near", "pool", "baseline", "depth"):
+        raise CostModelError(f"{path}: not a readable {what} ({str(exc)[:120]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CostModelError(f"{path}: not a kptune {what}")
+    if meta.get("format_version") != version:
+        raise CostModelError(f"{path}: {what} format {meta.get('format_version')}, this kptune reads {version}")
+    for key in scalars:
         if not isinstance(meta.get(key), int | float):
-            raise CostModelError(f"{path}: cost model header lacks {key}")
+            raise CostModelError(f"{path}: {what} header lacks {key}")
     return meta
+
+
+def load_trees(path: Path, meta: dict[str, Any], what: str = "cost model") -> Trees:
+    """The `Trees` saved in a tree file (`what` it is) whose header `meta` (`read_meta`) holds their baseline and
+    depth."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise CostModelError(f"{path}: not a readable {what} ({str(exc)[:120]})") from None
+    return Trees.from_arrays(arrays, float(meta["baseline"]), int(meta["depth"]))
 
 
 def fit_for_dataset(data: ds.Dataset, out: Path, seed: int = 0) -> CostModel:

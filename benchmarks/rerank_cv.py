@@ -1,0 +1,86 @@
+"""Does the reranker order the beam better than the beam does, on networks neither has seen? Network-fold CV.
+
+    PYTHONPATH=. python benchmarks/rerank_cv.py --out results/
+
+The rows are the reranker's own (`kptune.predict.rerank.out_of_fold_rows`: --folds folds of networks
+over train + validation, the test split never read; per fold a seq2seq trained for --epochs on the
+other folds, and the cost model fit on them, rank the fold's fp32 problems' beams). A second level
+then fits the regressor (`rerank.fit_rows`) on the rows of all folds but one and orders the beams of
+that one, pooled over the folds. Scored on each problem's beam (`rerank.WIDTH` candidates): the top-1
+and best-of-5 ratio geomeans and the top-5 hit (a candidate at the problem's best time), in the
+beam's order and reranked; and the best of the whole beam, the most any order can reach. Train and
+validation problems keep only their fastest configs, so a pick outside them counts as the slowest
+stored: upper bounds, as in model_cv. Writes rerank_cv.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import provenance, write_json
+
+
+def scores(targets: Sequence[np.ndarray], orders: Sequence[Sequence[int]], k: int = 5) -> dict[str, float]:
+    """Top-1 and best-of-k ratio geomeans and the top-k hit rate of each problem's candidates in `orders`
+    (targets: their log ratios t_best / t, 0 at the best)."""
+    top1 = [y[o[0]] for y, o in zip(targets, orders, strict=True)]
+    topk = [max(y[j] for j in o[:k]) for y, o in zip(targets, orders, strict=True)]
+    n = len(targets)
+    return {"top1": round(math.exp(sum(top1) / n), 4), f"best_of_{k}": round(math.exp(sum(topk) / n), 4),
+            f"top{k}_hit": round(sum(t >= -1e-12 for t in topk) / n, 3)}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args(argv)
+
+    from kptune import dataset as ds
+    from kptune.predict import rerank
+    from kptune.predict.models import ModelConfig
+
+    data = ds.load(args.dataset)
+    started = time.perf_counter()
+    cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
+    rows = rerank.out_of_fold_rows(data, cfg, args.folds, lambda s: print(s, file=sys.stderr, flush=True))
+    nets = {p.key: p.networks[0] if p.networks else "" for p in data.problems}
+    fold_of = rerank.network_folds([p for p in data.problems if p.split in ("train", "validation")], args.folds)
+    fold = [fold_of[nets[key]] for key, _, _ in rows]
+    reranked: list[list[int]] = [[] for _ in rows]
+    for f in range(args.folds):
+        rest = [r for r, g in zip(rows, fold, strict=True) if g != f]
+        if not rest or f not in fold:
+            continue
+        model = rerank.fit_rows(rest, {}, args.seed)
+        for i, (_, x, _) in enumerate(rows):
+            if fold[i] == f:
+                reranked[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
+    targets = [y for _, _, y in rows]
+    results: dict[str, Any] = {
+        "beam order": scores(targets, [list(range(len(y))) for y in targets]),
+        "reranked": scores(targets, reranked),
+        "best of the beam": scores(targets, [list(np.argsort(-y, kind="stable")) for y in targets], len(rows[0][2])),
+    }
+    for name, r in results.items():
+        print(f"{name:18s} " + ", ".join(f"{k} {v}" for k, v in r.items()))
+    doc = {"benchmark": "rerank_cv", **provenance(), "dataset": str(args.dataset), "folds": args.folds,
+           "epochs": args.epochs, "seed": args.seed, "problems": len(rows), "width": rerank.WIDTH,
+           "seconds": round(time.perf_counter() - started, 1), "results": results}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "rerank_cv.json", doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

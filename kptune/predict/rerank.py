@@ -1,0 +1,207 @@
+"""The beam's candidates reranked by how fast they will run: a learned second stage.
+
+The seq2seq's beam holds the recorded winner far more often than its order shows (width 12: in its 12
+for 78% of the H200 test problems, in its first 5 for 61%, `benchmarks/RESULTS.md`). The reranker
+reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
+pass lacks: a gradient-boosted regressor (scikit-learn to fit, `costmodel.Trees` to predict, no
+pickle) scores each candidate's log(t_best / t) from
+- its place in the beam, its log-probability and its gap to the first's;
+- the cost model's score for it and its rank among the cost model's pool (`kptune.predict.costmodel`:
+  what the configs did on the nearest tuned shapes; MISSING where the pool lacks it);
+- the problem's sizes and the config's values and launch (the cost model's own features).
+So it needs the cost model and the tuned shapes beside the dataset (`neighbours.Lender`): `kptune
+predict --rerank`, tens of milliseconds a prediction, not the plain beam's few.
+
+Fit out of fold (`fit`): a model's log-probabilities on its own train problems are overconfident, so
+the regressor learns from problems the model never saw. The lent problems (train and validation)
+are grouped by network into FOLDS folds; for each fold the seq2seq is trained as `kptune retrain`
+trains its candidate (train + validation, fixed epochs) and the cost model fit, on the other folds,
+and ranks the fold's fp32 problems. A config outside a problem's stored fastest counts as the slowest
+stored one, as `evaluation.scores` counts it. fp16 problems keep the beam's order: the reranker was
+fit and scored on fp32 alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kptune import dataset as ds
+from kptune.predict.beam import Candidate
+from kptune.predict.costmodel import Trees, _config_features, _problem_features, load_trees, read_meta
+from kptune.problem import Conv2dProblem, problem_from_key
+
+if TYPE_CHECKING:
+    from kptune.device import DeviceInfo
+    from kptune.predict.costmodel import CostModel
+    from kptune.predict.evaluation import Ranker
+    from kptune.predict.models import ModelConfig
+
+#: the beam's candidates the reranker reorders
+WIDTH = 12
+#: folds of networks for the out-of-fold fit
+FOLDS = 5
+#: the cost model's score of a candidate its pool lacks (its scores are log ratios, > -3 in practice)
+MISSING = -10.0
+FORMAT = "kptune-reranker"
+FORMAT_VERSION = 1
+
+
+def reranked(problem: Conv2dProblem) -> bool:
+    """Whether the reranker reorders this problem's beam (fp32 problems, on which it was fit)."""
+    return problem.dtype == "fp32"
+
+
+def features(problem: Conv2dProblem, candidates: Sequence[Candidate], cost: CostModel,
+             device: DeviceInfo) -> np.ndarray:  # fmt: skip
+    """One row per candidate (the beam's order): see the module docstring."""
+    keys, pool = cost.pool_of(problem.key())
+    score = cost.trees.predict(pool) if keys else np.zeros(0)
+    where = {key: j for j, key in enumerate(keys)}
+    rank = {keys[j]: r for r, j in enumerate(np.argsort(-score, kind="stable"))}
+    shape = _problem_features(problem)
+    first = candidates[0].log_prob if candidates else 0.0
+    rows = []
+    for i, c in enumerate(candidates):
+        key = c.config.key()
+        j = where.get(key)
+        rows.append([i, c.log_prob, c.log_prob - first, score[j] if j is not None else MISSING,
+                     rank.get(key, cost.pool), *shape, *_config_features(problem, c.config, device)])  # fmt: skip
+    return np.array(rows, dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reranker:
+    """The fitted regressor; `order` ranks a beam's candidates by it."""
+
+    trees: Trees
+    meta: dict[str, Any]
+
+    def order(self, problem: Conv2dProblem, candidates: Sequence[Candidate], cost: CostModel,
+              device: DeviceInfo) -> list[Candidate]:  # fmt: skip
+        """The candidates fastest first by the regressor (ties keep the beam's order); the beam's order
+        where the reranker does not apply (`reranked`) or there are fewer than two."""
+        if len(candidates) < 2 or not reranked(problem):
+            return list(candidates)
+        predicted = self.trees.predict(features(problem, candidates, cost, device))
+        return [candidates[j] for j in np.argsort(-predicted, kind="stable")]
+
+    def save(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        header = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "baseline": self.trees.baseline,
+                  "depth": self.trees.depth}  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(self.trees.arrays(), str(path), metadata={"kptune": json.dumps(header)})
+
+    @classmethod
+    def load(cls, path: Path, dataset_hash: str | None = None) -> Reranker:
+        """A saved reranker; CostModelError if the file is not one, or (with `dataset_hash`) was fit on
+        other data."""
+        from kptune.predict.costmodel import CostModelError
+
+        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("baseline", "depth"))
+        if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
+            raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
+        return cls(load_trees(path, meta, "reranker"), meta)
+
+
+def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, cost: CostModel, reranker: Reranker) -> Ranker:
+    """The beam reordered by `reranker` as `kptune predict --rerank` makes it, as an `evaluation.Ranker`."""
+    from kptune.predict.api import search
+    from kptune.predict.threads import one_torch_thread
+
+    def rank(problem: ds.DatasetProblem, k: int) -> list[str]:
+        conv = problem_from_key(problem.key)
+        assert isinstance(conv, Conv2dProblem)
+        with one_torch_thread():
+            found = search(model, vocab, family, conv, device, max(k, WIDTH), WIDTH)
+        return [c.config.key() for c in reranker.order(conv, found, cost, device)[:k]]
+
+    return rank
+
+
+def network_folds(problems: Sequence[ds.DatasetProblem], folds: int = FOLDS) -> dict[str, int]:
+    """Each network's fold: networks by their problem count, largest first, each to the smallest fold so far."""
+    count = collections.Counter(p.networks[0] if p.networks else "" for p in problems)
+    load, fold = [0] * folds, {}
+    for net, n in sorted(count.items(), key=lambda kv: (-kv[1], kv[0])):
+        fold[net] = load.index(min(load))
+        load[fold[net]] += n
+    return fold
+
+
+Rows = list[tuple[str, np.ndarray, np.ndarray]]
+
+
+def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
+                     log: Callable[[str], None] = lambda s: None) -> Rows:  # fmt: skip
+    """(problem key, feature rows, targets) of every lent fp32 problem, each ranked by a seq2seq and a
+    cost model fit on the other folds (see the module docstring)."""
+    from kptune.device import DeviceInfo
+    from kptune.kernel import get_family
+    from kptune.neighbours import lent_problems
+    from kptune.predict.api import search
+    from kptune.predict.costmodel import CostModel
+    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.training import train
+
+    family = get_family(data.meta["family"])
+    device = DeviceInfo(**data.meta["device_limits"])
+    lent = lent_problems(data)
+    fold_of = network_folds(lent, folds)
+    fold = lambda p: fold_of[p.networks[0] if p.networks else ""]  # noqa: E731
+    out = []
+    for f in range(folds):
+        held = [p for p in lent if fold(p) == f and reranked(problem_from_key(p.key))]  # type: ignore[arg-type]
+        rest = [p for p in lent if fold(p) != f]
+        if not held or not rest:
+            continue
+        log(f"reranker fold {f + 1}/{folds}: {len(rest)} problems to fit on, {len(held)} fp32 to rank")
+        result = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False), log)
+        cost = CostModel(rest, family.space, device, seed=cfg.seed)
+        for p in held:
+            problem = problem_from_key(p.key)
+            assert isinstance(problem, Conv2dProblem)
+            with one_torch_thread():
+                found = search(result.model, result.vocab, family, problem, device, WIDTH, WIDTH)
+            if not found:
+                continue
+            times = dict(p.times)
+            slowest, best = max(times.values()), p.times[0][1]
+            targets = [math.log(best / times.get(c.config.key(), slowest)) for c in found]
+            out.append((p.key, features(problem, found, cost, device), np.array(targets)))
+    return out
+
+
+def fit(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
+        log: Callable[[str], None] = lambda s: None) -> Reranker:  # fmt: skip
+    """A reranker fit out of fold on a dataset's lent problems (`out_of_fold_rows`), training each fold's
+    seq2seq with `cfg` (fixed epochs)."""
+    from kptune.neighbours import lent_problems
+
+    meta = {"device": data.meta["device"], "family": data.meta["family"], "source_hash": data.meta["source_hash"],
+            "dataset_hash": ds.content_hash(lent_problems(data)), "folds": folds, "epochs": cfg.epochs,
+            "seed": cfg.seed}  # fmt: skip
+    return fit_rows(out_of_fold_rows(data, cfg, folds, log), meta, cfg.seed)
+
+
+def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0) -> Reranker:
+    """The regressor fit on `rows` (`out_of_fold_rows`); `meta` goes into its file's header."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from kptune.errors import KptuneError
+
+    if not rows:
+        raise KptuneError("the reranker has nothing to learn from: no lent fp32 problem outside a fold")
+    model = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20,
+                                          random_state=seed)  # fmt: skip
+    model.fit(np.vstack([x for _, x, _ in rows]), np.concatenate([y for _, _, y in rows]))
+    return Reranker(Trees.from_sklearn(model), {**meta, "problems": len(rows)})

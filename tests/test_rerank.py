@@ -1,0 +1,128 @@
+"""kptune.predict.rerank on a slice of the shipped H200 dataset: fit out of fold (each problem ranked by
+a seq2seq and a cost model that never saw its network), saved and loaded without pickle, and the
+beam reordered, never changed."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from kptune import dataset as ds
+from kptune.device import DeviceInfo
+from kptune.errors import KptuneError
+from kptune.kernel import get_family
+from kptune.neighbours import lent_problems
+from kptune.predict import rerank
+from kptune.predict.api import search
+from kptune.predict.costmodel import CostModel, CostModelError
+from kptune.predict.models import ModelConfig
+from kptune.problem import Conv2dProblem, problem_from_key
+from kptune.space import Config
+
+DATA = Path(__file__).resolve().parents[1] / "kptune" / "data"
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[ds.Dataset, rerank.Rows, rerank.Reranker]:
+    """Three networks' fp32 train problems and a few fp16, two folds, a small seq2seq per fold."""
+    data = ds.load(DATA / "dataset-h200.db.gz")
+    nets = collections.defaultdict(list)
+    for p in data.split("train"):
+        nets[p.networks[0]].append(p)
+    picked = [p for net in sorted(nets)[:3] for p in nets[net] if "dtype=fp32," in p.key][:45]
+    fp16 = [p for p in data.split("train") if "dtype=fp16," in p.key][:3]
+    part = ds.Dataset(data.meta, tuple(picked + fp16))
+    cfg = ModelConfig(embed=16, hidden=32, epochs=2, early_stop=False, seed=0)
+    rows = rerank.out_of_fold_rows(part, cfg, folds=2)
+    with pytest.raises(KptuneError, match="nothing to learn"):
+        rerank.fit_rows([], {})
+    return part, rows, rerank.fit_rows(rows, {"dataset_hash": ds.content_hash(lent_problems(part)), "folds": 2})
+
+
+def test_every_lent_fp32_problem_is_ranked_out_of_fold_and_the_folds_split_networks(fitted) -> None:  # type: ignore[no-untyped-def]
+    part, rows, _ = fitted
+    lent = lent_problems(part)
+    folds = rerank.network_folds(lent, 2)
+    assert set(folds) == {p.networks[0] for p in lent} and set(folds.values()) == {0, 1}
+    fp32 = {p.key for p in lent if "dtype=fp32," in p.key}
+    assert {key for key, _, _ in rows} == fp32  # fp16 problems are neither ranked nor reordered
+    times = {p.key: p for p in lent}
+    for key, x, y in rows:
+        assert len(x) == len(y) <= rerank.WIDTH and np.isfinite(x).all()
+        assert list(x[:, 0]) == list(range(len(x)))  # the beam's places
+        assert (y <= 0).all() and (y >= np.log(times[key].times[0][1] / times[key].times[-1][1]) - 1e-12).all()
+
+
+def test_the_reranker_reorders_the_beam_and_survives_a_save_and_load(fitted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    part, _, model = fitted
+    family, device = get_family(part.meta["family"]), DeviceInfo(**part.meta["device_limits"])
+    lent = lent_problems(part)
+    cost = CostModel(lent, family.space, device)
+    from kptune.predict.api import load_predictor
+
+    pred = load_predictor(DATA / "model-h200.safetensors")
+    problem = problem_from_key(lent[0].key)
+    assert isinstance(problem, Conv2dProblem)
+    found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
+    order = model.order(problem, found, cost, device)
+    assert sorted(c.config.key() for c in order) == sorted(c.config.key() for c in found)
+    predicted = model.trees.predict(rerank.features(problem, found, cost, device))
+    assert [c.config.key() for c in order] == [found[j].config.key() for j in np.argsort(-predicted, kind="stable")]
+    half = dataclasses.replace(problem, dtype="fp16")
+    assert model.order(half, found, cost, device) == found  # not fit on fp16: the beam's order
+    path = tmp_path / "reranker-x.safetensors"
+    model.save(path)
+    loaded = rerank.Reranker.load(path, ds.content_hash(lent))
+    assert loaded.order(problem, found, cost, device) == order and loaded.meta["folds"] == 2
+    with pytest.raises(CostModelError, match="fit on dataset"):
+        rerank.Reranker.load(path, ds.content_hash(lent[1:]))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a file at all")
+    with pytest.raises(CostModelError, match="reranker"):
+        rerank.Reranker.load(bad)
+    cost.save(bad, {})  # a cost model is not a reranker
+    with pytest.raises(CostModelError, match="not a kptune reranker"):
+        rerank.Reranker.load(bad)
+
+
+def test_the_ranker_is_the_reordered_beam(fitted) -> None:  # type: ignore[no-untyped-def]
+    from kptune.predict.api import load_predictor
+
+    part, _, model = fitted
+    family, device = get_family(part.meta["family"]), DeviceInfo(**part.meta["device_limits"])
+    cost = CostModel(lent_problems(part), family.space, device)
+    pred = load_predictor(DATA / "model-h200.safetensors")
+    rank = rerank.ranker(pred.model, pred.vocab, family, device, cost, model)
+    p = part.problems[0]
+    problem = problem_from_key(p.key)
+    assert isinstance(problem, Conv2dProblem)
+    found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
+    assert rank(p, 3) == [c.config.key() for c in model.order(problem, found, cost, device)[:3]]
+
+
+def test_predict_rerank_cli() -> None:
+    cli = [sys.executable, "-m", "kptune", "predict", "--shape", "n=2,c=96,h=28,w=28,k=128,r=3,s=3,pad=1"]
+    run = subprocess.run([*cli, "--rerank", "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    problem = Conv2dProblem.parse("n=2,c=96,h=28,w=28,k=128,r=3,s=3,pad=1")
+    family = get_family("conv2d_fwd")
+    device = DeviceInfo(**ds.read_meta(DATA / "dataset-h200.db.gz")["device_limits"])
+    keys = [c["key"] for c in doc["candidates"]]
+    assert len(set(keys)) == 5 and all(family.space.valid(problem, device, Config.parse(k)) for k in keys)
+    plain = json.loads(subprocess.run([*cli, "-k", "12", "--json"], capture_output=True, text=True).stdout)
+    assert set(keys) <= {c["key"] for c in plain["candidates"]}  # the beam's 12, reordered
+    pocl = str(DATA / "model-pocl-cpu.safetensors")
+    for args, says in ((["--rerank", "--blend"], "choose one"), (["--rerank", "--model", pocl], "no reranker beside")):
+        run = subprocess.run([*cli, *args], capture_output=True, text=True)
+        assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and says in run.stderr, run.stderr
