@@ -595,6 +595,12 @@ def retrain_cmd(
     base: Annotated[
         bool, typer.Option(help="cut on top of the dataset autotune lends from now, if measured on this device")
     ] = True,
+    reranker: Annotated[
+        bool,
+        typer.Option(
+            "--reranker", help="also fit the reranker of `kptune predict --rerank` on the cut (5 more seq2seqs)"
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Nightly: train on everything in the db (and fit the cost model on it), promote the new version only if
@@ -618,8 +624,11 @@ def retrain_cmd(
     from kptune.corpus import load_corpus
 
     entries = load_corpus(corpus) if corpus is not None else None
+    # the reranker's folds train as the nightly candidate does by default: fixed epochs on train + validation
+    folds_cfg = ModelConfig(arch=arch, epochs=RETRAIN_EPOCHS if early_stop else epochs, early_stop=False, seed=seed,
+                            lookahead=lookahead)  # fmt: skip
     result = retrain(path, device, kernel, Registry(registry), cfg, log=lambda s: err.print(s, markup=False),
-                     corpus=entries, base=base)  # fmt: skip
+                     corpus=entries, base=base, reranker=folds_cfg if reranker else None)  # fmt: skip
     if as_json:
         _print_json(result.to_json())
     else:

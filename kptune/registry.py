@@ -68,20 +68,21 @@ class Registry:
         return list(self._read()["versions"])
 
     def add(self, checkpoint: Path, meta: dict[str, Any], metrics: dict[str, Any], dataset: Path | None = None,
-            cost_model: Path | None = None) -> dict[str, Any]:  # fmt: skip
+            cost_model: Path | None = None, reranker: Path | None = None) -> dict[str, Any]:  # fmt: skip
         """Copy a checkpoint in as the next version (not current yet), with the dataset whose tuned shapes
-        lend autotune's other candidates and the cost model fit on it, if given."""
+        lend autotune's other candidates and the cost model and the reranker fit on it, if given."""
         data = self._read()
         number = 1 + max((v["version"] for v in data["versions"]), default=0)
         stem = f"{_slug(meta['device'])}-{meta['family']}-v{number}"
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, self.root / f"{stem}.safetensors")
         lent = None
-        if dataset is not None:  # named as shipped: the cost model lies where `neighbours.cost_model_path` looks
+        if dataset is not None:  # named as shipped: where `neighbours.cost_model_path` and `reranker_path` look
             lent = f"dataset-{stem}.db.gz"
             shutil.copyfile(dataset, self.root / lent)
-            if cost_model is not None:
-                shutil.copyfile(cost_model, self.root / f"costmodel-{stem}.safetensors")
+            for kind, fitted in (("costmodel", cost_model), ("reranker", reranker)):
+                if fitted is not None:
+                    shutil.copyfile(fitted, self.root / f"{kind}-{stem}.safetensors")
         entry = {"version": number, "file": f"{stem}.safetensors", "device": meta["device"], "family": meta["family"],
                  "source_hash": meta["source_hash"], "dataset_hash": meta.get("dataset_hash"), "lent_dataset": lent,
                  "metrics": metrics,

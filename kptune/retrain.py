@@ -141,11 +141,12 @@ def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
 def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", registry: Registry | None = None,
             cfg: ModelConfig | None = None, log: Callable[[str], None] = lambda s: None,
             corpus: Sequence[CorpusEntry] | None = None, shipped: tuple[Path, ...] | None = None,
-            base: bool = True) -> RetrainResult:  # fmt: skip
+            base: bool = True, reranker: ModelConfig | None = None) -> RetrainResult:  # fmt: skip
     """See the module docstring; `corpus` (default: the shipped one) decides the split of the db's
     problems; `shipped`: where to find what autotune serves while the registry has no version for the
     device (default: the checkpoints and datasets shipped with kptune; () for none); `base`: cut on
-    top of the dataset autotune lends from now."""
+    top of the dataset autotune lends from now; `reranker`: also fit the reranker of the beam on the cut
+    (`kptune.predict.rerank`), its folds' seq2seqs trained with this config, kept with the version."""
     from kptune.predict.api import train_checkpoint
     from kptune.predict.checkpoint import read_meta
 
@@ -171,6 +172,7 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
         log(f"dataset: {', '.join(f'{k} {v}' for k, v in counts.items())}")
         train_checkpoint(data_path, candidate_path, cfg, log)
         cost_model = _fit_cost_model(cut, data_path, log)
+        reranker_file = _fit_reranker(cut, data_path, reranker, log) if reranker is not None else None
         test = cut.split("test")
         scored = score(Served("the candidate", candidate_path, data_path), test, measured_on, kernel)
         current_scored = score(now, test, measured_on, kernel) if now is not None else None
@@ -178,7 +180,7 @@ def retrain(db: Path, device: str | None = None, family: str = "conv2d_fwd", reg
             + (f", {now.label} {current_scored[AUTOTUNE]:.4f}" if now and current_scored else ""))  # fmt: skip
         promoted, reason = decide(scored, current_scored, now.label if now is not None else "current")
         meta = read_meta(candidate_path) or {}
-        entry = registry.add(candidate_path, meta, scored, data_path, cost_model)
+        entry = registry.add(candidate_path, meta, scored, data_path, cost_model, reranker_file)
     if promoted:
         registry.promote(entry["version"])
     elif now is not None:  # (decide promotes whenever nothing is served)
@@ -213,6 +215,23 @@ def _base(path: Path | None, device_key: str, log: Callable[[str], None]) -> ds.
         return None
     log(f"cut on top of {path.name} ({len(data.problems)} problems)")
     return data
+
+
+def _fit_reranker(cut: ds.Dataset, data_path: Path, cfg: ModelConfig, log: Callable[[str], None]) -> Path | None:
+    """Fit the reranker on the cut's lent problems, beside it (`neighbours.reranker_path`); None where it
+    cannot be (no lent fp32 problem outside a fold, no scikit-learn): `kptune predict --rerank` says so."""
+    from kptune.neighbours import reranker_path
+    from kptune.predict import rerank
+
+    path = reranker_path(data_path)
+    try:
+        model = rerank.fit(cut, cfg, log=log)
+        model.save(path)
+    except (KptuneError, ImportError) as exc:
+        log(f"reranker not fit ({exc})")
+        return None
+    log(f"reranker fit on {model.meta['problems']} problems ranked out of fold")
+    return path
 
 
 def _fit_cost_model(cut: ds.Dataset, data_path: Path, log: Callable[[str], None]) -> Path | None:

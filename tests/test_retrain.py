@@ -137,6 +137,39 @@ def test_a_version_keeps_the_data_autotune_lends_from(tmp_path: Path) -> None:
     assert lent_dataset(GPU, FAMILY, reg).parent.name == "data"  # type: ignore[union-attr]
 
 
+def test_a_version_keeps_the_reranker_fit_on_its_data_and_says_when_none_could_be(tmp_path: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    pytest.importorskip("sklearn")
+    from kptune.neighbours import lent_problems
+    from kptune.predict import rerank
+
+    db = _db(tmp_path / "perf.db")
+    reg = Registry(tmp_path / "models")
+    said: list[str] = []
+    retrain(db, registry=reg, cfg=SMALL, shipped=(), reranker=dataclasses.replace(SMALL, early_stop=False, epochs=1),
+            log=said.append)  # fmt: skip
+    # the db's train problems are all of one network: no fold has another to be ranked by
+    assert any(s.startswith("reranker not fit (the reranker has nothing to learn from") for s in said), said
+    entry = reg.versions()[0]
+    kept = reg.lent_dataset(entry)
+    assert kept is not None
+    lender = lender_for(GPU, FAMILY, (kept,))
+    assert lender is not None and lender.reranker is None and lender.rerank_note == f"no reranker beside {kept.name}"
+    # a reranker fit on a version's data is kept beside it and lent with it (rows of noise: only the plumbing)
+    lent = lent_problems(ds.load(kept))
+    rng = np.random.default_rng(0)
+    rows = [(p.key, rng.normal(size=(12, 30)), -np.abs(rng.normal(size=12))) for p in lent for _ in range(5)]
+    rerank.fit_rows(rows, {"dataset_hash": ds.content_hash(lent)}).save(tmp_path / "r.safetensors")
+    second = reg.add(reg.root / entry["file"], {**entry, "source_hash": FAMILY.source_hash}, {}, kept, None,
+                     tmp_path / "r.safetensors")  # fmt: skip
+    again = lender_for(GPU, FAMILY, (reg.lent_dataset(second),))  # type: ignore[arg-type]
+    assert again is not None and again.reranker is not None
+    assert again.rerank_note == f"reranker reranker-{second['file']}"
+
+
 def test_a_sampled_bootstrap_dataset_of_this_very_device_is_no_base_for_the_cut() -> None:
     from kptune.retrain import _base
 
