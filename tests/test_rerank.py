@@ -120,8 +120,8 @@ def test_predict_rerank_cli() -> None:
     device = DeviceInfo(**ds.read_meta(DATA / "dataset-h200.db.gz")["device_limits"])
     keys = [c["key"] for c in doc["candidates"]]
     assert len(set(keys)) == 5 and all(family.space.valid(problem, device, Config.parse(k)) for k in keys)
-    plain = json.loads(subprocess.run([*cli, "-k", "12", "--json"], capture_output=True, text=True).stdout)
-    assert set(keys) <= {c["key"] for c in plain["candidates"]}  # the beam's 12, reordered
+    plain = json.loads(subprocess.run([*cli, "-k", str(rerank.WIDTH), "--json"], capture_output=True, text=True).stdout)
+    assert set(keys) <= {c["key"] for c in plain["candidates"]}  # the beam's WIDTH, reordered
     pocl = str(DATA / "model-pocl-cpu.safetensors")
     for args, says in ((["--rerank", "--blend"], "choose one"), (["--rerank", "--model", pocl], "no reranker beside")):
         run = subprocess.run([*cli, *args], capture_output=True, text=True)

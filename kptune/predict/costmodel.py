@@ -179,13 +179,13 @@ class CostModel:
         record = np.column_stack([mean, ratio.max(axis=1), stored.mean(axis=1), ratio[:, 0], ratio[:, :10].mean(axis=1),
                                   stored[:, :10].mean(axis=1)])  # fmt: skip
         valid = completer(self.space, q, self.device).completable
-        shape = _problem_features(q)
+        shape = problem_features(q)
         ids, rows = [], []
         for j in np.argsort(-mean, kind="stable"):
             if not valid(self.tuned.values[cols[j]]):
                 continue
             ids.append(int(cols[j]))
-            rows.append([*shape, *_config_features(q, self.tuned.configs[cols[j]], self.device), *record[j], len(ids)])
+            rows.append([*shape, *config_features(q, self.tuned.configs[cols[j]], self.device), *record[j], len(ids)])
             if len(ids) >= self.pool:
                 break
         return ids, np.array(rows)
@@ -271,13 +271,13 @@ def fit_for_dataset(data: ds.Dataset, out: Path, seed: int = 0) -> CostModel:
     return model
 
 
-def _problem_features(q: Conv2dProblem) -> list[float]:
+def problem_features(q: Conv2dProblem) -> list[float]:
     m, kk = q.derived()["GEMM_M"], q.c * q.r * q.s
     sizes = (q.n, q.c, q.h, q.w, q.k, q.out_h, q.out_w, m, kk, m * q.k * kk)
     return [*(math.log2(x) for x in sizes), q.r, q.s, q.stride_h]
 
 
-def _config_features(q: Conv2dProblem, c: Config, device: DeviceInfo) -> list[float]:
+def config_features(q: Conv2dProblem, c: Config, device: DeviceInfo) -> list[float]:
     """The config's values and its launch on the device: CTAs, waves over the SMs, tile fill."""
     (gx, gy, gz), (threads, _, _) = geometry(q, c)
     ctas, sms = gx * gy * gz, device.compute_units

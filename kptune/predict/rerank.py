@@ -1,8 +1,8 @@
 """The beam's candidates reranked by how fast they will run: a learned second stage.
 
 The seq2seq's beam holds the recorded winner far more often than its order shows (width 12: in its 12
-for 78% of the H200 test problems, in its first 5 for 61%, `benchmarks/RESULTS.md`). The reranker
-reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
+for 78% of the H200 test problems, in its first 5 for 61%; width 32: 87%, `benchmarks/RESULTS.md`). The
+reranker reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
 pass lacks: a gradient-boosted regressor (scikit-learn to fit, `costmodel.Trees` to predict, no
 pickle) scores each candidate's log(t_best / t) from
 - its place in the beam, its log-probability and its gap to the first's;
@@ -35,7 +35,7 @@ import numpy as np
 
 from kptune import dataset as ds
 from kptune.predict.beam import Candidate
-from kptune.predict.costmodel import Trees, _config_features, _problem_features, load_trees, read_meta
+from kptune.predict.costmodel import Trees, config_features, load_trees, problem_features, read_meta
 from kptune.problem import Conv2dProblem, problem_from_key
 
 if TYPE_CHECKING:
@@ -44,11 +44,11 @@ if TYPE_CHECKING:
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
 
-#: the beam's candidates the reranker reorders
-WIDTH = 12
+#: the beam's candidates the reranker reorders (24 over 12: network-fold CV top 1 0.9472 against 0.9455)
+WIDTH = 24
 #: folds of networks for the out-of-fold fit
 FOLDS = 5
-#: the cost model's score of a candidate its pool lacks (its scores are log ratios, > -3 in practice)
+#: the cost model's score of a candidate its pool lacks: a log ratio far below any it predicts
 MISSING = -10.0
 FORMAT = "kptune-reranker"
 FORMAT_VERSION = 1
@@ -66,14 +66,14 @@ def features(problem: Conv2dProblem, candidates: Sequence[Candidate], cost: Cost
     score = cost.trees.predict(pool) if keys else np.zeros(0)
     where = {key: j for j, key in enumerate(keys)}
     rank = {keys[j]: r for r, j in enumerate(np.argsort(-score, kind="stable"))}
-    shape = _problem_features(problem)
+    shape = problem_features(problem)
     first = candidates[0].log_prob if candidates else 0.0
     rows = []
     for i, c in enumerate(candidates):
         key = c.config.key()
         j = where.get(key)
         rows.append([i, c.log_prob, c.log_prob - first, score[j] if j is not None else MISSING,
-                     rank.get(key, cost.pool), *shape, *_config_features(problem, c.config, device)])  # fmt: skip
+                     rank.get(key, cost.pool), *shape, *config_features(problem, c.config, device)])  # fmt: skip
     return np.array(rows, dtype=np.float64)
 
 
@@ -201,7 +201,7 @@ def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0) -> Reranker:
 
     if not rows:
         raise KptuneError("the reranker has nothing to learn from: no lent fp32 problem outside a fold")
-    model = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20,
+    model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20,
                                           random_state=seed)  # fmt: skip
     model.fit(np.vstack([x for _, x, _ in rows]), np.concatenate([y for _, _, y in rows]))
     return Reranker(Trees.from_sklearn(model), {**meta, "problems": len(rows)})
