@@ -251,8 +251,9 @@ def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lend
         return None
     space = get_family(family_name).space
     tuned = TunedShapes(lent)
-    cost, note = _cost_model(Path(path), tuned, space, device, ds.content_hash(lent))
-    reranker, rerank_note = _reranker(Path(path), ds.content_hash(lent))
+    lent_hash = ds.content_hash(lent)
+    cost, note = _cost_model(Path(path), tuned, space, device, lent_hash)
+    reranker, rerank_note = _reranker(Path(path), lent_hash)
     return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note, reranker,
                   rerank_note)  # fmt: skip
 

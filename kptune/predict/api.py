@@ -114,8 +114,8 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     split factor) and its tile (`beam.DIVERSE`). `blend`: the configs of the tuned shapes' pool ranked
     by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
-    `rerank`: the beam's first `rerank.WIDTH` (at least k) reordered by the reranker shipped for the device
-    (`kptune.predict.rerank`; it reads the cost model's pool too: ~40 ms)."""
+    `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) reordered by the reranker shipped
+    for the device (`kptune.predict.rerank`; it reads the cost model's pool too: ~30 ms)."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
