@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from kptune import dataset as ds
+    from kptune.neighbours import lent_problems
     from kptune.predict import rerank
     from kptune.predict.models import ModelConfig
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
     rows = rerank.out_of_fold_rows(data, cfg, args.folds, lambda s: print(s, file=sys.stderr, flush=True))
     nets = {p.key: p.networks[0] if p.networks else "" for p in data.problems}
-    fold_of = rerank.network_folds([p for p in data.problems if p.split in ("train", "validation")], args.folds)
+    fold_of = rerank.network_folds(lent_problems(data), args.folds)  # the folds out_of_fold_rows made
     fold = [fold_of[nets[key]] for key, _, _ in rows]
     reranked: list[list[int]] = [[] for _ in rows]
     for f in range(args.folds):

@@ -150,11 +150,13 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
     from kptune.neighbours import lender_for
 
     lender = lender_for(device, family)
-    if lender is None or lender.cost_model is None or lender.reranker is None:
-        why = (lender.rerank_note if lender is not None and lender.cost_model is not None else
-               lender.cost_note if lender is not None else f"no dataset of tuned shapes for {device.key}")  # fmt: skip
-        raise KptuneError(f"--rerank needs the cost model and the reranker shipped for the device: {why}")
-    return lender.reranker.order(problem, found, lender.cost_model, lender.cost_model.device)
+    if lender is not None and lender.cost_model is not None and lender.reranker is not None:
+        return lender.reranker.order(problem, found, lender.cost_model, lender.cost_model.device)
+    if lender is None:
+        why = f"no dataset of tuned shapes for {device.key}"
+    else:
+        why = lender.cost_note if lender.cost_model is None else lender.rerank_note
+    raise KptuneError(f"--rerank needs the cost model and the reranker shipped for the device: {why}")
 
 
 def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device: Any, family: Any) -> list[Candidate]:

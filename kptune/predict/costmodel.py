@@ -203,32 +203,27 @@ class CostModel:
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
         """The trees as a safetensors file, `meta` (and NEAR, POOL) in its header."""
-        from safetensors.numpy import save_file
-
-        header = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "near": self.near, "pool": self.pool,
-                  "baseline": self.trees.baseline, "depth": self.trees.depth}  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(self.trees.arrays(), str(path), metadata={"kptune": json.dumps(header)})
+        header = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "near": self.near, "pool": self.pool}
+        save_trees(path, self.trees, header)
 
     @classmethod
     def load(cls, path: Path, lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace,
              device: DeviceInfo, dataset_hash: str | None = None) -> CostModel:  # fmt: skip
         """A saved cost model over the tuned shapes `lent`; CostModelError if the file is not one, or
         (with `dataset_hash`) was fit on other data."""
-        meta = read_meta(path)
-        if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
-            raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
+        meta = read_meta(path, dataset_hash=dataset_hash)
         trees = load_trees(path, meta)
         return cls(lent, space, device, int(meta["near"]), int(meta["pool"]), trees=trees)
 
 
 def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
-              scalars: Sequence[str] = ("near", "pool", "baseline", "depth")) -> dict[str, Any]:  # fmt: skip
-    """A tree file's header (a cost model's, or with `fmt`, `version` and the numbers it must hold, another
-    file of `Trees`: `rerank.Reranker`'s); CostModelError if it is not one."""
+              scalars: Sequence[str] = ("near", "pool", "baseline", "depth"), what: str = "cost model",
+              dataset_hash: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A tree file's header (a cost model's, or with `fmt`, `version`, the numbers it must hold and `what` it
+    is, another file of `Trees`: `rerank.Reranker`'s); CostModelError if it is not one, or (with
+    `dataset_hash`) was fit on other data."""
     from safetensors import SafetensorError, safe_open
 
-    what = fmt.removeprefix("kptune-").replace("costmodel", "cost model")
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = json.loads((f.metadata() or {}).get("kptune", "null"))
@@ -241,7 +236,18 @@ def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
     for key in scalars:
         if not isinstance(meta.get(key), int | float):
             raise CostModelError(f"{path}: {what} header lacks {key}")
+    if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
+        raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
     return meta
+
+
+def save_trees(path: Path, trees: Trees, header: dict[str, Any]) -> None:
+    """`trees` as a safetensors file, `header` (and their baseline and depth) in its header."""
+    from safetensors.numpy import save_file
+
+    header = {**header, "baseline": trees.baseline, "depth": trees.depth}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(trees.arrays(), str(path), metadata={"kptune": json.dumps(header)})
 
 
 def load_trees(path: Path, meta: dict[str, Any], what: str = "cost model") -> Trees:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +34,14 @@ import numpy as np
 
 from kptune import dataset as ds
 from kptune.predict.beam import Candidate
-from kptune.predict.costmodel import Trees, config_features, load_trees, problem_features, read_meta
+from kptune.predict.costmodel import (
+    Trees,
+    config_features,
+    load_trees,
+    problem_features,
+    read_meta,
+    save_trees,
+)
 from kptune.problem import Conv2dProblem, problem_from_key
 
 if TYPE_CHECKING:
@@ -94,22 +100,13 @@ class Reranker:
         return [candidates[j] for j in np.argsort(-predicted, kind="stable")]
 
     def save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
-        header = {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION, "baseline": self.trees.baseline,
-                  "depth": self.trees.depth}  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(self.trees.arrays(), str(path), metadata={"kptune": json.dumps(header)})
+        save_trees(path, self.trees, {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION})
 
     @classmethod
     def load(cls, path: Path, dataset_hash: str | None = None) -> Reranker:
         """A saved reranker; CostModelError if the file is not one, or (with `dataset_hash`) was fit on
         other data."""
-        from kptune.predict.costmodel import CostModelError
-
-        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("baseline", "depth"))
-        if dataset_hash is not None and meta.get("dataset_hash") != dataset_hash:
-            raise CostModelError(f"{path}: fit on dataset {meta.get('dataset_hash')}, not {dataset_hash}")
+        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("baseline", "depth"), "reranker", dataset_hash)
         return cls(load_trees(path, meta, "reranker"), meta)
 
 
