@@ -4,7 +4,7 @@
 
 The rows are the reranker's own (`kptune.predict.rerank.out_of_fold_rows`: --folds folds of networks
 over train + validation, the test split never read; per fold a seq2seq trained for --epochs on the
-other folds, and the cost model fit on them, rank the fold's fp32 problems' beams). A second level
+other folds ranks the fold's fp32 problems' beams, reading the other folds as tuned shapes). A second level
 then fits the regressor (`rerank.fit_rows`) on the rows of all folds but one and orders the beams of
 that one, pooled over the folds. Scored on each problem's beam (`rerank.WIDTH` candidates): the top-1
 and best-of-5 ratio geomeans and the top-5 hit (a candidate at the problem's best time), in the

@@ -391,7 +391,7 @@ def predict_cmd(
     ] = False,
     rerank: Annotated[
         bool,
-        typer.Option("--rerank", help="reorder the beam by the reranker shipped for the device (fp32; ~40 ms)"),
+        typer.Option("--rerank", help="reorder the beam by the reranker shipped for the device (fp32; ~8 ms)"),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -931,8 +931,8 @@ def dataset_reranker(
     seed: Annotated[int, typer.Option(help="seed of the seq2seqs and the fits")] = 0,
 ) -> None:
     """Fit the reranker of the beam (`kptune predict --rerank`) out of fold on a dataset's train and
-    validation problems: a seq2seq and a cost model per fold of networks (minutes each, one CPU core);
-    saved where predict finds it, beside the dataset."""
+    validation problems: a seq2seq per fold of networks (minutes each, one CPU core), its beams read
+    against the other folds' tuned shapes; saved where predict finds it, beside the dataset."""
     from kptune import dataset
     from kptune.neighbours import reranker_path
     from kptune.predict import rerank

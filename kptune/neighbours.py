@@ -71,6 +71,7 @@ class Lender:
     cost_note: str = "no cost model"  # which cost model lends, or why none does
     reranker: Reranker | None = None  # the reranker fit on the dataset, if any (`kptune.predict.rerank`)
     rerank_note: str = "no reranker"  # which reranker, or why none
+    tuned: TunedShapes | None = None  # the tuned shapes themselves, which the reranker reads
 
     @property
     def cost(self) -> Ranker | None:
@@ -116,6 +117,7 @@ class TunedShapes:
             self.rows.append((np.array([ids.setdefault(c, len(ids)) for c, _ in p.times]),
                               np.array([best / t for _, t in p.times]), UNSTORED * best / p.times[-1][1]))  # fmt: skip
         self.keys = list(ids)
+        self.index = ids  # config key -> id
         self.configs = [Config.parse(key) for key in self.keys]  # parsed once: pools and covers ask for hundreds
         self.values = [c.values() for c in self.configs]
 
@@ -140,6 +142,22 @@ class TunedShapes:
         stored = np.zeros((len(cols), len(rows)), dtype=bool)
         stored[at, shape] = True
         return cols, np.log(ratio), stored
+
+    def log_ratios_of(self, near: np.ndarray, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`log_ratios` of the configs `keys` alone, one row each (a config no tuned shape stored: at each
+        shape's unstored ratio): what a few candidates did on the neighbours, without the whole union."""
+        rows = [self.rows[i] for i in near]
+        want, back = np.unique([self.index.get(key, -1) for key in keys], return_inverse=True)
+        ids = np.concatenate([ids for ids, _, _ in rows])
+        at = np.minimum(np.searchsorted(want, ids), len(want) - 1)
+        hit = want[at] == ids  # each stored time whose config is one of `keys`
+        shape = np.repeat(np.arange(len(rows)), [len(ids) for ids, _, _ in rows])[hit]
+        ratio = np.tile(np.array([unstored for _, _, unstored in rows]), (len(want), 1))
+        stored = np.zeros((len(want), len(rows)), dtype=bool)
+        ratio[at[hit], shape] = np.concatenate([ratios for _, ratios, _ in rows])[hit]
+        stored[at[hit], shape] = True
+        ratio, stored = ratio[back], stored[back]
+        return np.log(ratio), stored
 
 
 def cover_ranker(lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace, device: DeviceInfo,
@@ -238,7 +256,8 @@ def _meta(path: str, stamp: int) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=8)
 def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lender | None:
     """The dataset's lent splits as a Lender for `device` (loaded once per file version), with the
-    cost model fit on them where one lies beside the dataset (`cost_model_path`)."""
+    cost model and the reranker fit on them where they lie beside the dataset (`cost_model_path`,
+    `reranker_path`)."""
     from kptune.kernel import get_family
     from kptune.predict.evaluation import nearest_shape
 
@@ -255,7 +274,7 @@ def _lender(path: str, stamp: int, family_name: str, device: DeviceInfo) -> Lend
     cost, note = _cost_model(Path(path), tuned, space, device, lent_hash)
     reranker, rerank_note = _reranker(Path(path), lent_hash)
     return Lender(nearest_shape(lent, space, device), cover_ranker(tuned, space, device), cost, note, reranker,
-                  rerank_note)  # fmt: skip
+                  rerank_note, tuned)  # fmt: skip
 
 
 def lent_problems(data: ds.Dataset) -> list[ds.DatasetProblem]:

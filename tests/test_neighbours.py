@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
-from kptune.neighbours import UNSTORED, cover_ranker, lender_for
+from kptune.neighbours import UNSTORED, TunedShapes, cover_ranker, lender_for, lent_problems
 from kptune.problem import Conv2dProblem
 from kptune.space import Config
 
@@ -41,6 +42,20 @@ def test_the_cover_completes_the_chosen_over_the_nearest_shapes() -> None:
     assert sorted(cover(probe, [x, y], 2)) == sorted([z, slow])  # nothing gains now: the rest, none chosen twice
     assert cover(probe, [], 0) == [] and cover(probe, [x, y, z, slow], 3) == []
     assert 0 < UNSTORED < 1  # a config a shape did not store counts below its slowest stored one
+
+
+def test_the_ratios_of_a_few_configs_are_their_rows_of_the_whole_union() -> None:
+    tuned = TunedShapes(lent_problems(ds.load(DATA / "dataset-h200.db.gz"))[:300])
+    near = tuned.nearest(B, 40)
+    cols, ratio, stored = tuned.log_ratios(near)
+    rng = np.random.default_rng(0)
+    picked = [int(j) for j in rng.choice(len(cols), 20, replace=False)]
+    keys = [tuned.keys[cols[j]] for j in picked]
+    unknown = "BM=1,BN=1"  # no tuned shape stored it: the unstored ratio on every shape
+    few, few_stored = tuned.log_ratios_of(near, [*keys, unknown, keys[0]])
+    assert np.array_equal(few[:20], ratio[picked]) and np.array_equal(few_stored[:20], stored[picked])
+    assert np.array_equal(few[21], few[0]) and not few_stored[20].any()
+    assert np.allclose(few[20], np.log([tuned.rows[i][2] for i in near]))
 
 
 def test_the_cover_lends_only_configs_valid_for_the_problem() -> None:

@@ -1,6 +1,6 @@
 """kptune.predict.rerank on a slice of the shipped H200 dataset: fit out of fold (each problem ranked by
-a seq2seq and a cost model that never saw its network), saved and loaded without pickle, and the
-beam reordered, never changed."""
+a seq2seq that never saw its network, reading tuned shapes of the other networks), saved and loaded
+without pickle, and the beam reordered, never changed."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
-from kptune.neighbours import lent_problems
+from kptune.neighbours import TunedShapes, lent_problems
 from kptune.predict import rerank
 from kptune.predict.api import search
-from kptune.predict.costmodel import CostModel, CostModelError
+from kptune.predict.costmodel import CostModel, CostModelError, save_trees
 from kptune.predict.models import ModelConfig
 from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config
@@ -63,35 +63,43 @@ def test_every_lent_fp32_problem_is_ranked_out_of_fold_and_the_folds_split_netwo
         assert (y <= 0).all() and (y >= np.log(times[key].times[0][1] / times[key].times[-1][1]) - 1e-12).all()
 
 
+def test_the_regressor_learns_each_candidates_place_within_its_beam() -> None:
+    ranks = rerank.beam_ranks(np.array([0.0, -0.1, -0.5, -0.5, -0.05]))
+    assert list(ranks) == pytest.approx([0.0, -0.4, -0.7, -0.7, -0.2])  # the fastest 0, ties share their mean place
+
+
 def test_the_reranker_reorders_the_beam_and_survives_a_save_and_load(fitted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     part, _, model = fitted
     family, device = get_family(part.meta["family"]), DeviceInfo(**part.meta["device_limits"])
     lent = lent_problems(part)
-    cost = CostModel(lent, family.space, device)
+    tuned = TunedShapes(lent)
     from kptune.predict.api import load_predictor
 
     pred = load_predictor(DATA / "model-h200.safetensors")
     problem = problem_from_key(lent[0].key)
     assert isinstance(problem, Conv2dProblem)
     found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
-    order = model.order(problem, found, cost, device)
+    order = model.order(problem, found, tuned, device)
     assert sorted(c.config.key() for c in order) == sorted(c.config.key() for c in found)
-    predicted = model.trees.predict(rerank.features(problem, found, cost, device))
+    predicted = model.trees.predict(rerank.features(problem, found, tuned, device))
     assert [c.config.key() for c in order] == [found[j].config.key() for j in np.argsort(-predicted, kind="stable")]
     half = dataclasses.replace(problem, dtype="fp16")
-    assert model.order(half, found, cost, device) == found  # not fit on fp16: the beam's order
+    assert model.order(half, found, tuned, device) == found  # not fit on fp16: the beam's order
     path = tmp_path / "reranker-x.safetensors"
     model.save(path)
     loaded = rerank.Reranker.load(path, ds.content_hash(lent))
-    assert loaded.order(problem, found, cost, device) == order and loaded.meta["folds"] == 2
+    assert loaded.order(problem, found, tuned, device) == order and loaded.meta["folds"] == 2
     with pytest.raises(CostModelError, match="fit on dataset"):
         rerank.Reranker.load(path, ds.content_hash(lent[1:]))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a file at all")
     with pytest.raises(CostModelError, match="reranker"):
         rerank.Reranker.load(bad)
-    cost.save(bad, {})  # a cost model is not a reranker
+    CostModel(lent, family.space, device).save(bad, {})  # a cost model is not a reranker
     with pytest.raises(CostModelError, match="not a kptune reranker"):
+        rerank.Reranker.load(bad)
+    save_trees(bad, model.trees, {**model.meta, "format": rerank.FORMAT, "format_version": 1})  # read the cost model
+    with pytest.raises(CostModelError, match="reranker format 1, this kptune reads 2"):
         rerank.Reranker.load(bad)
 
 
@@ -100,14 +108,14 @@ def test_the_ranker_is_the_reordered_beam(fitted) -> None:  # type: ignore[no-un
 
     part, _, model = fitted
     family, device = get_family(part.meta["family"]), DeviceInfo(**part.meta["device_limits"])
-    cost = CostModel(lent_problems(part), family.space, device)
+    tuned = TunedShapes(lent_problems(part))
     pred = load_predictor(DATA / "model-h200.safetensors")
-    rank = rerank.ranker(pred.model, pred.vocab, family, device, cost, model)
+    rank = rerank.ranker(pred.model, pred.vocab, family, device, tuned, model)
     p = part.problems[0]
     problem = problem_from_key(p.key)
     assert isinstance(problem, Conv2dProblem)
     found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
-    assert rank(p, 3) == [c.config.key() for c in model.order(problem, found, cost, device)[:3]]
+    assert rank(p, 3) == [c.config.key() for c in model.order(problem, found, tuned, device)[:3]]
 
 
 def test_predict_rerank_cli() -> None:

@@ -54,8 +54,9 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     """Every metric on the test split, for the model (beam, greedy, unconstrained) and, with `baselines`,
     the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds) and
     the model blended with that cost model (`blend`). `reranker`: also the beam reordered by that reranker
-    (`kptune.predict.rerank`), reading a cost model fit on train and validation, as the shipped one is."""
-    from kptune.neighbours import lent_problems
+    (`kptune.predict.rerank`), reading the train and validation problems as tuned shapes, as the shipped one
+    does."""
+    from kptune.neighbours import TunedShapes, lent_problems
     from kptune.predict import rerank
     from kptune.predict.costmodel import CostModel
 
@@ -89,7 +90,7 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
         lent = lent_problems(data)
         model = rerank.Reranker.load(reranker, ds.content_hash(lent))
         rankers["seq2seq beam, reranked"] = rerank.ranker(pred.model, pred.vocab, family, device,
-                                                          CostModel(lent, space, device), model)  # fmt: skip
+                                                          TunedShapes(lent), model)  # fmt: skip
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {
         "model": str(model_path),
@@ -115,7 +116,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) reordered by the reranker shipped
-    for the device (`kptune.predict.rerank`; it reads the cost model's pool too: ~30 ms)."""
+    for the device (`kptune.predict.rerank`; it reads the tuned shapes too: ~8 ms)."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
@@ -150,13 +151,12 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
     from kptune.neighbours import lender_for
 
     lender = lender_for(device, family)
-    if lender is not None and lender.cost_model is not None and lender.reranker is not None:
-        return lender.reranker.order(problem, found, lender.cost_model, lender.cost_model.device)
     if lender is None:
-        why = f"no dataset of tuned shapes for {device.key}"
-    else:
-        why = lender.cost_note if lender.cost_model is None else lender.rerank_note
-    raise KptuneError(f"--rerank needs the cost model and the reranker shipped for the device: {why}")
+        raise KptuneError(f"--rerank needs the reranker shipped for the device: no dataset of tuned shapes for "
+                          f"{device.key}")  # fmt: skip
+    if lender.reranker is None or lender.tuned is None:
+        raise KptuneError(f"--rerank needs the reranker shipped for the device: {lender.rerank_note}")
+    return lender.reranker.order(problem, found, lender.tuned, device)
 
 
 def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device: Any, family: Any) -> list[Candidate]:

@@ -175,9 +175,8 @@ class CostModel:
             return [], np.zeros((0, 0))
         near = self.tuned.nearest(q, self.near, leave_out)
         cols, ratio, stored = self.tuned.log_ratios(near)
-        mean = ratio.mean(axis=1)
-        record = np.column_stack([mean, ratio.max(axis=1), stored.mean(axis=1), ratio[:, 0], ratio[:, :10].mean(axis=1),
-                                  stored[:, :10].mean(axis=1)])  # fmt: skip
+        record = neighbour_record(ratio, stored)
+        mean = record[:, 0]
         valid = completer(self.space, q, self.device).completable
         shape = problem_features(q)
         ids, rows = [], []
@@ -275,6 +274,14 @@ def fit_for_dataset(data: ds.Dataset, out: Path, seed: int = 0) -> CostModel:
     model.save(out, {"device": data.meta["device"], "family": family.name, "source_hash": family.source_hash,
                      "dataset_hash": ds.content_hash(lent), "seed": seed})  # fmt: skip
     return model
+
+
+def neighbour_record(ratio: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """What each config (a row of `TunedShapes.log_ratios`: its log ratio and whether stored on each of the
+    nearest shapes, nearest first) did on the neighbours: its mean, max and nearest log ratio, its mean
+    over the 10 nearest, and how often stored, over all and over the 10 nearest."""
+    return np.column_stack([ratio.mean(axis=1), ratio.max(axis=1), stored.mean(axis=1), ratio[:, 0],
+                            ratio[:, :10].mean(axis=1), stored[:, :10].mean(axis=1)])  # fmt: skip
 
 
 def problem_features(q: Conv2dProblem) -> list[float]:

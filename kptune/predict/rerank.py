@@ -4,21 +4,22 @@ The seq2seq's beam holds the recorded winner far more often than its order shows
 for 78% of the H200 test problems, in its first 5 for 61%; width 32: 87%, `benchmarks/RESULTS.md`). The
 reranker reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
 pass lacks: a gradient-boosted regressor (scikit-learn to fit, `costmodel.Trees` to predict, no
-pickle) scores each candidate's log(t_best / t) from
+pickle) scores each candidate's place by speed within its beam (`beam_ranks`) from
 - its place in the beam, its log-probability and its gap to the first's;
-- the cost model's score for it and its rank among the cost model's pool (`kptune.predict.costmodel`:
-  what the configs did on the nearest tuned shapes; MISSING where the pool lacks it);
+- what it did on the NEAR nearest tuned shapes (`costmodel.neighbour_record`: mean, max and nearest log
+  ratio, how often stored), read for the candidates alone (`neighbours.TunedShapes.log_ratios_of`);
 - the problem's sizes and the config's values and launch (the cost model's own features).
-So it needs the cost model and the tuned shapes beside the dataset (`neighbours.Lender`): `kptune
-predict --rerank`, tens of milliseconds a prediction, not the plain beam's few.
+So it needs the tuned shapes beside the dataset (`neighbours.Lender`), not the cost model: the cost
+model's score and pool rank added nothing in network-fold CV (top 1 0.9449 with them, 0.9451 with the
+record read directly, `benchmarks/RESULTS.md`), and building its pool took ~25 ms of ~30 a prediction.
 
 Fit out of fold (`fit`): a model's log-probabilities on its own train problems are overconfident, so
 the regressor learns from problems the model never saw. The lent problems (train and validation)
 are grouped by network into FOLDS folds; for each fold the seq2seq is trained as `kptune retrain`
-trains its candidate (train + validation, fixed epochs) and the cost model fit, on the other folds,
-and ranks the fold's fp32 problems. A config outside a problem's stored fastest counts as the slowest
-stored one, as `evaluation.scores` counts it. fp16 problems keep the beam's order: the reranker was
-fit and scored on fp32 alone.
+trains its candidate (train + validation, fixed epochs) on the other folds, which are also the tuned
+shapes it reads, and ranks the fold's fp32 problems. A config outside a problem's stored fastest counts
+as the slowest stored one, as `evaluation.scores` counts it. fp16 problems keep the beam's order: the
+reranker was fit and scored on fp32 alone.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kptune import dataset as ds
+from kptune.errors import KptuneError
 from kptune.predict.beam import Candidate
 from kptune.predict.costmodel import (
+    NEAR,
     Trees,
     config_features,
     load_trees,
+    neighbour_record,
     problem_features,
     read_meta,
     save_trees,
@@ -46,7 +50,7 @@ from kptune.problem import Conv2dProblem, problem_from_key
 
 if TYPE_CHECKING:
     from kptune.device import DeviceInfo
-    from kptune.predict.costmodel import CostModel
+    from kptune.neighbours import TunedShapes
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
 
@@ -54,10 +58,10 @@ if TYPE_CHECKING:
 WIDTH = 24
 #: folds of networks for the out-of-fold fit
 FOLDS = 5
-#: the cost model's score of a candidate its pool lacks: a log ratio far below any it predicts
-MISSING = -10.0
 FORMAT = "kptune-reranker"
-FORMAT_VERSION = 1
+#: 2: the neighbours' record of each candidate in place of the cost model's score and pool rank, and the
+#: candidates' places within the beam learnt in place of their log ratios
+FORMAT_VERSION = 2
 
 
 def reranked(problem: Conv2dProblem) -> bool:
@@ -65,22 +69,19 @@ def reranked(problem: Conv2dProblem) -> bool:
     return problem.dtype == "fp32"
 
 
-def features(problem: Conv2dProblem, candidates: Sequence[Candidate], cost: CostModel,
-             device: DeviceInfo) -> np.ndarray:  # fmt: skip
-    """One row per candidate (the beam's order): see the module docstring."""
-    keys, pool = cost.pool_of(problem.key())
-    score = cost.trees.predict(pool) if keys else np.zeros(0)
-    where = {key: j for j, key in enumerate(keys)}
-    rank = {keys[j]: r for r, j in enumerate(np.argsort(-score, kind="stable"))}
+def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes, device: DeviceInfo,
+             near: int = NEAR) -> np.ndarray:  # fmt: skip
+    """One row per candidate (the beam's order), its record read on the `near` nearest tuned shapes: see the
+    module docstring."""
+    if not tuned.shapes:
+        raise KptuneError("the reranker reads the tuned shapes, and there are none")
+    ratio, stored = tuned.log_ratios_of(tuned.nearest(problem, near), [c.config.key() for c in candidates])
+    record = neighbour_record(ratio, stored)
     shape = problem_features(problem)
     first = candidates[0].log_prob if candidates else 0.0
-    rows = []
-    for i, c in enumerate(candidates):
-        key = c.config.key()
-        j = where.get(key)
-        rows.append([i, c.log_prob, c.log_prob - first, score[j] if j is not None else MISSING,
-                     rank.get(key, cost.pool), *shape, *config_features(problem, c.config, device)])  # fmt: skip
-    return np.array(rows, dtype=np.float64)
+    rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device)]
+            for i, c in enumerate(candidates)]  # fmt: skip
+    return np.array(rows, dtype=np.float64).reshape(len(candidates), -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +91,13 @@ class Reranker:
     trees: Trees
     meta: dict[str, Any]
 
-    def order(self, problem: Conv2dProblem, candidates: Sequence[Candidate], cost: CostModel,
+    def order(self, problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes,
               device: DeviceInfo) -> list[Candidate]:  # fmt: skip
         """The candidates fastest first by the regressor (ties keep the beam's order); the beam's order
         where the reranker does not apply (`reranked`) or there are fewer than two."""
         if len(candidates) < 2 or not reranked(problem):
             return list(candidates)
-        predicted = self.trees.predict(features(problem, candidates, cost, device))
+        predicted = self.trees.predict(features(problem, candidates, tuned, device, int(self.meta["near"])))
         return [candidates[j] for j in np.argsort(-predicted, kind="stable")]
 
     def save(self, path: Path) -> None:
@@ -106,11 +107,11 @@ class Reranker:
     def load(cls, path: Path, dataset_hash: str | None = None) -> Reranker:
         """A saved reranker; CostModelError if the file is not one, or (with `dataset_hash`) was fit on
         other data."""
-        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("baseline", "depth"), "reranker", dataset_hash)
+        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("near", "baseline", "depth"), "reranker", dataset_hash)
         return cls(load_trees(path, meta, "reranker"), meta)
 
 
-def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, cost: CostModel, reranker: Reranker) -> Ranker:
+def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker) -> Ranker:
     """The beam reordered by `reranker` as `kptune predict --rerank` makes it, as an `evaluation.Ranker`."""
     from kptune.predict.api import search
     from kptune.predict.threads import one_torch_thread
@@ -120,7 +121,7 @@ def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, cost: CostMo
         assert isinstance(conv, Conv2dProblem)
         with one_torch_thread():
             found = search(model, vocab, family, conv, device, max(k, WIDTH), WIDTH)
-        return [c.config.key() for c in reranker.order(conv, found, cost, device)[:k]]
+        return [c.config.key() for c in reranker.order(conv, found, tuned, device)[:k]]
 
     return rank
 
@@ -140,13 +141,12 @@ Rows = list[tuple[str, np.ndarray, np.ndarray]]
 
 def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
                      log: Callable[[str], None] = lambda s: None) -> Rows:  # fmt: skip
-    """(problem key, feature rows, targets) of every lent fp32 problem, each ranked by a seq2seq and a
-    cost model fit on the other folds (see the module docstring)."""
+    """(problem key, feature rows, targets) of every lent fp32 problem, each ranked by a seq2seq trained on
+    the other folds, which are the tuned shapes it reads (see the module docstring)."""
     from kptune.device import DeviceInfo
     from kptune.kernel import get_family
-    from kptune.neighbours import lent_problems
+    from kptune.neighbours import TunedShapes, lent_problems
     from kptune.predict.api import search
-    from kptune.predict.costmodel import CostModel
     from kptune.predict.threads import one_torch_thread
     from kptune.predict.training import train
 
@@ -163,7 +163,7 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
             continue
         log(f"reranker fold {f + 1}/{folds}: {len(rest)} problems to fit on, {len(held)} fp32 to rank")
         result = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False), log)
-        cost = CostModel(rest, family.space, device, seed=cfg.seed)
+        tuned = TunedShapes(rest)
         for p in held:
             problem = problem_from_key(p.key)
             assert isinstance(problem, Conv2dProblem)
@@ -174,7 +174,7 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
             times = dict(p.times)
             slowest, best = max(times.values()), p.times[0][1]
             targets = [math.log(best / times.get(c.config.key(), slowest)) for c in found]
-            out.append((p.key, features(problem, found, cost, device), np.array(targets)))
+            out.append((p.key, features(problem, found, tuned, device), np.array(targets)))
     return out
 
 
@@ -190,15 +190,25 @@ def fit(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
     return fit_rows(out_of_fold_rows(data, cfg, folds, log), meta, cfg.seed)
 
 
-def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0) -> Reranker:
-    """The regressor fit on `rows` (`out_of_fold_rows`); `meta` goes into its file's header."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
+def beam_ranks(targets: np.ndarray) -> np.ndarray:
+    """What the regressor learns of one beam's candidates: minus each one's place by speed within the beam
+    (0 the fastest, tied times their mean place) over the beam's size. Network-fold CV: top 1 0.9504
+    against 0.9451 learning the log ratios themselves, top-5 hit 58.5% against 55.5%
+    (`benchmarks/RESULTS.md`): the order within a beam is what the reranker decides, and a beam's log
+    ratios differ in scale from problem to problem."""
+    from scipy.stats import rankdata
 
-    from kptune.errors import KptuneError
+    return -(rankdata(-targets, method="average") - 1.0) / len(targets)
+
+
+def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0) -> Reranker:
+    """The regressor fit on `rows` (`out_of_fold_rows`) to each beam's `beam_ranks`; `meta` goes into its
+    file's header."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
     if not rows:
         raise KptuneError("the reranker has nothing to learn from: no lent fp32 problem outside a fold")
     model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20,
                                           random_state=seed)  # fmt: skip
-    model.fit(np.vstack([x for _, x, _ in rows]), np.concatenate([y for _, _, y in rows]))
-    return Reranker(Trees.from_sklearn(model), {**meta, "problems": len(rows)})
+    model.fit(np.vstack([x for _, x, _ in rows]), np.concatenate([beam_ranks(y) for _, _, y in rows]))
+    return Reranker(Trees.from_sklearn(model), {"near": NEAR, **meta, "problems": len(rows)})
