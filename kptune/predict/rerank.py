@@ -81,7 +81,7 @@ def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: Tun
     first = candidates[0].log_prob if candidates else 0.0
     rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device)]
             for i, c in enumerate(candidates)]  # fmt: skip
-    return np.array(rows, dtype=np.float64).reshape(len(candidates), -1)
+    return np.array(rows, dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
