@@ -134,3 +134,13 @@ def test_predict_rerank_cli() -> None:
     for args, says in ((["--rerank", "--blend"], "choose one"), (["--rerank", "--model", pocl], "no reranker beside")):
         run = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and says in run.stderr, run.stderr
+
+
+def test_predict_rerank_keeps_fp16_as_plain_predict() -> None:
+    from kptune.predict.api import predict
+
+    problem = Conv2dProblem.parse("n=1,c=256,h=56,w=56,k=256,r=1,s=1,dtype=fp16")  # its width-24 first 5 differ
+    assert not rerank.reranked(problem)
+    reranked, _ = predict(problem, 5, rerank=True)
+    plain, _ = predict(problem, 5)
+    assert [c.config.key() for c in reranked] == [c.config.key() for c in plain]  # not the wider beam's first 5

@@ -116,15 +116,17 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) reordered by the reranker shipped
-    for the device (`kptune.predict.rerank`; it reads the tuned shapes too: ~8 ms)."""
+    for the device (`kptune.predict.rerank`; it reads the tuned shapes too: ~8 ms); an fp16 problem, which it
+    does not reorder, gets the plain beam's k."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
     with one_torch_thread():
-        width = max(width, reranking.WIDTH) if rerank else width
-        found = search(pred.model, pred.vocab, family, problem, target, max(k, reranking.WIDTH) if rerank else k,
+        wide = rerank and reranking.reranked(problem)  # fp16 keeps the beam's order, so its width
+        width = max(width, reranking.WIDTH) if wide else width
+        found = search(pred.model, pred.vocab, family, problem, target, max(k, reranking.WIDTH) if wide else k,
                        width, constrained, hedge)  # fmt: skip
         if rerank:
             found = _reranked(problem, found, target, family)[:k]
