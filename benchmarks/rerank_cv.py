@@ -5,17 +5,18 @@
 The rows are the reranker's own (`kptune.predict.rerank.out_of_fold_rows`: --folds folds of networks
 over train + validation, the test split never read; per fold a seq2seq trained for --epochs on the
 other folds ranks the fold's fp32 problems' beams, reading the other folds as tuned shapes). A second level
-then fits the regressor (`rerank.fit_rows`) on the rows of all folds but one and orders the beams of
-that one, pooled over the folds. Scored on each problem's beam (`rerank.WIDTH` candidates): the top-1
-and best-of-5 ratio geomeans and the top-5 hit (a candidate at the problem's best time), in the
-beam's order and reranked; and the best of the whole beam, the most any order can reach. Train and
-validation problems keep only their fastest configs, so a pick outside them counts as the slowest
-stored: upper bounds, as in model_cv. Writes rerank_cv.json under --out.
+then fits the reranker's trees (`rerank.fit_rows`: LambdaMART, `rerank.PARAMS`, or each of --rounds) on
+the rows of all folds but one and orders the beams of that one, pooled over the folds. Scored on each
+problem's beam (`rerank.WIDTH` candidates): the top-1 and best-of-5 ratio geomeans and the top-5 hit (a
+candidate at the problem's best time), in the beam's order and reranked; and the best of the whole beam,
+the most any order can reach. Train and validation problems keep only their fastest configs, so a pick
+outside them counts as the slowest stored: upper bounds, as in model_cv. Writes rerank_cv.json under --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, nargs="+", default=None,
+                    help="LambdaMART rounds to compare on the same rows (default: the shipped setting's)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
 
@@ -58,25 +61,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     nets = {p.key: p.networks[0] if p.networks else "" for p in data.problems}
     fold_of = rerank.network_folds(lent_problems(data), args.folds)  # the folds out_of_fold_rows made
     fold = [fold_of[nets[key]] for key, _, _ in rows]
-    reranked: list[list[int]] = [[] for _ in rows]
-    for f in range(args.folds):
-        rest = [r for r, g in zip(rows, fold, strict=True) if g != f]
-        if not rest or f not in fold:
-            continue
-        model = rerank.fit_rows(rest, {}, args.seed)
-        for i, (_, x, _) in enumerate(rows):
-            if fold[i] == f:
-                reranked[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
     targets = [y for _, _, y in rows]
-    results: dict[str, Any] = {
-        "beam order": scores(targets, [list(range(len(y))) for y in targets]),
-        "reranked": scores(targets, reranked),
-        "best of the beam": scores(targets, [list(np.argsort(-y, kind="stable")) for y in targets], len(rows[0][2])),
-    }
+    results: dict[str, Any] = {"beam order": scores(targets, [list(range(len(y))) for y in targets])}
+    for rounds in args.rounds or [rerank.PARAMS.rounds]:
+        params = dataclasses.replace(rerank.PARAMS, rounds=rounds)
+        reranked: list[list[int]] = [[] for _ in rows]
+        for f in range(args.folds):
+            rest = [r for r, g in zip(rows, fold, strict=True) if g != f]
+            if not rest or f not in fold:
+                continue
+            model = rerank.fit_rows(rest, {}, args.seed, params)
+            for i, (_, x, _) in enumerate(rows):
+                if fold[i] == f:
+                    reranked[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
+        results["reranked" if args.rounds is None else f"reranked, {rounds} rounds"] = scores(targets, reranked)
+    results["best of the beam"] = scores(
+        targets, [list(np.argsort(-y, kind="stable")) for y in targets], len(rows[0][2])
+    )
     for name, r in results.items():
         print(f"{name:18s} " + ", ".join(f"{k} {v}" for k, v in r.items()))
     doc = {"benchmark": "rerank_cv", **provenance(), "dataset": str(args.dataset), "folds": args.folds,
            "epochs": args.epochs, "seed": args.seed, "problems": len(rows), "width": rerank.WIDTH,
+           "lambdarank": dataclasses.asdict(rerank.PARAMS),
            "seconds": round(time.perf_counter() - started, 1), "results": results}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "rerank_cv.json", doc)

@@ -3,8 +3,8 @@
 The seq2seq's beam holds the recorded winner far more often than its order shows (width 12: in its 12
 for 78% of the H200 test problems, in its first 5 for 61%; width 32: 87%, `benchmarks/RESULTS.md`). The
 reranker reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
-pass lacks: a gradient-boosted regressor (scikit-learn to fit, `costmodel.Trees` to predict, no
-pickle) scores each candidate's place by speed within its beam (`beam_ranks`) from
+pass lacks: boosted regression trees fit to order each beam fastest first (`lambdarank`: LambdaMART;
+scikit-learn to fit, `costmodel.Trees` to predict, no pickle) score each candidate from
 - its place in the beam, its log-probability and its gap to the first's;
 - what it did on the NEAR nearest tuned shapes (`costmodel.neighbour_record`: mean, max and nearest log
   ratio, how often stored), read for the candidates alone (`neighbours.TunedShapes.log_ratios_of`);
@@ -12,9 +12,10 @@ pickle) scores each candidate's place by speed within its beam (`beam_ranks`) fr
 So it needs the tuned shapes beside the dataset (`neighbours.Lender`), not the cost model: the cost
 model's score and pool rank added nothing in network-fold CV (top 1 0.9449 with them, 0.9451 with the
 record read directly, `benchmarks/RESULTS.md`), and building its pool took ~25 ms of ~30 a prediction.
+LambdaMART over a regressor of each candidate's place within its beam (format 2): see `lambdarank`.
 
 Fit out of fold (`fit`): a model's log-probabilities on its own train problems are overconfident, so
-the regressor learns from problems the model never saw. The lent problems (train and validation)
+the trees learn from problems the model never saw. The lent problems (train and validation)
 are grouped by network into FOLDS folds; for each fold the seq2seq is trained as `kptune retrain`
 trains its candidate (train + validation, fixed epochs) on the other folds, which are also the tuned
 shapes it reads, and ranks the fold's fp32 problems. A config outside a problem's stored fastest counts
@@ -35,6 +36,7 @@ import numpy as np
 
 from kptune import dataset as ds
 from kptune.errors import KptuneError
+from kptune.predict import lambdarank
 from kptune.predict.beam import Candidate
 from kptune.predict.costmodel import (
     NEAR,
@@ -60,8 +62,11 @@ WIDTH = 24
 FOLDS = 5
 FORMAT = "kptune-reranker"
 #: 2: the neighbours' record of each candidate in place of the cost model's score and pool rank, and the
-#: candidates' places within the beam learnt in place of their log ratios
-FORMAT_VERSION = 2
+#: candidates' places within the beam learnt in place of their log ratios; 3: LambdaMART (`lambdarank`) in
+#: place of a regressor of places, on float32 features (as scikit-learn's trees split them)
+FORMAT_VERSION = 3
+#: the LambdaMART fit's settings
+PARAMS = lambdarank.Params()
 
 
 def reranked(problem: Conv2dProblem) -> bool:
@@ -81,19 +86,19 @@ def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: Tun
     first = candidates[0].log_prob if candidates else 0.0
     rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device)]
             for i, c in enumerate(candidates)]  # fmt: skip
-    return np.array(rows, dtype=np.float64)
+    return np.array(rows, dtype=np.float32)  # what scikit-learn's trees split, so the fit's own thresholds
 
 
 @dataclasses.dataclass(frozen=True)
 class Reranker:
-    """The fitted regressor; `order` ranks a beam's candidates by it."""
+    """The fitted trees; `order` ranks a beam's candidates by their score."""
 
     trees: Trees
     meta: dict[str, Any]
 
     def order(self, problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes,
               device: DeviceInfo) -> list[Candidate]:  # fmt: skip
-        """The candidates fastest first by the regressor (ties keep the beam's order); the beam's order
+        """The candidates fastest first by the trees (ties keep the beam's order); the beam's order
         where the reranker does not apply (`reranked`) or there are fewer than two."""
         if len(candidates) < 2 or not reranked(problem):
             return list(candidates)
@@ -190,25 +195,10 @@ def fit(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
     return fit_rows(out_of_fold_rows(data, cfg, folds, log), meta, cfg.seed)
 
 
-def beam_ranks(targets: np.ndarray) -> np.ndarray:
-    """What the regressor learns of one beam's candidates: minus each one's place by speed within the beam
-    (0 the fastest, tied times their mean place) over the beam's size. Network-fold CV: top 1 0.9504
-    against 0.9451 learning the log ratios themselves, top-5 hit 58.5% against 55.5%
-    (`benchmarks/RESULTS.md`): the order within a beam is what the reranker decides, and a beam's log
-    ratios differ in scale from problem to problem."""
-    from scipy.stats import rankdata
-
-    return -(rankdata(-targets, method="average") - 1.0) / len(targets)
-
-
-def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0) -> Reranker:
-    """The regressor fit on `rows` (`out_of_fold_rows`) to each beam's `beam_ranks`; `meta` goes into its
-    file's header."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
+def fit_rows(rows: Rows, meta: dict[str, Any], seed: int = 0, params: lambdarank.Params = PARAMS) -> Reranker:
+    """Trees fit on `rows` (`out_of_fold_rows`) to order each beam fastest first (`lambdarank`); `meta` goes
+    into its file's header."""
     if not rows:
         raise KptuneError("the reranker has nothing to learn from: no lent fp32 problem outside a fold")
-    model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=20,
-                                          random_state=seed)  # fmt: skip
-    model.fit(np.vstack([x for _, x, _ in rows]), np.concatenate([beam_ranks(y) for _, _, y in rows]))
-    return Reranker(Trees.from_sklearn(model), {"near": NEAR, **meta, "problems": len(rows)})
+    trees = lambdarank.fit([(x, y) for _, x, y in rows], params, seed)
+    return Reranker(trees, {"near": NEAR, **meta, "problems": len(rows), "lambdarank": dataclasses.asdict(params)})
