@@ -12,7 +12,7 @@ scikit-learn to fit, `costmodel.Trees` to predict, no pickle) score each candida
 So it needs the tuned shapes beside the dataset (`neighbours.Lender`), not the cost model: the cost
 model's score and pool rank added nothing in network-fold CV (top 1 0.9449 with them, 0.9451 with the
 record read directly, `benchmarks/RESULTS.md`), and building its pool took ~25 ms of ~30 a prediction.
-LambdaMART over a regressor of each candidate's place within its beam (format 2): see `lambdarank`.
+Why LambdaMART rather than a regressor of each candidate's place within its beam (format 2): see `lambdarank`.
 
 Fit out of fold (`fit`): a model's log-probabilities on its own train problems are overconfident, so
 the trees learn from problems the model never saw. The lent problems (train and validation)
@@ -86,7 +86,7 @@ def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: Tun
     first = candidates[0].log_prob if candidates else 0.0
     rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device)]
             for i, c in enumerate(candidates)]  # fmt: skip
-    return np.array(rows, dtype=np.float32)  # what scikit-learn's trees split, so the fit's own thresholds
+    return np.array(rows, dtype=np.float32)  # scikit-learn's trees split float32: the trees see what they were fit on
 
 
 @dataclasses.dataclass(frozen=True)
