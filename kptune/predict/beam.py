@@ -214,12 +214,14 @@ def _diversified(beams: Sequence[tuple[tuple[int, ...], float]], k: int,
                  positions: Sequence[int]) -> list[tuple[tuple[int, ...], float]]:  # fmt: skip
     """k of `beams` (value prefixes and log-probabilities), picked one at a time: the best log-probability
     less REPEAT_PENALTY for each earlier pick with the same values at `positions`."""
-    left, seen = list(beams), collections.Counter[tuple[int, ...]]()
+    left = [(beam, _at(beam[0], positions)) for beam in beams]  # each with its values at `positions`
+    seen = collections.Counter[tuple[int, ...]]()
     picked: list[tuple[tuple[int, ...], float]] = []
     while left and len(picked) < k:
-        best = max(range(len(left)), key=lambda i: left[i][1] - REPEAT_PENALTY * seen[_at(left[i][0], positions)])
-        picked.append(left.pop(best))
-        seen[_at(picked[-1][0], positions)] += 1
+        best = max(range(len(left)), key=lambda i: left[i][0][1] - REPEAT_PENALTY * seen[left[i][1]])
+        beam, at = left.pop(best)
+        picked.append(beam)
+        seen[at] += 1
     return picked
 
 
