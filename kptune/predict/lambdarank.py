@@ -11,9 +11,9 @@ the best of 5 and the top 1 are decided, weigh most. Saved as `costmodel.Trees` 
 
 Why not regress each candidate's place (the reranker's format 2 target): a regressor spends its fit on
 every place alike, while a pair matters as much as it changes the top of the order. In network-fold CV
-(`benchmarks/rerank_cv.py`, and on an earlier session's out-of-fold rows) LambdaMART was ahead on best
-of 5 (+0.0005 to +0.0017) and the top-5 hit (+1.6 to +4.2 points), with top 1 within the noise
-(-0.0016 to +0.0025): `benchmarks/RESULTS.md`.
+(`benchmarks/rerank_cv.py`, and on an earlier session's out-of-fold rows) LambdaMART as shipped was ahead
+on best of 5 (+0.0011 to +0.0021) and the top-5 hit (+2.1 to +4.7 points), with top 1 within the noise
+(-0.0004 to +0.0012): `benchmarks/RESULTS.md`.
 """
 
 from __future__ import annotations
