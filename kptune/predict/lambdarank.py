@@ -92,7 +92,7 @@ def _lambdas(scores: np.ndarray, logs: np.ndarray, member: np.ndarray, sharpness
     weight /= ideal[:, None, None] + 1e-12
     wrong = 1.0 / (1.0 + np.exp(np.clip(scores[:, :, None] - scores[:, None, :], -50.0, 50.0)))
     lam = np.where(faster, weight * wrong, 0.0)
-    hess = np.where(faster, weight * wrong * (1.0 - wrong), 0.0)
+    hess = lam * (1.0 - wrong)
     return lam.sum(axis=2) - lam.sum(axis=1), hess.sum(axis=2) + hess.sum(axis=1)
 
 
