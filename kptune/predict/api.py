@@ -124,10 +124,8 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
     with one_torch_thread():
-        wide = rerank and reranking.reranked(problem)  # fp16 keeps the beam's order, so its width
-        width = max(width, reranking.WIDTH) if wide else width
-        found = search(pred.model, pred.vocab, family, problem, target, max(k, reranking.WIDTH) if wide else k,
-                       width, constrained, hedge)  # fmt: skip
+        size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
+        found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:
             found = _reranked(problem, found, target, family)[:k]
         if blend:

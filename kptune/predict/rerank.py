@@ -37,6 +37,7 @@ import numpy as np
 from kptune import dataset as ds
 from kptune.errors import KptuneError
 from kptune.predict import lambdarank
+from kptune.predict.beam import WIDTH as PLAIN_WIDTH
 from kptune.predict.beam import Candidate
 from kptune.predict.costmodel import (
     NEAR,
@@ -72,6 +73,12 @@ PARAMS = lambdarank.Params()
 def reranked(problem: Conv2dProblem) -> bool:
     """Whether the reranker reorders this problem's beam (fp32 problems, on which it was fit)."""
     return problem.dtype == "fp32"
+
+
+def beam_size(problem: Conv2dProblem, k: int, width: int) -> tuple[int, int]:
+    """(candidates, width) of the beam `kptune predict --rerank` searches for `problem` where the plain beam
+    is (k, width): at least WIDTH each where the reranker reorders it, else the plain beam's."""
+    return (max(k, WIDTH), max(width, WIDTH)) if reranked(problem) else (k, width)
 
 
 def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes, device: DeviceInfo,
@@ -125,7 +132,7 @@ def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: Tuned
         conv = problem_from_key(problem.key)
         assert isinstance(conv, Conv2dProblem)
         with one_torch_thread():
-            found = search(model, vocab, family, conv, device, max(k, WIDTH), WIDTH)
+            found = search(model, vocab, family, conv, device, *beam_size(conv, k, PLAIN_WIDTH))
         return [c.config.key() for c in reranker.order(conv, found, tuned, device)[:k]]
 
     return rank
