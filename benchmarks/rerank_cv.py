@@ -7,10 +7,11 @@ over train + validation, the test split never read; per fold a seq2seq trained f
 other folds ranks the fold's fp32 problems' beams, reading the other folds as tuned shapes). A second level
 then fits the reranker's trees (`rerank.fit_rows`: LambdaMART, `rerank.PARAMS`, or each of --rounds) on
 the rows of all folds but one and orders the beams of that one, pooled over the folds. Scored on each
-problem's beam (`rerank.WIDTH` candidates): the top-1 and best-of-5 ratio geomeans and the top-5 hit (a
-candidate at the problem's best time), in the beam's order and reranked; and the best of the whole beam,
-the most any order can reach. Train and validation problems keep only their fastest configs, so a pick
-outside them counts as the slowest stored: upper bounds, as in model_cv. Writes rerank_cv.json under --out.
+problem's pool (`rerank.pooled`: the beam's `rerank.WIDTH` candidates and the nearest tuned shapes' winners):
+the top-1 and best-of-5 ratio geomeans and the top-5 hit (a candidate at the problem's best time), in the
+pool's order (the beam's first) and reranked; and the best of the whole pool, the most any order can reach.
+Train and validation problems keep only their fastest configs, so a pick outside them counts as the slowest
+stored: upper bounds, as in model_cv. Writes rerank_cv.json under --out.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fold_of = rerank.network_folds(lent_problems(data), args.folds)  # the folds out_of_fold_rows made
     fold = [fold_of[nets[key]] for key, _, _ in rows]
     targets = [y for _, _, y in rows]
-    results: dict[str, Any] = {"beam order": scores(targets, [list(range(len(y))) for y in targets])}
+    results: dict[str, Any] = {"pool order": scores(targets, [list(range(len(y))) for y in targets])}
     for rounds in args.rounds or [rerank.PARAMS.rounds]:
         params = dataclasses.replace(rerank.PARAMS, rounds=rounds)
         reranked: list[list[int]] = [[] for _ in rows]
@@ -75,13 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if fold[i] == f:
                     reranked[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
         results["reranked" if args.rounds is None else f"reranked, {rounds} rounds"] = scores(targets, reranked)
-    results["best of the beam"] = scores(
-        targets, [list(np.argsort(-y, kind="stable")) for y in targets], len(rows[0][2])
+    results["best of the pool"] = scores(
+        targets, [list(np.argsort(-y, kind="stable")) for y in targets], max(len(y) for y in targets)
     )
     for name, r in results.items():
         print(f"{name:18s} " + ", ".join(f"{k} {v}" for k, v in r.items()))
     doc = {"benchmark": "rerank_cv", **provenance(), "dataset": str(args.dataset), "folds": args.folds,
            "epochs": args.epochs, "seed": args.seed, "problems": len(rows), "width": rerank.WIDTH,
+           "lenders": rerank.LENDERS,
            "lambdarank": dataclasses.asdict(rerank.PARAMS),
            "seconds": round(time.perf_counter() - started, 1), "results": results}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

@@ -391,7 +391,10 @@ def predict_cmd(
     ] = False,
     rerank: Annotated[
         bool,
-        typer.Option("--rerank", help="reorder the beam by the reranker shipped for the device (fp32; ~8 ms)"),
+        typer.Option(
+            "--rerank",
+            help="order the beam and the nearest tuned shapes' winners by the device's shipped reranker (fp32; ~8 ms)",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -21,7 +21,7 @@ from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
-from kptune.neighbours import TunedShapes, lent_problems
+from kptune.neighbours import TunedShapes, lender_for, lent_problems
 from kptune.predict import rerank
 from kptune.predict.api import search
 from kptune.predict.costmodel import CostModel, CostModelError, save_trees
@@ -58,8 +58,10 @@ def test_every_lent_fp32_problem_is_ranked_out_of_fold_and_the_folds_split_netwo
     assert {key for key, _, _ in rows} == fp32  # fp16 problems are neither ranked nor reordered
     times = {p.key: p for p in lent}
     for key, x, y in rows:
-        assert len(x) == len(y) <= rerank.WIDTH and np.isfinite(x).all()
-        assert list(x[:, 0]) == list(range(len(x)))  # the beam's places
+        assert len(x) == len(y) <= rerank.WIDTH + rerank.LENDERS and np.isfinite(x).all()
+        assert list(x[:, 0]) == list(range(len(x)))  # the pool's places
+        lent = x[:, -1] == 1  # the lent flag: the beam's first, then the nearest shapes' winners
+        assert not lent[0] and list(lent) == sorted(lent)
         assert (y <= 0).all() and (y >= np.log(times[key].times[0][1] / times[key].times[-1][1]) - 1e-12).all()
 
 
@@ -74,16 +76,22 @@ def test_the_reranker_reorders_the_beam_and_survives_a_save_and_load(fitted, tmp
     problem = problem_from_key(lent[0].key)
     assert isinstance(problem, Conv2dProblem)
     found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
-    order = model.order(problem, found, tuned, device)
-    assert sorted(c.config.key() for c in order) == sorted(c.config.key() for c in found)
-    predicted = model.trees.predict(rerank.features(problem, found, tuned, device))
-    assert [c.config.key() for c in order] == [found[j].config.key() for j in np.argsort(-predicted, kind="stable")]
+    order = model.order(problem, found, tuned, device, family.space)
+    pool, x = rerank.pooled(problem, found, tuned, device, family.space)
+    assert pool[: len(found)] == found and sorted(c.config.key() for c in order) == sorted(c.config.key() for c in pool)
+    borrowed = pool[len(found) :]
+    won = rerank.winners(tuned, tuned.nearest(problem, rerank.LENDERS))
+    assert {c.config.key() for c in borrowed} <= set(won)
+    assert all(c.log_prob == rerank.LENT_LOG_PROB for c in borrowed)
+    assert all(family.space.valid(problem, device, c.config) for c in pool)  # lent configs too: valid here
+    predicted = model.trees.predict(x)
+    assert [c.config.key() for c in order] == [pool[j].config.key() for j in np.argsort(-predicted, kind="stable")]
     half = dataclasses.replace(problem, dtype="fp16")
-    assert model.order(half, found, tuned, device) == found  # not fit on fp16: the beam's order
+    assert model.order(half, found, tuned, device, family.space) == found  # not fit on fp16: the beam's order
     path = tmp_path / "reranker-x.safetensors"
     model.save(path)
     loaded = rerank.Reranker.load(path, ds.content_hash(lent))
-    assert loaded.order(problem, found, tuned, device) == order and loaded.meta["folds"] == 2
+    assert loaded.order(problem, found, tuned, device, family.space) == order and loaded.meta["folds"] == 2
     with pytest.raises(CostModelError, match="fit on dataset"):
         rerank.Reranker.load(path, ds.content_hash(lent[1:]))
     bad = tmp_path / "bad.safetensors"
@@ -111,7 +119,7 @@ def test_the_ranker_is_the_reordered_beam(fitted) -> None:  # type: ignore[no-un
     problem = problem_from_key(p.key)
     assert isinstance(problem, Conv2dProblem)
     found = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
-    assert rank(p, 3) == [c.config.key() for c in model.order(problem, found, tuned, device)[:3]]
+    assert rank(p, 3) == [c.config.key() for c in model.order(problem, found, tuned, device, family.space)[:3]]
 
 
 def test_predict_rerank_cli() -> None:
@@ -125,7 +133,11 @@ def test_predict_rerank_cli() -> None:
     keys = [c["key"] for c in doc["candidates"]]
     assert len(set(keys)) == 5 and all(family.space.valid(problem, device, Config.parse(k)) for k in keys)
     plain = json.loads(subprocess.run([*cli, "-k", str(rerank.WIDTH), "--json"], capture_output=True, text=True).stdout)
-    assert set(keys) <= {c["key"] for c in plain["candidates"]}  # the beam's WIDTH, reordered
+    lender = lender_for(device, family)
+    assert lender is not None and lender.tuned is not None
+    won = rerank.winners(lender.tuned, lender.tuned.nearest(problem, rerank.LENDERS))
+    assert set(keys) <= {c["key"] for c in plain["candidates"]} | set(won)  # the beam's WIDTH and the lent, reordered
+    assert all(c["log_prob"] > rerank.LENT_LOG_PROB for c in doc["candidates"])  # each scored by the seq2seq
     pocl = str(DATA / "model-pocl-cpu.safetensors")
     for args, says in ((["--rerank", "--blend"], "choose one"), (["--rerank", "--model", pocl], "no reranker beside")):
         run = subprocess.run([*cli, *args], capture_output=True, text=True)
@@ -140,3 +152,23 @@ def test_predict_rerank_keeps_fp16_as_plain_predict() -> None:
     reranked, _ = predict(problem, 5, rerank=True)
     plain, _ = predict(problem, 5)
     assert [c.config.key() for c in reranked] == [c.config.key() for c in plain]  # not the wider beam's first 5
+
+
+def test_predict_rerank_scores_the_lent_configs_it_picks_by_the_seq2seq() -> None:
+    from kptune.predict.api import _scored_lent, load_predictor
+    from kptune.predict.blend import sequence_log_probs
+
+    pred = load_predictor(DATA / "model-h200.safetensors")
+    family, device = get_family("conv2d_fwd"), pred.device
+    problem = Conv2dProblem.parse("n=2,c=256,h=14,w=14,k=512,r=1,s=1,stride=2")
+    beam = search(pred.model, pred.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
+    lender = lender_for(device, family)
+    assert lender is not None and lender.tuned is not None
+    pool, _ = rerank.pooled(problem, beam, lender.tuned, device, family.space)
+    assert len(pool) > len(beam)  # this shape's neighbours won with configs its beam lacks
+    picked = [pool[-1], beam[3], pool[len(beam)]]
+    scored = _scored_lent(pred, problem, device, beam, picked)
+    assert [c.config for c in scored] == [c.config for c in picked] and scored[1] == beam[3]
+    want = sequence_log_probs(pred.model, pred.vocab, problem, [pool[-1].config.key()], device)[0]
+    assert scored[0].log_prob == pytest.approx(want) and scored[0].log_prob > rerank.LENT_LOG_PROB
+    assert _scored_lent(pred, problem, device, beam, beam[:5]) == beam[:5]  # nothing lent: no decode, as it was

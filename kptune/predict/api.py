@@ -20,7 +20,7 @@ from kptune.predict.beam import (
     hedges,
     prepare,
 )
-from kptune.predict.blend import blended_ranker
+from kptune.predict.blend import blended_ranker, sequence_log_probs
 from kptune.predict.launch import launch_for
 from kptune.predict.models import ModelConfig, source_of
 from kptune.predict.threads import one_torch_thread
@@ -115,9 +115,9 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     split factor) and its tile (`beam.DIVERSE`). `blend`: the configs of the tuned shapes' pool ranked
     by the model and the cost model shipped for the device together (`kptune.predict.blend`; ~40 ms
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
-    `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) reordered by the reranker shipped
-    for the device (`kptune.predict.rerank`; it reads the tuned shapes too: ~8 ms); an fp16 problem, which it
-    does not reorder, gets the plain beam's k."""
+    `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) and the nearest tuned shapes' winners,
+    ordered by the reranker shipped for the device (`kptune.predict.rerank`; it reads the tuned shapes too:
+    ~8 ms); an fp16 problem, which it does not reorder, gets the plain beam's k."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
@@ -127,7 +127,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
         size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
         found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:
-            found = _reranked(problem, found, target, family)[:k]
+            found = _scored_lent(pred, problem, target, found, _reranked(problem, found, target, family)[:k])
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}
@@ -156,7 +156,22 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
                           f"{device.key}")  # fmt: skip
     if lender.reranker is None or lender.tuned is None:
         raise KptuneError(f"--rerank needs the reranker shipped for the device: {lender.rerank_note}")
-    return lender.reranker.order(problem, found, lender.tuned, device)
+    return lender.reranker.order(problem, found, lender.tuned, device, family.space)
+
+
+def _scored_lent(pred: checkpoint.Predictor, problem: Conv2dProblem, device: Any, beam: list[Candidate],
+                 picked: list[Candidate]) -> list[Candidate]:  # fmt: skip
+    """`picked` with the seq2seq's log-probability for each config the reranker took from the tuned shapes, not
+    the beam (ranked without one, `rerank.LENT_LOG_PROB`): one decode, only where such a config is picked."""
+    proposed = {c.config.key() for c in beam}
+    lent = [i for i, c in enumerate(picked) if c.config.key() not in proposed]
+    if not lent:
+        return picked
+    logp = sequence_log_probs(pred.model, pred.vocab, problem, [picked[i].config.key() for i in lent], device)
+    out = list(picked)
+    for i, lp in zip(lent, logp, strict=True):
+        out[i] = Candidate(picked[i].config, float(lp))
+    return out
 
 
 def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device: Any, family: Any) -> list[Candidate]:

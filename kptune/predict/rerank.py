@@ -2,12 +2,16 @@
 
 The seq2seq's beam holds the recorded winner far more often than its order shows (width 12: in its 12
 for 78% of the H200 test problems, in its first 5 for 61%; width 32: 87%, `benchmarks/RESULTS.md`). The
-reranker reorders the beam's WIDTH candidates, as translation reranks its n-best lists with features the first
-pass lacks: boosted regression trees fit to order each beam fastest first (`lambdarank`: LambdaMART;
-scikit-learn to fit, `costmodel.Trees` to predict, no pickle) score each candidate from
-- its place in the beam, its log-probability and its gap to the first's;
+reranker reorders a pool of candidates, as translation reranks its n-best lists with features the first
+pass lacks: the beam's WIDTH, then the winners of the LENDERS tuned shapes nearest the problem that are
+valid for it and not in the beam (`pooled`: the winner of a new shape is often a neighbour's, which the
+model did not propose). Boosted regression trees fit to order each pool fastest first (`lambdarank`:
+LambdaMART; scikit-learn to fit, `costmodel.Trees` to predict, no pickle) score each candidate from
+- its place in the pool, its log-probability and its gap to the first's (a lent config is not scored by
+  the seq2seq, which costs a decode: it ranks at LENT_LOG_PROB, and a flag says it was lent);
 - what it did on the NEAR nearest tuned shapes (`costmodel.neighbour_record`: mean, max and nearest log
-  ratio, how often stored), read for the candidates alone (`neighbours.TunedShapes.log_ratios_of`);
+  ratio, how often stored), read for the candidates alone (`neighbours.TunedShapes.log_ratios_of`), and
+  the nearness rank of the nearest of the LENDERS on which it won (LENDERS: none);
 - the problem's sizes and the config's values and launch (the cost model's own features).
 So it needs the tuned shapes beside the dataset (`neighbours.Lender`), not the cost model: the cost
 model's score and pool rank added nothing in network-fold CV (top 1 0.9449 with them, 0.9451 with the
@@ -50,6 +54,7 @@ from kptune.predict.costmodel import (
     save_trees,
 )
 from kptune.problem import Conv2dProblem, problem_from_key
+from kptune.space import SearchSpace, completer
 
 if TYPE_CHECKING:
     from kptune.device import DeviceInfo
@@ -59,13 +64,20 @@ if TYPE_CHECKING:
 
 #: the beam's candidates the reranker reorders (24 over 12: network-fold CV top 1 0.9472 against 0.9455)
 WIDTH = 24
+#: the nearest tuned shapes whose winners join the beam (network-fold CV, 1,097 problems: top 1 0.9514 ->
+#: 0.9545, best of 5 0.9698 -> 0.9758, top-5 hit 60.7% -> 64.1%; 32: 0.9549, 0.9766, 64.8%)
+LENDERS = 16
+#: the log-probability a lent config is ranked with, below any beam's (scoring it costs a decode; in CV,
+#: with its own log-probability: top 1 0.9559, best of 5 0.9761, hit 63.6%)
+LENT_LOG_PROB = -40.0
 #: folds of networks for the out-of-fold fit
 FOLDS = 5
 FORMAT = "kptune-reranker"
 #: 2: the neighbours' record of each candidate in place of the cost model's score and pool rank, and the
 #: candidates' places within the beam learnt in place of their log ratios; 3: LambdaMART (`lambdarank`) in
-#: place of a regressor of places, on float32 features (as scikit-learn's trees split them)
-FORMAT_VERSION = 3
+#: place of a regressor of places, on float32 features (as scikit-learn's trees split them); 4: the pool
+#: (`pooled`): the beam and the nearest tuned shapes' winners, with the lent flag and the winners' nearness
+FORMAT_VERSION = 4
 #: the LambdaMART fit's settings
 PARAMS = lambdarank.Params()
 
@@ -81,18 +93,42 @@ def beam_size(problem: Conv2dProblem, k: int, width: int) -> tuple[int, int]:
     return (max(k, WIDTH), max(width, WIDTH)) if reranked(problem) else (k, width)
 
 
-def features(problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes, device: DeviceInfo,
-             near: int = NEAR) -> np.ndarray:  # fmt: skip
-    """One row per candidate (the beam's order), its record read on the `near` nearest tuned shapes: see the
-    module docstring."""
+def pooled(problem: Conv2dProblem, found: Sequence[Candidate], tuned: TunedShapes, device: DeviceInfo,
+           space: SearchSpace, near: int = NEAR) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
+    """The pool the reranker orders: the beam's candidates `found`, then the winners of the LENDERS tuned shapes
+    nearest `problem` that are valid for it and not among them, nearest first (each at LENT_LOG_PROB); and
+    their feature rows (`features`)."""
     if not tuned.shapes:
         raise KptuneError("the reranker reads the tuned shapes, and there are none")
-    ratio, stored = tuned.log_ratios_of(tuned.nearest(problem, near), [c.config.key() for c in candidates])
+    nearest = tuned.nearest(problem, near)
+    won = winners(tuned, nearest)
+    have = {c.config.key() for c in found}
+    valid = completer(space, problem, device).completable
+    ids = [tuned.index[key] for key in won if key not in have]
+    lent = [Candidate(tuned.configs[i], LENT_LOG_PROB) for i in ids if valid(tuned.values[i])]
+    pool = [*found, *lent]
+    return pool, features(problem, pool, len(found), tuned, device, nearest, won)
+
+
+def winners(tuned: TunedShapes, nearest: np.ndarray) -> dict[str, int]:
+    """Each config that won on one of the first LENDERS of `nearest`: the rank of the nearest such shape."""
+    won: dict[str, int] = {}
+    for rank, i in enumerate(nearest[:LENDERS]):
+        won.setdefault(tuned.shapes[i].times[0][0], rank)
+    return won
+
+
+def features(problem: Conv2dProblem, pool: Sequence[Candidate], beam: int, tuned: TunedShapes, device: DeviceInfo,
+             nearest: np.ndarray, won: dict[str, int]) -> np.ndarray:  # fmt: skip
+    """One row per candidate of `pool` (its first `beam` from the beam, the rest lent), read on the tuned
+    shapes `nearest` (and `won`: `winners`): see the module docstring."""
+    keys = [c.config.key() for c in pool]
+    ratio, stored = tuned.log_ratios_of(nearest, keys)
     record = neighbour_record(ratio, stored)
     shape = problem_features(problem)
-    first = candidates[0].log_prob if candidates else 0.0
-    rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device)]
-            for i, c in enumerate(candidates)]  # fmt: skip
+    first = pool[0].log_prob if pool else 0.0
+    rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device),
+             won.get(keys[i], LENDERS), float(i >= beam)] for i, c in enumerate(pool)]  # fmt: skip
     return np.array(rows, dtype=np.float32)  # scikit-learn's trees split float32: the trees see what they were fit on
 
 
@@ -104,13 +140,14 @@ class Reranker:
     meta: dict[str, Any]
 
     def order(self, problem: Conv2dProblem, candidates: Sequence[Candidate], tuned: TunedShapes,
-              device: DeviceInfo) -> list[Candidate]:  # fmt: skip
-        """The candidates fastest first by the trees (ties keep the beam's order); the beam's order
-        where the reranker does not apply (`reranked`) or there are fewer than two."""
-        if len(candidates) < 2 or not reranked(problem):
+              device: DeviceInfo, space: SearchSpace) -> list[Candidate]:  # fmt: skip
+        """The pool of the beam `candidates` (`pooled`) fastest first by the trees (ties keep the pool's
+        order); the beam's order where the reranker does not apply (`reranked`) or there is no beam."""
+        if not candidates or not reranked(problem):
             return list(candidates)
-        predicted = self.trees.predict(features(problem, candidates, tuned, device, int(self.meta["near"])))
-        return [candidates[j] for j in np.argsort(-predicted, kind="stable")]
+        pool, x = pooled(problem, candidates, tuned, device, space, int(self.meta["near"]))
+        predicted = self.trees.predict(x)
+        return [pool[j] for j in np.argsort(-predicted, kind="stable")]
 
     def save(self, path: Path) -> None:
         save_trees(path, self.trees, {**self.meta, "format": FORMAT, "format_version": FORMAT_VERSION})
@@ -133,7 +170,7 @@ def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: Tuned
         assert isinstance(conv, Conv2dProblem)
         with one_torch_thread():
             found = search(model, vocab, family, conv, device, *beam_size(conv, k, PLAIN_WIDTH))
-        return [c.config.key() for c in reranker.order(conv, found, tuned, device)[:k]]
+        return [c.config.key() for c in reranker.order(conv, found, tuned, device, family.space)[:k]]
 
     return rank
 
@@ -185,8 +222,9 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
                 continue
             times = dict(p.times)
             slowest, best = max(times.values()), p.times[0][1]
-            targets = [math.log(best / times.get(c.config.key(), slowest)) for c in found]
-            out.append((p.key, features(problem, found, tuned, device), np.array(targets)))
+            pool, x = pooled(problem, found, tuned, device, family.space)
+            targets = [math.log(best / times.get(c.config.key(), slowest)) for c in pool]
+            out.append((p.key, x, np.array(targets)))
     return out
 
 
