@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 #: the beam's candidates the reranker reorders (24 over 12: network-fold CV top 1 0.9472 against 0.9455)
 WIDTH = 24
 #: the nearest tuned shapes whose winners join the beam (network-fold CV, 1,097 problems: top 1 0.9514 ->
-#: 0.9545, best of 5 0.9698 -> 0.9758, top-5 hit 60.7% -> 64.1%; 32: 0.9549, 0.9766, 64.8%)
+#: 0.9545, best of 5 0.9698 -> 0.9758, top-5 hit 60.7% -> 64.1%; 32: 0.9552, 0.9758, 64.9%)
 LENDERS = 16
 #: the log-probability a lent config is ranked with, below any beam's (scoring it costs a decode; in CV,
 #: with its own log-probability: top 1 0.9559, best of 5 0.9761, hit 63.6%)
