@@ -59,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kptune.predict.api import predict
     from kptune.predict.beam import WIDTH
+    from kptune.predict.rerank import WIDTH as RERANK_WIDTH
 
     args.width = WIDTH if args.width is None else args.width
+    rerank_width = max(args.width, RERANK_WIDTH)  # the beam --rerank searches for an fp32 problem (rerank.beam_size)
     torch.set_num_threads(args.threads)
     entries = load_corpus()
     if args.one is not None:
@@ -85,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
               f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
               f"{args.width}, {args.threads} thread(s){', blend' if args.blend else ''}"
-              f"{', rerank' if args.rerank else ''})")  # fmt: skip
+              f"{', rerank: fp32 beams of width ' + str(rerank_width) if args.rerank else ''})")  # fmt: skip
     if args.candidates:  # other corpus rows than above: shapes new to the process
         seen = set(problems)
         fresh = [
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{runs['first']['load_p50_ms']:.1f} ms)")  # fmt: skip
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
+           "rerank_width": rerank_width if args.rerank else None,
            "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
