@@ -59,15 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kptune.predict.api import predict
     from kptune.predict.beam import WIDTH
-    from kptune.predict.rerank import WIDTH as RERANK_WIDTH
+    from kptune.predict.rerank import beam_size, reranked
 
     args.width = WIDTH if args.width is None else args.width
-    rerank_width = max(args.width, RERANK_WIDTH)  # the beam --rerank searches for an fp32 problem (rerank.beam_size)
     torch.set_num_threads(args.threads)
     entries = load_corpus()
     if args.one is not None:
         return _first_prediction(entries[args.one].problem, args)
     problems = [entries[(i * len(entries)) // args.shapes].problem for i in range(min(args.shapes, len(entries)))]
+    fp32 = next((p for p in problems if reranked(p)), None)
+    rerank_width = beam_size(fp32, args.k, args.width)[1] if fp32 is not None else args.width  # what --rerank searches
     try:
         predict(problems[0], args.k, args.model, args.width, blend=args.blend, rerank=args.rerank)  # load once
     except KptuneError as exc:

@@ -134,7 +134,7 @@ def features(problem: Conv2dProblem, pool: Sequence[Candidate], beam: int, tuned
 
 @dataclasses.dataclass(frozen=True)
 class Reranker:
-    """The fitted trees; `order` ranks a beam's candidates by their score."""
+    """The fitted trees; `order` ranks a beam's pool (`pooled`) by their score."""
 
     trees: Trees
     meta: dict[str, Any]
@@ -161,7 +161,7 @@ class Reranker:
 
 
 def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker) -> Ranker:
-    """The beam reordered by `reranker` as `kptune predict --rerank` makes it, as an `evaluation.Ranker`."""
+    """The beam's pool ordered by `reranker` as `kptune predict --rerank` orders it, as an `evaluation.Ranker`."""
     from kptune.predict.api import search
     from kptune.predict.threads import one_torch_thread
 
