@@ -120,6 +120,8 @@ class TunedShapes:
         self.index = ids  # config key -> id
         self.configs = [Config.parse(key) for key in self.keys]  # parsed once: pools and covers ask for hundreds
         self.values = [c.values() for c in self.configs]
+        self.unstored = np.array([unstored for _, _, unstored in self.rows])  # per tuned shape
+        self.stored_by = _stored_by(self.rows, len(self.keys))
 
     def nearest(self, problem: Conv2dProblem, count: int, leave_out: int | None = None) -> np.ndarray:
         """Indices of the `count` tuned shapes nearest `problem` (`evaluation.distances`), nearest first;
@@ -145,19 +147,51 @@ class TunedShapes:
 
     def log_ratios_of(self, near: np.ndarray, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """`log_ratios` of the configs `keys` alone, one row each (a config no tuned shape stored: at each
-        shape's unstored ratio): what a few candidates did on the neighbours, without the whole union."""
-        rows = [self.rows[i] for i in near]
-        want, back = np.unique([self.index.get(key, -1) for key in keys], return_inverse=True)
-        ids = np.concatenate([ids for ids, _, _ in rows])
-        at = np.minimum(np.searchsorted(want, ids), len(want) - 1)
-        hit = want[at] == ids  # each stored time whose config is one of `keys`
-        shape = np.repeat(np.arange(len(rows)), [len(ids) for ids, _, _ in rows])[hit]
-        ratio = np.tile(np.array([unstored for _, _, unstored in rows]), (len(want), 1))
-        stored = np.zeros((len(want), len(rows)), dtype=bool)
-        ratio[at[hit], shape] = np.concatenate([ratios for _, ratios, _ in rows])[hit]
-        stored[at[hit], shape] = True
-        ratio, stored = ratio[back], stored[back]
+        shape's unstored ratio), on the distinct shapes `near`: what a few candidates did on the neighbours,
+        read from `stored_by` without the whole union."""
+        column = np.full(len(self.shapes), -1)  # each tuned shape's column: its place in `near`, -1 if absent
+        column[near] = np.arange(len(near))
+        row, shape, ratios = self.stored_by.of([self.index.get(key, -1) for key in keys])
+        col = column[shape]
+        hit = col >= 0  # each stored time on one of `near`
+        row, col = row[hit], col[hit]
+        ratio = np.tile(self.unstored[near], (len(keys), 1))
+        stored = np.zeros((len(keys), len(near)), dtype=bool)
+        ratio[row, col] = ratios[hit]
+        stored[row, col] = True
         return np.log(ratio), stored
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredBy:
+    """The tuned shapes' stored times by config, an inverted `TunedShapes.rows`: config id c's are
+    `shape[start[c]:start[c + 1]]` (shape indices, ascending) and their `ratio`s."""
+
+    start: np.ndarray  # per config id, and one past the last
+    shape: np.ndarray  # int32
+    ratio: np.ndarray  # float64
+
+    def of(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the place in `ids` of each, the shape, the ratio) of the stored times of the config ids `ids`
+        (-1: a config no shape stored), in the order of `ids`."""
+        wanted = np.asarray(ids, dtype=np.intp)
+        known = wanted >= 0
+        first = np.where(known, self.start[wanted], 0)
+        count = np.where(known, self.start[wanted + 1] - first, 0)
+        ends = np.cumsum(count)
+        at = np.arange(ends[-1] if len(ends) else 0) + np.repeat(first - (ends - count), count)
+        return np.repeat(np.arange(len(wanted)), count), self.shape[at], self.ratio[at]
+
+
+def _stored_by(rows: Sequence[tuple[np.ndarray, np.ndarray, float]], configs: int) -> StoredBy:
+    """`rows` (`TunedShapes.rows`, over `configs` config ids) by config: see `StoredBy`."""
+    if not rows:
+        return StoredBy(np.zeros(configs + 1, dtype=np.intp), np.zeros(0, dtype=np.int32), np.zeros(0))
+    ids = np.concatenate([ids for ids, _, _ in rows])
+    by_config = np.argsort(ids, kind="stable")  # stable: each config's shapes stay in shape order
+    shape = np.repeat(np.arange(len(rows), dtype=np.int32), [len(ids) for ids, _, _ in rows])
+    start = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=configs))]).astype(np.intp)
+    return StoredBy(start, shape[by_config], np.concatenate([ratios for _, ratios, _ in rows])[by_config])
 
 
 def cover_ranker(lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchSpace, device: DeviceInfo,

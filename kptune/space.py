@@ -19,11 +19,14 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kptune.device import DeviceInfo
 from kptune.errors import InvalidConfigError
 from kptune.problem import Problem
+
+if TYPE_CHECKING:
+    from kptune.space_table import DeviceTable
 
 
 def next_pow2(x: int) -> int:
@@ -311,17 +314,30 @@ class Completer:
     only its own rules along it. Agrees with `SearchSpace.prefix_valid` (tests/test_space.py checks it).
     A search binds values in environments it shares (its own, and the device's), so one thread at a
     time asks (`_BINDING`): autotune's beam search and cost model ask about the same problem at once.
+    From the second problem on a device, a Completer answers from the device's table instead
+    (`kptune.space_table`: its rules checked once per problem, ~0.3 ms, then each answer a lookup), the
+    same answers; the first does not wait for the table to be built (a one-shot `kptune predict`).
     """
 
-    def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo) -> None:
+    def __init__(self, space: SearchSpace, problem: Problem, device: DeviceInfo, table: bool | None = None) -> None:
+        """`table`: answer from the device's table (True), by search (False), or from the second problem on
+        a device on (None)."""
         self.space = space
         self._env = space._env(problem, device)
         self._checks = space.checks_by_depth
         self._names = space.names
+        self._table: DeviceTable | None = None
+        self._counts: Any = None  # with a table: how many of its first i rows are valid for the problem
         if _DEVICE_NAMES.isdisjoint({*problem.fields(), *problem.derived()}):
             shared = _device_rules(space, device)
             self._children, self._witness = shared.children, shared.witness
             self._problem_checks = space.device_and_problem_checks_by_depth[1]
+            shared.problems += 1
+            if table or (table is None and shared.problems > 1):  # the table pays from the second on (~0.1 s, once)
+                from kptune.space_table import table_for
+
+                self._table = table_for(space, device)
+                self._counts = self._table.counts(self._env) if self._table is not None else None
         else:  # a problem field shadows a name the device's rules read: nothing shared, every rule checked here
             self._children, self._witness = (lambda prefix: space.params[len(prefix)].values), {}
             self._problem_checks = list(self._checks)
@@ -379,6 +395,9 @@ class Completer:
         return completion
 
     def completable(self, prefix: Sequence[int]) -> bool:
+        if self._table is not None and self._counts is not None:
+            run = self._table.run(tuple(prefix))
+            return run is not None and self._counts[run[1]] > self._counts[run[0]]
         with _BINDING:
             return self._completable(tuple(prefix))
 
@@ -402,6 +421,14 @@ class Completer:
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The values of the next parameter that keep `prefix` completable."""
+        if self._table is not None and self._counts is not None:
+            key = tuple(prefix)
+            out = self._allowed.get(key)
+            if out is None:
+                counts = self._counts
+                out = self._allowed[key] = [v for v, (start, stop) in self._table.runs(key).items()
+                                            if counts[stop] > counts[start]]  # fmt: skip
+            return list(out)
         with _BINDING:
             return self._allowed_after(tuple(prefix))
 
@@ -429,6 +456,7 @@ class DeviceRules:
         self._checks = space.device_and_problem_checks_by_depth[0]
         self._memo: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.witness: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.problems = 0  # the Completers made on these rules: the second builds the device's table
 
     def children(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
         kids = self._memo.get(prefix)

@@ -58,6 +58,18 @@ def test_the_ratios_of_a_few_configs_are_their_rows_of_the_whole_union() -> None
     assert np.allclose(few[20], np.log([tuned.rows[i][2] for i in near]))
 
 
+def test_the_ratios_read_by_config_are_the_whole_union_on_any_neighbourhood() -> None:
+    tuned = TunedShapes(lent_problems(ds.load(DATA / "dataset-h200.db.gz"))[:300])
+    stem = Conv2dProblem.parse("n=1,c=3,h=224,w=224,k=64,r=7,s=7,pad=3,stride=2")
+    for problem, count, leave_out in ((A, 100, None), (B, 7, 0), (stem, 300, 5)):
+        near = tuned.nearest(problem, count, leave_out)
+        cols, ratio, stored = tuned.log_ratios(near)
+        every = [tuned.keys[c] for c in cols[::-1]]  # every config the neighbours stored, in another order
+        few, few_stored = tuned.log_ratios_of(near, every)
+        assert np.array_equal(few, ratio[::-1]) and np.array_equal(few_stored, stored[::-1])
+    assert [len(a) for a in tuned.log_ratios_of(near, [])] == [0, 0]
+
+
 def test_the_cover_lends_only_configs_valid_for_the_problem() -> None:
     big = Conv2dProblem.parse("n=32,c=256,h=14,w=14,k=256,r=3,s=3,pad=1")
     tiny = Conv2dProblem.parse("n=1,c=3,h=8,w=8,k=4,r=3,s=3,pad=1")  # wide tiles do not fit it

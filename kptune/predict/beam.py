@@ -1,7 +1,8 @@
 """Decoding: beam search whose every step keeps only tokens that leave a completable prefix.
 
 `constrained_allowed(space, problem, device)` asks a `Completer` (the same answers as
-`SearchSpace.prefix_valid`: hardware limits and expert rules, lazily), so every config returned
+`SearchSpace.prefix_valid`: hardware limits and expert rules, lazily, or from the device's table of
+valid configs, `kptune.space_table`), so every config returned
 is valid by construction. `all_allowed` is the
 unconstrained beam (only the position's own vocabulary), and width 1 with the constraint is
 MIOpen KTN's greedy decoding. A one-layer LSTM decodes through `LSTMBeamDecoder` (built once per
@@ -64,7 +65,7 @@ def prepare(model: torch.nn.Module) -> None:
 
 
 def constrained_allowed(space: SearchSpace, problem: Problem, device: DeviceInfo) -> Allowed:
-    """Values that keep the prefix completable (a lazy, memoized search: no enumeration of the space)."""
+    """Values that keep the prefix completable (memoized; a lazy search, or the device's table: `Completer`)."""
     return completer(space, problem, device).allowed  # memoized answers carry over to the next prediction
 
 

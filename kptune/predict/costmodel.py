@@ -44,6 +44,8 @@ POOL = 400
 FORMAT = "kptune-costmodel"
 FORMAT_VERSION = 1
 _SCALARS = ("baseline", "depth")  # Trees' fields kept in the header, not as arrays
+#: `Trees.predict` sets the walks on their leaf aside every SETTLE steps, while more than SPARE steps remain
+SETTLE, SPARE = 3, 6
 
 
 class CostModelError(KptuneError):
@@ -100,25 +102,33 @@ class Trees:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The ensemble's prediction for each row of `x`: every (row, tree) walked at once, one level a
-        step; every few steps the walks that reached their leaf are set aside, so a step costs what is
-        still walking (most leaves lie far above the deepest)."""
+        step; every SETTLE steps, while more than SPARE remain, the walks that reached their leaf are set
+        aside, so a step costs what is still walking (most leaves lie far above the deepest) and a shallow
+        ensemble (the reranker's) skips setting aside that would cost more than the steps it spares."""
         if not len(x):
             return np.zeros(0)
         if np.isnan(x).any():
             raise CostModelError("a feature row holds NaN: the cost model's features are never missing")
         n, trees = len(x), len(self.roots)
-        flat = x.ravel()
+        flat = x.astype(np.float64, copy=False).ravel()  # exact: compared as float64 with the thresholds anyway
         node = np.tile(self.roots.astype(np.intp), n)  # walk i: row i // trees, tree i % trees
         base = np.repeat(np.arange(n, dtype=np.intp) * x.shape[1], trees)  # the walk's row in `flat`
         walking = np.arange(n * trees)
         leaf_value = np.empty(n * trees)
         for step in range(self.depth):
-            go_right = flat[base + self._feature[node]] > self.threshold[node]
-            node = self._children[2 * node + go_right]
-            if step % 3 == 2 or step == self.depth - 1:
+            at = self._feature[node]
+            at += base
+            go_right = flat[at] > self.threshold[node]
+            node *= 2
+            node += go_right
+            node = self._children[node]
+            if step == self.depth - 1:  # every walk is on its leaf
+                leaf_value[walking] = self.value[node]
+            elif step % SETTLE == SETTLE - 1 and self.depth - step > SPARE:
                 done = self._leaf[node]
                 leaf_value[walking[done]] = self.value[node[done]]
-                walking, node, base = walking[~done], node[~done], base[~done]
+                keep = np.flatnonzero(~done)
+                walking, node, base = walking[keep], node[keep], base[keep]
                 if not len(walking):
                     break
         return self.baseline + leaf_value.reshape(n, trees).sum(axis=1)

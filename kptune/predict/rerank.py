@@ -102,12 +102,13 @@ def pooled(problem: Conv2dProblem, found: Sequence[Candidate], tuned: TunedShape
         raise KptuneError("the reranker reads the tuned shapes, and there are none")
     nearest = tuned.nearest(problem, near)
     won = winners(tuned, nearest)
-    have = {c.config.key() for c in found}
+    keys = [c.config.key() for c in found]
+    have = set(keys)
     valid = completer(space, problem, device).completable
-    ids = [tuned.index[key] for key in won if key not in have]
-    lent = [Candidate(tuned.configs[i], LENT_LOG_PROB) for i in ids if valid(tuned.values[i])]
-    pool = [*found, *lent]
-    return pool, features(problem, pool, len(found), tuned, device, nearest, won)
+    lent = [i for i in (tuned.index[key] for key in won if key not in have) if valid(tuned.values[i])]
+    pool = [*found, *(Candidate(tuned.configs[i], LENT_LOG_PROB) for i in lent)]
+    keys += [tuned.configs[i].key() for i in lent]
+    return pool, features(problem, pool, len(found), tuned, device, nearest, won, keys)
 
 
 def winners(tuned: TunedShapes, nearest: np.ndarray) -> dict[str, int]:
@@ -119,10 +120,11 @@ def winners(tuned: TunedShapes, nearest: np.ndarray) -> dict[str, int]:
 
 
 def features(problem: Conv2dProblem, pool: Sequence[Candidate], beam: int, tuned: TunedShapes, device: DeviceInfo,
-             nearest: np.ndarray, won: dict[str, int]) -> np.ndarray:  # fmt: skip
+             nearest: np.ndarray, won: dict[str, int], keys: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
     """One row per candidate of `pool` (its first `beam` from the beam, the rest lent), read on the tuned
-    shapes `nearest` (and `won`: `winners`): see the module docstring."""
-    keys = [c.config.key() for c in pool]
+    shapes `nearest` (and `won`: `winners`): see the module docstring. `keys`: the pool's config keys, where
+    known already."""
+    keys = keys if keys is not None else [c.config.key() for c in pool]
     ratio, stored = tuned.log_ratios_of(nearest, keys)
     record = neighbour_record(ratio, stored)
     shape = problem_features(problem)
