@@ -1,10 +1,11 @@
 """A device's valid configs as a table, so that a new problem's rules are checked in one pass.
 
 A `Completer` answers "which values may follow this prefix" for one problem. Searching depth-first
-for a completion of each prefix costs a new problem ~3 ms of rule checks in a beam search of width 24
-(most of a reranked prediction's time). A `DeviceTable` holds, for one space and device, every config
-valid by the rules that read no problem field (32,450 of the conv space's 1.5 million on an H100), as
-rows of values in the space's order (depth-first, so each prefix is one contiguous run of rows).
+for a completion of each prefix cost a new problem ~1.5 ms of rule checks in a beam search of width 24,
+a fifth of a reranked prediction (the table: ~0.6 ms, benchmarks/RESULTS.md). A `DeviceTable` holds,
+for one space and device, every config valid by the rules that read no problem field (32,450 of the conv
+space's 1.5 million on an H100), as rows of values in the space's order (depth-first, so each prefix is
+one contiguous run of rows).
 A problem's own rules (13 for conv2d, each reading a few parameters) are then checked once per distinct
 combination of the parameters each reads (a few hundred at most), and the answers spread over the rows:
 `counts(env)` is the running count of the rows valid for the problem, and a prefix is completable when
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -27,6 +29,8 @@ from kptune.space import _DEVICE_NAMES, _EXPR_FUNCS, Constraint, ExprCheck, Sear
 
 #: a device whose space holds more valid configs than this gets no table (its memory, its build time)
 MAX_ROWS = 1_000_000
+#: a rule group whose combinations are fewer than this numbers them (int64) to find the distinct ones
+CODED = 1 << 62
 
 
 class _Hoist(ast.NodeTransformer):
@@ -125,10 +129,13 @@ class DeviceTable:
                 continue
             cols = [self.space.names.index(p) for p in params]
             radix = [len(self.space.params[c].values) for c in cols]
-            code = np.zeros(len(self.values), dtype=np.int64)
-            for c, r in zip(cols, radix, strict=True):
-                code = code * r + self._index[:, c]
-            _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+            if math.prod(radix) < CODED:  # one number per combination: a faster unique
+                code = np.zeros(len(self.values), dtype=np.int64)
+                for c, r in zip(cols, radix, strict=True):
+                    code = code * r + self._index[:, c]
+                _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+            else:
+                _, first, inverse = np.unique(self._index[:, cols], axis=0, return_index=True, return_inverse=True)
             combos = [tuple(row) for row in self.values[first][:, cols].tolist()]
             out.append(_Rules(rules, params, combos, inverse.ravel().astype(np.intp)))
         return out

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_space import H100, POCL, SPACE, SUB_SPACE, _brute_force_prefixes, problems
@@ -86,3 +88,16 @@ def test_rules_with_names_of_their_own_are_checked_per_config() -> None:
         problem = Conv2dProblem.parse(f"n=1,c={c},h=1,w=1,k={k},r=1,s=1")
         want = [v for (v,) in (cfg.values() for cfg in space.configs(problem, H100))]
         assert Completer(space, problem, H100, table=True).allowed(()) == want
+
+
+def test_combinations_found_without_numbering_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a group of rules whose parameters have too many combinations to number in int64 finds them by rows
+    import kptune.space_table as space_table
+
+    problem = Conv2dProblem.parse("n=4,c=96,h=30,w=30,k=72,r=3,s=3,pad=1")
+    numbered = space_table.DeviceTable(SPACE, H100, space_table._device_rows(SPACE, H100) or [])
+    monkeypatch.setattr(space_table, "CODED", 1)
+    by_rows = space_table.DeviceTable(SPACE, H100, space_table._device_rows(SPACE, H100) or [])
+    env = SPACE._env(problem, H100)
+    assert [r.combos for r in by_rows._rules] == [r.combos for r in numbered._rules]
+    assert np.array_equal(by_rows.counts(env), numbered.counts(env))
