@@ -106,6 +106,7 @@ class DeviceTable:
             by_value = np.argsort(values, kind="stable")
             self._index[:, d] = by_value[np.searchsorted(values[by_value], self.values[:, d])]
         self._runs: dict[tuple[int, ...], dict[int, tuple[int, int]]] = {}
+        self._row_of = {row: i for i, row in enumerate(rows)}  # a whole config's row, without walking the runs
         self._rules = self._problem_rules()
 
     def _problem_rules(self) -> list[_Rules]:
@@ -177,6 +178,9 @@ class DeviceTable:
         """The rows (start, stop) that begin with `prefix`, or None: no row does."""
         if not prefix:
             return (0, len(self.values))
+        if len(prefix) == len(self.space.names):
+            row = self._row_of.get(prefix)
+            return (row, row + 1) if row is not None else None
         return self.runs(prefix[:-1]).get(prefix[-1])
 
 

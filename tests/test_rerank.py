@@ -144,14 +144,17 @@ def test_predict_rerank_cli() -> None:
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and says in run.stderr, run.stderr
 
 
-def test_predict_rerank_keeps_fp16_as_plain_predict() -> None:
-    from kptune.predict.api import predict
+def test_predict_rerank_keeps_fp16_as_plain_predict(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kptune.predict import api
 
-    problem = Conv2dProblem.parse("n=1,c=256,h=56,w=56,k=256,r=1,s=1,dtype=fp16")  # its width-24 first 5 differ
+    problem = Conv2dProblem.parse("n=1,c=256,h=56,w=56,k=256,r=1,s=1,dtype=fp16")
     assert not rerank.reranked(problem)
-    reranked, _ = predict(problem, 5, rerank=True)
-    plain, _ = predict(problem, 5)
-    assert [c.config.key() for c in reranked] == [c.config.key() for c in plain]  # not the wider beam's first 5
+    searched, search = [], api.search
+    monkeypatch.setattr(api, "search", lambda *a, **kw: searched.append(a[5:7]) or search(*a, **kw))
+    reranked, _ = api.predict(problem, 5, rerank=True)
+    plain, _ = api.predict(problem, 5)
+    assert [c.config.key() for c in reranked] == [c.config.key() for c in plain]
+    assert searched == [(5, api.WIDTH)] * 2  # the plain beam's k and width, not the wider beam's
 
 
 def test_predict_rerank_scores_the_lent_configs_it_picks_by_the_seq2seq() -> None:

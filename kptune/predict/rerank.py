@@ -62,11 +62,13 @@ if TYPE_CHECKING:
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
 
-#: the beam's candidates the reranker reorders (24 over 12: network-fold CV top 1 0.9472 against 0.9455)
-WIDTH = 24
-#: the nearest tuned shapes whose winners join the beam (network-fold CV, 1,097 problems: top 1 0.9514 ->
-#: 0.9545, best of 5 0.9698 -> 0.9758, top-5 hit 60.7% -> 64.1%; 32: 0.9552, 0.9758, 64.9%)
-LENDERS = 16
+#: the beam's candidates the reranker reorders, and
+#: the nearest tuned shapes whose winners join them. Network-fold CV, 1,097 problems (top 1, best of 5, top-5
+#: hit): 16 and 32 0.9556, 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545, 0.9758, 64.1%; 20 and 32
+#: 0.9560, 0.9763, 64.0%; 16 and 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730, 61.4%; no lenders at 24
+#: 0.9514, 0.9698, 60.7%. 16 and 32: a third fewer candidates to decode and score than 24 and 16 (benchmarks/RESULTS.md)
+WIDTH = 16
+LENDERS = 32
 #: the log-probability a lent config is ranked with, below any beam's (scoring it costs a decode; in CV,
 #: with its own log-probability: top 1 0.9559, best of 5 0.9761, hit 63.6%)
 LENT_LOG_PROB = -40.0
