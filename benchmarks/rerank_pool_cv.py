@@ -1,0 +1,122 @@
+"""How wide a beam and how many lenders should the reranker's pool have? Network-fold CV, several settings.
+
+    PYTHONPATH=. python benchmarks/rerank_pool_cv.py --widths 24 16 12 --lenders 16 32 --cache /tmp/folds --out results/
+
+`rerank_cv.py` scores the shipped setting; this scores each pair of beam width (`rerank.WIDTH`) and lenders
+(`rerank.LENDERS`: the nearest tuned shapes whose winners join the beam) on the same out-of-fold seq2seqs:
+per fold of networks (`rerank.network_folds` over train + validation; the test split never read) one is
+trained as `rerank.out_of_fold_rows` trains it (kept under --cache, so that more settings cost no training),
+its beam of each width pooled with the other folds' winners (`rerank.pooled`), and the reranker's trees fit on
+the other folds' pools order each fold's (`rerank.fit_rows`), as `rerank_cv.py` does. Prints and writes
+rerank_pool_cv.json under --out: per setting, the reranked top-1 and best-of-5 ratios and top-5 hit, and the
+best of the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import provenance, write_json
+from rerank_cv import scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    ap.add_argument("--widths", type=int, nargs="+", default=[16])
+    ap.add_argument("--lenders", type=int, nargs="+", default=[32])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args(argv)
+    import torch
+
+    from kptune import dataset as ds
+    from kptune.device import DeviceInfo
+    from kptune.kernel import get_family
+    from kptune.neighbours import TunedShapes, lent_problems
+    from kptune.predict import rerank
+    from kptune.predict.api import search
+    from kptune.predict.models import ModelConfig
+    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.training import train
+    from kptune.problem import problem_from_key
+
+    data = ds.load(args.dataset)
+    family = get_family(data.meta["family"])
+    device = DeviceInfo(**data.meta["device_limits"])
+    cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
+    lent = lent_problems(data)
+    fold_of = rerank.network_folds(lent, args.folds)
+    fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
+    held = [p for p in lent if rerank.reranked(problem_from_key(p.key))]  # type: ignore[arg-type]
+    models, tuned = {}, {}
+    for f in range(args.folds):
+        rest = [p for p in lent if fold[p.key] != f]
+        path = args.cache / f"fold{f}-of-{args.folds}-seed{args.seed}.pt" if args.cache else None
+        if path is not None and path.exists():
+            models[f] = torch.load(path, weights_only=False)  # our own file, written below
+        else:
+            print(f"fold {f + 1}/{args.folds}: training on {len(rest)} problems", file=sys.stderr, flush=True)
+            models[f] = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(models[f], path)
+        tuned[f] = TunedShapes(rest)
+    results: list[dict[str, Any]] = []
+    shipped = rerank.WIDTH, rerank.LENDERS
+    for width in args.widths:
+        for lenders in args.lenders:
+            started = time.perf_counter()
+            rerank.LENDERS = lenders  # read by `pooled`, `winners` and `features` when called
+            rows, folds = [], []
+            for p in held:
+                f, problem = fold[p.key], problem_from_key(p.key)
+                with one_torch_thread():
+                    found = search(models[f].model, models[f].vocab, family, problem, device, width, width)
+                if not found:
+                    continue
+                times = dict(p.times)
+                slowest, best = max(times.values()), p.times[0][1]
+                pool, x = rerank.pooled(problem, found, tuned[f], device, family.space)  # type: ignore[arg-type]
+                rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest)) for c in pool])))
+                folds.append(f)
+            targets = [y for _, _, y in rows]
+            order: list[list[int]] = [[] for _ in rows]
+            for f in range(args.folds):
+                rest_rows = [r for r, g in zip(rows, folds, strict=True) if g != f]
+                if not rest_rows or f not in folds:
+                    continue
+                model = rerank.fit_rows(rest_rows, {}, args.seed)
+                for i, (_, x, _) in enumerate(rows):
+                    if folds[i] == f:
+                        order[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
+            result = {"width": width, "lenders": lenders, "problems": len(rows),
+                      "mean_pool": round(float(np.mean([len(y) for y in targets])), 1),
+                      "reranked": scores(targets, order),
+                      "best_of_the_pool": scores(targets, [list(np.argsort(-y, kind="stable")) for y in targets],
+                                                 max(len(y) for y in targets)),
+                      "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            print(result, flush=True)
+            results.append(result)
+    rerank.LENDERS = shipped[1]
+    doc = {"benchmark": "rerank_pool_cv", **provenance(), "dataset": str(args.dataset), "folds": args.folds,
+           "epochs": args.epochs, "seed": args.seed, "shipped": {"width": shipped[0], "lenders": shipped[1]},
+           "results": results}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "rerank_pool_cv.json", doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
