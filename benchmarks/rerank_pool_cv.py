@@ -74,11 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.save(models[f], path)
         tuned[f] = TunedShapes(rest)
     results: list[dict[str, Any]] = []
-    shipped = rerank.WIDTH, rerank.LENDERS
     for width in args.widths:
         for lenders in args.lenders:
             started = time.perf_counter()
-            rerank.LENDERS = lenders  # read by `pooled`, `winners` and `features` when called
             rows, folds = [], []
             for p in held:
                 f, problem = fold[p.key], problem_from_key(p.key)
@@ -88,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 times = dict(p.times)
                 slowest, best = max(times.values()), p.times[0][1]
-                pool, x = rerank.pooled(problem, found, tuned[f], device, family.space)  # type: ignore[arg-type]
+                pool, x = rerank.pooled(problem, found, tuned[f], device, family.space, lenders=lenders)  # type: ignore[arg-type]
                 rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest)) for c in pool])))
                 folds.append(f)
             targets = [y for _, _, y in rows]
@@ -109,9 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
             print(result, flush=True)
             results.append(result)
-    rerank.LENDERS = shipped[1]
     doc = {"benchmark": "rerank_pool_cv", **provenance(), "dataset": str(args.dataset), "folds": args.folds,
-           "epochs": args.epochs, "seed": args.seed, "shipped": {"width": shipped[0], "lenders": shipped[1]},
+           "epochs": args.epochs, "seed": args.seed, "shipped": {"width": rerank.WIDTH, "lenders": rerank.LENDERS},
            "results": results}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "rerank_pool_cv.json", doc)

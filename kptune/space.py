@@ -326,8 +326,8 @@ class Completer:
         self._env = space._env(problem, device)
         self._checks = space.checks_by_depth
         self._names = space.names
-        self._table: DeviceTable | None = None
-        self._counts: Any = None  # with a table: how many of its first i rows are valid for the problem
+        # with the device's table: it, and how many of its first i rows are valid for the problem
+        self._table: tuple[DeviceTable, Any] | None = None
         if _DEVICE_NAMES.isdisjoint({*problem.fields(), *problem.derived()}):
             shared = _device_rules(space, device)
             self._children, self._witness = shared.children, shared.witness
@@ -336,8 +336,8 @@ class Completer:
             if table or (table is None and shared.problems > 1):  # the table pays from the second on (~0.1 s, once)
                 from kptune.space_table import table_for
 
-                self._table = table_for(space, device)
-                self._counts = self._table.counts(self._env) if self._table is not None else None
+                found = table_for(space, device)
+                self._table = (found, found.counts(self._env)) if found is not None else None
         else:  # a problem field shadows a name the device's rules read: nothing shared, every rule checked here
             self._children, self._witness = (lambda prefix: space.params[len(prefix)].values), {}
             self._problem_checks = list(self._checks)
@@ -395,9 +395,10 @@ class Completer:
         return completion
 
     def completable(self, prefix: Sequence[int]) -> bool:
-        if self._table is not None and self._counts is not None:
-            run = self._table.run(tuple(prefix))
-            return run is not None and self._counts[run[1]] > self._counts[run[0]]
+        if self._table is not None:
+            table, counts = self._table
+            run = table.run(tuple(prefix))
+            return run is not None and counts[run[1]] > counts[run[0]]
         with _BINDING:
             return self._completable(tuple(prefix))
 
@@ -421,12 +422,12 @@ class Completer:
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """The values of the next parameter that keep `prefix` completable."""
-        if self._table is not None and self._counts is not None:
+        if self._table is not None:
             key = tuple(prefix)
             out = self._allowed.get(key)
             if out is None:
-                counts = self._counts
-                out = self._allowed[key] = [v for v, (start, stop) in self._table.runs(key).items()
+                table, counts = self._table
+                out = self._allowed[key] = [v for v, (start, stop) in table.runs(key).items()
                                             if counts[stop] > counts[start]]  # fmt: skip
             return list(out)
         with _BINDING:

@@ -96,7 +96,7 @@ class _Rules:
 class DeviceTable:
     """See the module docstring."""
 
-    def __init__(self, space: SearchSpace, device: DeviceInfo, rows: list[tuple[int, ...]]) -> None:
+    def __init__(self, space: SearchSpace, rows: list[tuple[int, ...]]) -> None:
         self.space = space
         self.values = np.array(rows, dtype=np.int64).reshape(len(rows), len(space.names))
         # each row's value indices, for the runs: depth-first rows are sorted by them
@@ -214,4 +214,4 @@ def table_for(space: SearchSpace, device: DeviceInfo) -> DeviceTable | None:
     if any(not isinstance(rule.check, ExprCheck) for rule in space.constraints):
         return None
     rows = _device_rows(space, device)
-    return DeviceTable(space, device, rows) if rows is not None else None
+    return DeviceTable(space, rows) if rows is not None else None

@@ -95,9 +95,9 @@ def test_combinations_found_without_numbering_them(monkeypatch: pytest.MonkeyPat
     import kptune.space_table as space_table
 
     problem = Conv2dProblem.parse("n=4,c=96,h=30,w=30,k=72,r=3,s=3,pad=1")
-    numbered = space_table.DeviceTable(SPACE, H100, space_table._device_rows(SPACE, H100) or [])
+    numbered = space_table.DeviceTable(SPACE, space_table._device_rows(SPACE, H100) or [])
     monkeypatch.setattr(space_table, "CODED", 1)
-    by_rows = space_table.DeviceTable(SPACE, H100, space_table._device_rows(SPACE, H100) or [])
+    by_rows = space_table.DeviceTable(SPACE, space_table._device_rows(SPACE, H100) or [])
     env = SPACE._env(problem, H100)
     assert [r.combos for r in by_rows._rules] == [r.combos for r in numbered._rules]
     assert np.array_equal(by_rows.counts(env), numbered.counts(env))

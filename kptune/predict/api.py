@@ -177,7 +177,7 @@ def _scored_lent(pred: checkpoint.Predictor, problem: Conv2dProblem, device: Any
 def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device: Any, family: Any) -> list[Candidate]:
     """The blend's first k for `problem` on `device`, from the cost model shipped for it (KptuneError if none)."""
     from kptune.neighbours import lender_for
-    from kptune.predict.blend import blend, sequence_log_probs
+    from kptune.predict.blend import blend
     from kptune.space import Config
 
     lender = lender_for(device, family)

@@ -62,12 +62,13 @@ if TYPE_CHECKING:
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
 
-#: the beam's candidates the reranker reorders, and
-#: the nearest tuned shapes whose winners join them. Network-fold CV, 1,097 problems (top 1, best of 5, top-5
-#: hit): 16 and 32 0.9556, 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545, 0.9758, 64.1%; 20 and 32
-#: 0.9560, 0.9763, 64.0%; 16 and 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730, 61.4%; no lenders at 24
-#: 0.9514, 0.9698, 60.7%. 16 and 32: a third fewer candidates to decode and score than 24 and 16 (benchmarks/RESULTS.md)
+# WIDTH and LENDERS, in network-fold CV over 1,097 problems (top 1, best of 5, top-5 hit;
+# `benchmarks/rerank_pool_cv.py`): 16 and 32 0.9556, 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545,
+# 0.9758, 64.1%; 20 and 32 0.9560, 0.9763, 64.0%; 16 and 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730,
+# 61.4%; no lenders at 24 0.9514, 0.9698, 60.7%. 16 and 32: a fifth fewer candidates to decode and score.
+#: the beam's candidates the reranker reorders
 WIDTH = 16
+#: the nearest tuned shapes whose winners join them
 LENDERS = 32
 #: the log-probability a lent config is ranked with, below any beam's (scoring it costs a decode; in CV,
 #: with its own log-probability: top 1 0.9559, best of 5 0.9761, hit 63.6%)
@@ -96,43 +97,43 @@ def beam_size(problem: Conv2dProblem, k: int, width: int) -> tuple[int, int]:
 
 
 def pooled(problem: Conv2dProblem, found: Sequence[Candidate], tuned: TunedShapes, device: DeviceInfo,
-           space: SearchSpace, near: int = NEAR) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
-    """The pool the reranker orders: the beam's candidates `found`, then the winners of the LENDERS tuned shapes
-    nearest `problem` that are valid for it and not among them, nearest first (each at LENT_LOG_PROB); and
-    their feature rows (`features`)."""
+           space: SearchSpace, near: int = NEAR,
+           lenders: int = LENDERS) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
+    """The pool the reranker orders: the beam's candidates `found`, then the winners of the `lenders` tuned
+    shapes nearest `problem` that are valid for it and not among them, nearest first (each at LENT_LOG_PROB);
+    and their feature rows (`features`)."""
     if not tuned.shapes:
         raise KptuneError("the reranker reads the tuned shapes, and there are none")
     nearest = tuned.nearest(problem, near)
-    won = winners(tuned, nearest)
+    won = winners(tuned, nearest, lenders)
     keys = [c.config.key() for c in found]
     have = set(keys)
     valid = completer(space, problem, device).completable
     lent = [i for i in (tuned.index[key] for key in won if key not in have) if valid(tuned.values[i])]
     pool = [*found, *(Candidate(tuned.configs[i], LENT_LOG_PROB) for i in lent)]
     keys += [tuned.configs[i].key() for i in lent]
-    return pool, features(problem, pool, len(found), tuned, device, nearest, won, keys)
+    return pool, features(problem, pool, len(found), tuned, device, nearest, won, keys, lenders)
 
 
-def winners(tuned: TunedShapes, nearest: np.ndarray) -> dict[str, int]:
-    """Each config that won on one of the first LENDERS of `nearest`: the rank of the nearest such shape."""
+def winners(tuned: TunedShapes, nearest: np.ndarray, lenders: int = LENDERS) -> dict[str, int]:
+    """Each config that won on one of the first `lenders` of `nearest`: the rank of the nearest such shape."""
     won: dict[str, int] = {}
-    for rank, i in enumerate(nearest[:LENDERS]):
+    for rank, i in enumerate(nearest[:lenders]):
         won.setdefault(tuned.shapes[i].times[0][0], rank)
     return won
 
 
 def features(problem: Conv2dProblem, pool: Sequence[Candidate], beam: int, tuned: TunedShapes, device: DeviceInfo,
-             nearest: np.ndarray, won: dict[str, int], keys: Sequence[str] | None = None) -> np.ndarray:  # fmt: skip
-    """One row per candidate of `pool` (its first `beam` from the beam, the rest lent), read on the tuned
-    shapes `nearest` (and `won`: `winners`): see the module docstring. `keys`: the pool's config keys, where
-    known already."""
-    keys = keys if keys is not None else [c.config.key() for c in pool]
+             nearest: np.ndarray, won: dict[str, int], keys: Sequence[str], lenders: int) -> np.ndarray:  # fmt: skip
+    """One row per candidate of `pool` (its first `beam` from the beam, the rest lent; `keys` their config
+    keys), read on the tuned shapes `nearest` (and `won`: `winners` of the first `lenders`): see the module
+    docstring."""
     ratio, stored = tuned.log_ratios_of(nearest, keys)
     record = neighbour_record(ratio, stored)
     shape = problem_features(problem)
     first = pool[0].log_prob if pool else 0.0
     rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device),
-             won.get(keys[i], LENDERS), float(i >= beam)] for i, c in enumerate(pool)]  # fmt: skip
+             won.get(keys[i], lenders), float(i >= beam)] for i, c in enumerate(pool)]  # fmt: skip
     return np.array(rows, dtype=np.float32)  # scikit-learn's trees split float32: the trees see what they were fit on
 
 
