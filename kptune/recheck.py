@@ -163,7 +163,8 @@ def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: Per
             device: DeviceInfo | str | None = None, kernel: str = "conv2d_fwd", factor: float = SPIKE_FACTOR,
             settings: TimingSettings | None = None, jobs: int | None = None) -> list[Rechecked]:  # fmt: skip
     """Time every spike and batch inversion of `problems` ((key, times) pairs, e.g. `problems_of`) again on
-    `device`, into `db`.
+    `device`, into `db`: the problems with the most suspects first, so that a run cut short has fixed
+    the worst.
 
     Resumable: a config with a recheck measurement in the db already is not timed again, and each
     measurement is committed as it comes."""
@@ -175,13 +176,16 @@ def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: Per
     rows: list[Rechecked] = []
     problems = list(problems)
     inverted = batch_inversions(problems)
+    suspects = []  # (key, times, spikes, inversions not also spikes)
+    for key, times in problems:
+        spiked = spikes(times, factor)
+        twin = {c: ms for c, ms in inverted.get(key, {}).items() if c not in spiked}
+        if spiked or twin:
+            suspects.append((key, times, spiked, twin))
+    suspects.sort(key=lambda s: -(len(s[2]) + len(s[3])))  # stable: ties keep the problems' order
     with Runner(family, dev, timing) as runner:  # one measuring process for every problem
-        for key, times in problems:
-            spiked = spikes(times, factor)
-            twin = {c: ms for c, ms in inverted.get(key, {}).items() if c not in spiked}
+        for key, times, spiked, twin in suspects:
             found = [*spiked, *twin]
-            if not found:
-                continue
             problem = problem_from_key(key)
             pid = db.problem_id(problem)
             done = db.configs_of_source(pid, did, kid, RECHECK_SOURCE)

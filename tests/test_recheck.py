@@ -14,7 +14,7 @@ from kptune.kernel import get_family
 from kptune.measurement import Measurement, TimingSettings
 from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
-from kptune.recheck import batch_inversions, spikes
+from kptune.recheck import batch_inversions, problems_of, recheck, spikes
 from kptune.tune import tune
 
 SMALLEST = "n=1,c=1,h=3,w=3,k=1,r=1,s=1"  # 28 configs on PoCL
@@ -138,3 +138,32 @@ def test_a_batch_inversion_is_timed_again(cpu_device: DeviceInfo, db_path: Path)
     if row["kind"] == "inversion":
         assert row["fault_below_ms"] == 1.25 * (victim.time_ms or 0)
     assert "batch inversions in" in doc["summary"]
+
+
+def test_the_problem_with_the_most_suspects_is_timed_again_first(cpu_device: DeviceInfo, db_path: Path) -> None:
+    family = get_family("conv2d_fwd")
+    few, many = parse_problem(SMALLEST), parse_problem(SMALLEST.replace("c=1,", "c=2,"))
+    stalls = {few: 1, many: 2}
+    with PerfDB(db_path) as db:
+        kid = db.kernel_id(family.name, family.source_hash, family.space.names)
+    for problem, count in stalls.items():
+        tune(problem, device=cpu_device, db=db_path, settings=FAST)
+        with PerfDB(db_path) as db:
+            ids = db.problem_id(problem), db.device_id(cpu_device)
+            measured = sorted(db.measurements(*ids, kid), key=lambda m: m.time_ms or 0.0)
+            victims: list[Measurement] = []
+            for m in measured[len(measured) // 2 :]:  # apart by two parameters or more: neither hides the other
+                if len(victims) < count and all(_apart(m, v) for v in victims):
+                    victims.append(m)
+            for v in victims:
+                db.add(*ids, kid, Measurement(v.config, v.outcome, (v.time_ms or 1.0) * 1000, None, 1), "exhaustive")
+    with PerfDB(db_path) as db:  # the db lists `few` first
+        problems = problems_of(db, cpu_device.key, family.name)
+        assert [key for key, _ in problems] == [few.key(), many.key()]
+        rows = recheck(problems, db, device=cpu_device, settings=FAST)
+    order = list(dict.fromkeys(r.problem for r in rows))
+    assert order[0] == many.key() and few.key() in order
+
+
+def _apart(a: Measurement, b: Measurement) -> bool:
+    return sum(x != y for x, y in zip(a.config.values(), b.config.values(), strict=True)) >= 2
