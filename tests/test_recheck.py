@@ -143,7 +143,7 @@ def test_a_batch_inversion_is_timed_again(cpu_device: DeviceInfo, db_path: Path)
 def test_the_problem_with_the_most_suspects_is_timed_again_first(cpu_device: DeviceInfo, db_path: Path) -> None:
     family = get_family("conv2d_fwd")
     few, many = parse_problem(SMALLEST), parse_problem(SMALLEST.replace("c=1,", "c=2,"))
-    stalls = {few: 1, many: 2}
+    stalls = {few: 1, many: 4}
     with PerfDB(db_path) as db:
         kid = db.kernel_id(family.name, family.source_hash, family.space.names)
     for problem, count in stalls.items():
@@ -160,9 +160,12 @@ def test_the_problem_with_the_most_suspects_is_timed_again_first(cpu_device: Dev
     with PerfDB(db_path) as db:  # the db lists `few` first
         problems = problems_of(db, cpu_device.key, family.name)
         assert [key for key, _ in problems] == [few.key(), many.key()]
+        # (PoCL on a busy machine can add spikes of its own to either: count them as recheck finds them)
+        suspects = {key: len(spikes(times)) for key, times in problems}
+        assert suspects[few.key()] >= 1 and suspects[many.key()] >= 4
         rows = recheck(problems, db, device=cpu_device, settings=FAST)
     order = list(dict.fromkeys(r.problem for r in rows))
-    assert order[0] == many.key() and few.key() in order
+    assert order == sorted(suspects, key=lambda key: -suspects[key])  # stable: ties keep the db's order
 
 
 def _apart(a: Measurement, b: Measurement) -> bool:
