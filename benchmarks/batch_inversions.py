@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import provenance, spread, write_json
+from common import add_full_timing_options, provenance, spread, time_again, write_json
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,28 +34,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="cupy:N or opencl:P:D (default: the first GPU, else OpenCL)")
     ap.add_argument("--problems", type=int, default=3)
     ap.add_argument("--per-problem", type=int, default=300)
-    ap.add_argument("--target-ms", type=float, default=0.5)
-    ap.add_argument("--max-runs", type=int, default=20)
+    add_full_timing_options(ap)
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
 
     from kptune import dataset as ds
     from kptune.backends import resolve_device
-    from kptune.kernel import get_family
-    from kptune.measurement import TimingSettings
-    from kptune.perfdb import RECHECK_SOURCE, PerfDB
+    from kptune.perfdb import PerfDB
     from kptune.problem import problem_from_key
-    from kptune.recheck import INVERSION_FACTOR, INVERSION_SLACK_MS, batch_inversions, recheck_settings
-    from kptune.space import Config
-    from kptune.tune import tune
+    from kptune.recheck import INVERSION_FACTOR, INVERSION_SLACK_MS, batch_inversions
 
     data = ds.load(args.dataset)
-    family = get_family(data.meta["family"])
     device = resolve_device(args.device)
     recorded = {p.key: dict(p.times) for p in data.problems}
     found = batch_inversions([(p.key, list(p.times)) for p in data.problems])
     worst = sorted(found, key=lambda key: -len(found[key]))[: args.problems]
-    settings = recheck_settings(TimingSettings(target_ms=args.target_ms, max_runs=args.max_runs))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, PerfDB(Path(tmp) / "inversions.db") as db:
         for key in worst:
@@ -64,15 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             twin = problem_from_key(twin_key)
             winner = next(iter(recorded[key]))
             chosen = [winner, *spread(sorted(c for c in found[key] if c != winner), args.per_problem)]
-            now: dict[str, dict[str, float]] = {}
-            for problem in (half, twin):
-                configs = [Config.parse(c) for c in chosen]
-                tune(problem, device=device, db=db, settings=settings, configs=configs, source=RECHECK_SOURCE,
-                     resume=False)  # fmt: skip
-                ids = db.problem_id(problem), db.device_id(device)
-                kid = db.kernel_id(family.name, family.source_hash, family.space.names)
-                now[problem.key()] = {m.config.key(): m.time_ms for m in db.measurements(*ids, kid, chosen)
-                                      if m.ok and m.time_ms}  # fmt: skip
+            now = {p.key(): time_again(p, chosen, device, db, args.target_ms, args.max_runs) for p in (half, twin)}
             both = [c for c in chosen[1:] if c in now[key] and c in now[twin_key]]
             bound = {c: max(INVERSION_FACTOR * now[twin_key][c], now[twin_key][c] + INVERSION_SLACK_MS) for c in both}
             inverted_now = [c for c in both if now[key][c] > bound[c]]

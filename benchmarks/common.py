@@ -71,3 +71,29 @@ def spread(entries: Sequence[Any], n: int) -> list[Any]:
     if n >= len(entries):
         return list(entries)
     return [entries[(i * len(entries)) // n] for i in range(n)]
+
+
+def add_full_timing_options(ap: Any) -> None:
+    """--target-ms and --max-runs of a script that times configs again in full (as `kptune db recheck` does)."""
+    ap.add_argument("--target-ms", type=float, default=0.5, help="as the campaigns recorded (default 0.5)")
+    ap.add_argument("--max-runs", type=int, default=20, help="as the campaigns recorded (default 20)")
+
+
+def time_again(problem: Any, configs: Sequence[str], device: Any, db: Any, target_ms: float, max_runs: int,
+               kernel: str = "conv2d_fwd") -> dict[str, float]:  # fmt: skip
+    """Each of `configs` (keys) timed again on `device` in full, no early stop, stored in the open PerfDB `db`
+    as a recheck: its new time by key, for those that ran correctly."""
+    from kptune.kernel import get_family
+    from kptune.measurement import TimingSettings
+    from kptune.perfdb import RECHECK_SOURCE
+    from kptune.recheck import recheck_settings
+    from kptune.space import Config
+    from kptune.tune import tune
+
+    family = get_family(kernel)
+    settings = recheck_settings(TimingSettings(target_ms=target_ms, max_runs=max_runs))
+    tune(problem, kernel=kernel, device=device, db=db, settings=settings, configs=[Config.parse(c) for c in configs],
+         source=RECHECK_SOURCE, resume=False)  # fmt: skip
+    kid = db.kernel_id(family.name, family.source_hash, family.space.names)
+    measured = db.measurements(db.problem_id(problem), db.device_id(device), kid, list(configs))
+    return {m.config.key(): m.time_ms for m in measured if m.ok and m.time_ms}

@@ -18,7 +18,6 @@ Writes timing_repeatability.json under --out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import provenance, spread, write_json
+from common import add_full_timing_options, provenance, spread, time_again, write_json
 
 
 def noise_bound(times: Sequence[Sequence[float]], sigma: float, k: int = 5, draws: int = 200,
@@ -56,20 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "holds the devices' difference too)")  # fmt: skip
     ap.add_argument("--problems", type=int, default=24)
     ap.add_argument("--top", type=int, default=8)
-    ap.add_argument("--target-ms", type=float, default=0.5)
-    ap.add_argument("--max-runs", type=int, default=20)
+    add_full_timing_options(ap)
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
 
     from kptune import dataset as ds
     from kptune.backends import resolve_device
     from kptune.errors import KptuneError
-    from kptune.measurement import TimingSettings
-    from kptune.perfdb import RECHECK_SOURCE, PerfDB
+    from kptune.perfdb import PerfDB
     from kptune.problem import problem_from_key
-    from kptune.recheck import recheck_settings
-    from kptune.space import Config
-    from kptune.tune import tune
 
     data = ds.load(args.dataset)
     device = resolve_device(args.device)
@@ -77,21 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KptuneError(f"{args.dataset} was recorded on {data.meta['device']}, not {device.key}")
     test = sorted((p for p in data.split("test") if "dtype=fp32," in p.key), key=lambda p: p.key)
     chosen = spread(test, args.problems)
-    settings = recheck_settings(TimingSettings(target_ms=args.target_ms, max_runs=args.max_runs))
     rounds: list[dict[tuple[str, str], float]] = [{}, {}]
     with tempfile.TemporaryDirectory() as tmp:
         for r, got in enumerate(rounds):
             with PerfDB(Path(tmp) / f"round{r}.db") as db:
                 for i, p in enumerate(chosen):
-                    configs = [Config.parse(c) for c, _ in p.times[: args.top]]
-                    problem = problem_from_key(p.key)
-                    tune(problem, device=device, db=db, settings=settings, configs=configs, source=RECHECK_SOURCE,
-                         resume=False)  # fmt: skip
-                    ids = db.problem_id(problem), db.device_id(device)
-                    kid = db.kernel_id(*_kernel_ids())
-                    for m in db.measurements(*ids, kid, [c.key() for c in configs]):
-                        if m.ok and m.time_ms:
-                            got[(p.key, m.config.key())] = m.time_ms
+                    configs = [c for c, _ in p.times[: args.top]]
+                    now = time_again(problem_from_key(p.key), configs, device, db, args.target_ms, args.max_runs)
+                    got.update(((p.key, c), ms) for c, ms in now.items())
                     print(f"round {r + 1}: {i + 1}/{len(chosen)} problems", file=sys.stderr, flush=True)
     recorded = {(p.key, c): t for p in chosen for c, t in p.times[: args.top]}
     both = [key for key in recorded if key in rounds[0] and key in rounds[1]]
@@ -111,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "benchmark": "timing_repeatability", **provenance(), "dataset": str(args.dataset), "device": device.key,
         "recorded_on": data.meta["device"], "same_device": device.key == data.meta["device"],
-        "settings": dataclasses.asdict(settings), "problems": len(chosen), "top": args.top, "pairs": len(both),
+        "settings": {"target_ms": args.target_ms, "max_runs": args.max_runs, "early_stop": False},
+        "problems": len(chosen), "top": args.top, "pairs": len(both),
         "sigma_same_session": round(sigma_within, 5), "sigma_recorded_vs_now": round(sigma_across, 5),
         "median_abs_log_ratio_same_session": round(float(np.median(np.abs(within))), 5),
         "median_abs_log_ratio_recorded_vs_now": round(float(np.median(np.abs(across))), 5),
@@ -123,13 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "timing_repeatability.json", doc)
     return 0
-
-
-def _kernel_ids() -> tuple[str, str, tuple[str, ...]]:
-    from kptune.kernel import get_family
-
-    family = get_family("conv2d_fwd")
-    return family.name, family.source_hash, family.space.names
 
 
 if __name__ == "__main__":
