@@ -17,6 +17,7 @@ batch. Writes batch_inversions.json under --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.backends import resolve_device
     from kptune.perfdb import PerfDB
     from kptune.problem import problem_from_key
-    from kptune.recheck import INVERSION_FACTOR, INVERSION_SLACK_MS, batch_inversions
+    from kptune.recheck import batch_inversions
 
     data = ds.load(args.dataset)
     device = resolve_device(args.device)
@@ -53,14 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, PerfDB(Path(tmp) / "inversions.db") as db:
         for key in worst:
             half = problem_from_key(key)
-            twin_key = key.replace(f":n={half.n},", f":n={2 * half.n},", 1)  # type: ignore[attr-defined]
-            twin = problem_from_key(twin_key)
+            twin = dataclasses.replace(half, n=2 * half.n)  # type: ignore[attr-defined, call-arg]
+            twin_key = twin.key()
             winner = next(iter(recorded[key]))
             chosen = [winner, *spread(sorted(c for c in found[key] if c != winner), args.per_problem)]
             now = {p.key(): time_again(p, chosen, device, db, args.target_ms, args.max_runs) for p in (half, twin)}
             both = [c for c in chosen[1:] if c in now[key] and c in now[twin_key]]
-            bound = {c: max(INVERSION_FACTOR * now[twin_key][c], now[twin_key][c] + INVERSION_SLACK_MS) for c in both}
-            inverted_now = [c for c in both if now[key][c] > bound[c]]
+            again = batch_inversions([(k, list(now[k].items())) for k in (key, twin_key)]).get(key, {})
+            inverted_now = [c for c in both if c in again]
             row = {
                 "problem": key, "inverted_recorded": len(found[key]), "timed": len(both),
                 "median_n_over_2n_recorded": _median([recorded[key][c] / recorded[twin_key][c] for c in both]),
