@@ -3,7 +3,8 @@
 1. A verified winner already in the perf db for this (problem, device, kernel) is returned at
    once (`force` re-tunes).
 2. Else the device's model (a checkpoint made for this device key and kernel source: given,
-   or found among the user's models and the shipped ones) predicts the top-k configs with the
+   or found among the user's models and the shipped ones; else one made for a device this one may
+   borrow from, `DeviceInfo.may_borrow`: an H100 SXM takes the H200's) predicts the top-k configs with the
    constrained beam, and the tuned shapes of the device's shipped dataset lend more
    (`kptune.neighbours`): `neighbours` configs of the nearest tuned shapes (the first picks of
    the cost model shipped beside the dataset, else the nearest shape's fastest), then `cover`
@@ -79,9 +80,10 @@ class AutotuneResult:
 
 def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | None = None) -> Path | None:
     """The registry's current model for this device and kernel source; else the newest checkpoint made for
-    them among `search` dirs/files (default: the shipped ones); else, for a CPU device, the newest made
-    for another CPU device of the same backend (CPUs differ less than GPUs, and the beam search keeps
-    to this device's own limits, so every config it proposes is valid here)."""
+    them among `search` dirs/files (default: the shipped ones); else the newest made for a device it may
+    borrow from (`DeviceInfo.may_borrow`: for a CPU, another CPU of the same backend; for a GPU, one of the
+    same architecture and SM count). The beam search keeps to this device's own limits, so every config
+    it proposes is valid here."""
     from kptune.predict.checkpoint import read_meta
     from kptune.registry import Registry
 
@@ -168,7 +170,7 @@ def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily,
     configs = [c.config for c in predicted]
     note = f"top {len(configs)} of the model {model.name}"
     if predictor.device.key != device.key:
-        note += f" (made for {predictor.device.key}, another CPU device)"
+        note += f" (made for {predictor.device.key}, {_kin(predictor.device)})"
     if lenders[0] is not None:
         lender, ranked = lenders[0]
         lent = lender.complete(problem, configs, neighbours, cover, ranked)
@@ -177,6 +179,13 @@ def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily,
             how = lender.cost_note + ("; cover" if cover else "")
             note += f", and {len(lent)} lent by the tuned shapes ({how})"
     return configs, note
+
+
+def _kin(made_for: DeviceInfo) -> str:
+    """What a borrowed model's device is to this one (`DeviceInfo.may_borrow`)."""
+    if made_for.kind == "cpu":
+        return "another CPU device"
+    return f"another GPU of the same architecture, {made_for.arch}, and {made_for.compute_units} SMs"
 
 
 def autotune(

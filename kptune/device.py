@@ -43,13 +43,33 @@ class DeviceInfo:
     def limits(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def arch(self) -> str | None:
+        """The GPU architecture its backend reports ("sm_90": CuPy writes it after the driver's version,
+        `backends.cupy_backend`); None where it reports none (OpenCL, CPUs)."""
+        return _arch(self.driver)
+
     def may_borrow(self, meta: dict[str, Any]) -> bool:
         """Whether a model or dataset made for another device (its `meta`: device key, device_limits) may
-        serve this one: a CPU device may borrow a CPU's of the same backend (CPUs differ less than GPUs,
-        and every config is still checked against this device's own limits); a GPU only its own."""
+        serve this one. A CPU device may borrow a CPU's of the same backend (CPUs differ less than GPUs).
+        A GPU may borrow one made for a GPU of the same backend, vendor, architecture and number of SMs
+        (compute units), as MIOpen keys its shipped perf dbs by architecture and CU count (gfx90a_110):
+        the H200's for an H100 SXM, both sm_90 with 132 SMs. Either way every config is still checked
+        against this device's own limits, so whatever it proposes is valid here."""
         limits = meta.get("device_limits")
-        return (meta.get("device") != self.key and self.kind == "cpu" and isinstance(limits, dict)
-                and limits.get("kind") == "cpu" and limits.get("backend") == self.backend)  # fmt: skip
+        if meta.get("device") == self.key or not isinstance(limits, dict) or limits.get("backend") != self.backend:
+            return False
+        if self.kind == "cpu":
+            return limits.get("kind") == "cpu"
+        return (self.kind == "gpu" and limits.get("kind") == "gpu" and self.arch is not None
+                and limits.get("vendor") == self.vendor and _arch(str(limits.get("driver", ""))) == self.arch
+                and limits.get("compute_units") == self.compute_units)  # fmt: skip
+
+
+def _arch(driver: str) -> str | None:
+    """The architecture at the end of a driver string ("cuda driver 13000; sm_90" -> "sm_90"), if any."""
+    last = driver.rsplit(";", 1)[-1].strip()
+    return last if ";" in driver and last.startswith(("sm_", "gfx")) else None
 
 
 def newest_made_for(device: DeviceInfo, files: Iterable[tuple[Path, dict[str, Any]]]) -> Path | None:

@@ -231,8 +231,8 @@ def cover_ranker(lent: Sequence[ds.DatasetProblem] | TunedShapes, space: SearchS
 
 
 def lender_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...] | None = None) -> Lender | None:
-    """The tuned shapes of the dataset made for this device and kernel source (for a CPU device with
-    none of its own, one made for another CPU of the same backend) among `places`, by default
+    """The tuned shapes of the dataset made for this device and kernel source (for a device with none of
+    its own, one made for a device it may borrow from: `DeviceInfo.may_borrow`) among `places`, by default
     `lent_dataset`; None where there is no such dataset. Loaded once per process and file version."""
     path = dataset_for(device, family, places) if places is not None else lent_dataset(device, family)
     if path is None:
@@ -269,8 +269,8 @@ def lent_dataset(device: DeviceInfo, family: KernelFamily, registry: Registry | 
 
 
 def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...]) -> Path | None:
-    """The newest dataset among `places` made for this device key and kernel source, else (CPU devices)
-    one made for another CPU device of the same backend."""
+    """The newest dataset among `places` made for this device key and kernel source, else one made for a
+    device it may borrow from (`DeviceInfo.may_borrow`)."""
     files = [f for place in places for f in (sorted(place.glob("dataset-*.db.gz")) if place.is_dir() else [place])]
     metas = ((f, _meta(str(f), f.stat().st_mtime_ns)) for f in files)
     ours = (

@@ -76,6 +76,29 @@ def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: 
     assert kin.source == "model" and "another CPU device" in kin.note
 
 
+def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_and_sm_count() -> None:
+    from kptune.autotune import default_model_places
+    from kptune.neighbours import default_dataset_places, lender_for
+
+    shipped = default_model_places()[0] / "model-h200.safetensors"
+    h200 = checkpoint.read_meta(shipped)["device_limits"]
+    assert DeviceInfo(**h200).arch == "sm_90"
+    # an H100 SXM as CuPy reports it: another name, memory and L2, the same architecture and 132 SMs
+    h100 = DeviceInfo(**{**h200, "name": "NVIDIA H100 80GB HBM3", "global_mem_bytes": 85_045_510_144,
+                         "l2_bytes": 52_428_800, "driver": "cuda driver 12080; sm_90"})  # fmt: skip
+    assert model_for(h100, FAMILY, default_model_places()) == shipped
+    lender = lender_for(h100, FAMILY, default_dataset_places())
+    assert lender is not None and lender.tuned is not None and lender.tuned.shapes
+    unlike = {"another SM count": {"compute_units": 114}, "another vendor": {"vendor": "AMD"},
+              "another architecture": {"driver": "cuda driver 12080; sm_80"},
+              "no architecture reported": {"driver": "cuda driver 12080"},
+              "another backend": {"backend": "opencl", "index": "0:0"}}  # fmt: skip
+    for why, fields in unlike.items():
+        other = DeviceInfo(**{**h100.limits(), **fields})
+        assert model_for(other, FAMILY, default_model_places()) is None, why
+        assert lender_for(other, FAMILY, default_dataset_places()) is None, why
+
+
 def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_device: DeviceInfo,
                                                                            tmp_path: Path) -> None:  # fmt: skip
     from kptune.neighbours import neighbour_configs

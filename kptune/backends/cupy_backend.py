@@ -59,7 +59,9 @@ def list_devices() -> list[DeviceInfo]:
     out = []
     for i in range(count):
         props = cp.cuda.runtime.getDeviceProperties(i)
-        arch = f"sm_{props.get('major', 0)}{props.get('minor', 0)}"
+        # the architecture, which a GPU borrowing another's model matches (`DeviceInfo.may_borrow`)
+        gcn = _str(props.get("gcnArchName", b"")).split(":")[0] if hip else ""
+        arch = gcn or f"sm_{props.get('major', 0)}{props.get('minor', 0)}"
         out.append(
             DeviceInfo(
                 backend="cupy",
