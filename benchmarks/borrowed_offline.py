@@ -1,0 +1,129 @@
+"""What a device without a model of its own reaches, scored on a `kptune compare` run's exhaustive times.
+
+    python benchmarks/borrowed_offline.py --compare results/DIR   # DIR: compare_gpus.py's --out
+
+For each problem the run compared (its merged perf db, `compare.db.gz`, holds every valid config's time
+from the exhaustive pass, `source=exhaustive`), three candidate sets are scored against the optimum, all
+on those same times, so they compare alike (`kptune compare`'s own ratio times autotune's candidates in
+their own pass):
+- `random`: the random search autotune falls back to where no model serves the device, its default
+  `--budget` drawn as it draws them (`strategies.random_sample`, the timing settings' seed);
+- `model top k`: the top k of the model autotune finds for the device (its own, or one it borrows:
+  `DeviceInfo.may_borrow`), by the constrained beam, alone;
+- `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
+  tuned shapes lend), as the run measured them.
+Prints the geomean ratio, the share >= 0.99 and >= 0.95 and the worst of each, and writes
+borrowed_offline.json under --out (default: --compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common import provenance, write_json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compare", type=Path, required=True, help="compare_gpus.py's --out (its JSON and db)")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
+    from kptune.errors import KptuneError
+    from kptune.kernel import get_family
+    from kptune.measurement import TimingSettings
+    from kptune.perfdb import PerfDB
+    from kptune.predict.api import predict
+    from kptune.problem import problem_from_key
+    from kptune.strategies import random_sample
+
+    try:
+        run = json.loads((args.compare / "compare_gpus.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"borrowed_offline: no compare_gpus.json to read in {args.compare}: {exc}", file=sys.stderr)
+        return 2
+    family = get_family("conv2d_fwd")
+    with tempfile.TemporaryDirectory() as tmp:
+        db_path = Path(tmp) / "compare.db"
+        with gzip.open(args.compare / "compare.db.gz", "rb") as src, open(db_path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        times = _exhaustive_times(db_path)
+        with PerfDB(db_path) as db:
+            device_id, _ = db.find_device(None)
+            device = db.device_info(device_id)
+    model = model_for(device, family, None)
+    if model is None:
+        print(f"borrowed_offline: no model serves {device.key}, nor one it may borrow", file=sys.stderr)
+        return 2
+    seed = TimingSettings().seed
+    rows = []
+    for row in run["rows"]:
+        problem = problem_from_key(row["problem"])
+        measured = times.get(row["problem"], {})
+        if not measured:
+            continue
+        best = min(measured.values())
+        valid = family.space.configs(problem, device)  # type: ignore[arg-type]
+        try:
+            top, _ = predict(problem, args.k, model, device=device)  # type: ignore[arg-type]
+            lent, _ = candidates(problem, device, family, model, args.k)  # type: ignore[arg-type]
+        except KptuneError as exc:
+            print(f"borrowed_offline: {row['problem']}: {exc}", file=sys.stderr)
+            return 2
+        sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top k": [c.config for c in top],
+                "autotune": lent}  # fmt: skip
+        rows.append({"problem": row["problem"], "networks": row.get("networks", []), "configs": len(measured),
+                     **{name: best / min((measured.get(c.key(), math.inf) for c in cs), default=math.inf)
+                        for name, cs in sets.items()},
+                     "sizes": {name: len(cs) for name, cs in sets.items()}})  # fmt: skip
+    summary = {name: _summary([r[name] for r in rows]) for name in ("random", "model top k", "autotune")}
+    for name, s in summary.items():
+        print(f"{name}: geomean {s['geomean']:.4f}, >= 0.99 {s['ge_0.99']}/{s['n']}, >= 0.95 {s['ge_0.95']}/{s['n']}, "
+              f"min {s['min']:.3f}")  # fmt: skip
+    doc = {"benchmark": "borrowed_offline", **provenance(), "compare": str(args.compare), "device": device.key,
+           "model": str(model), "k": args.k, "random_budget": FALLBACK_BUDGET, "summary": summary,
+           "rows": rows}  # fmt: skip
+    out = args.out or args.compare
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "borrowed_offline.json", doc)
+    return 0
+
+
+def _exhaustive_times(db_path: Path) -> dict[str, dict[str, float]]:
+    """problem key -> config key -> ms of each ok measurement of the exhaustive pass."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT p.key, c.key, m.time_ms FROM measurements m JOIN problems p ON p.id = m.problem_id"
+            " JOIN configs c ON c.id = m.config_id WHERE m.source = 'exhaustive' AND m.outcome = 'ok'"
+            " AND m.time_ms > 0"
+        ).fetchall()
+    finally:
+        conn.close()
+    out: dict[str, dict[str, float]] = {}
+    for problem, config, ms in rows:
+        out.setdefault(problem, {})[config] = min(ms, out.get(problem, {}).get(config, math.inf))
+    return out
+
+
+def _summary(ratios: Sequence[float]) -> dict[str, Any]:
+    if not ratios:
+        return {"n": 0, "geomean": math.nan, "ge_0.99": 0, "ge_0.95": 0, "min": math.nan}
+    return {"n": len(ratios), "geomean": math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)),
+            "ge_0.99": sum(r >= 0.99 for r in ratios), "ge_0.95": sum(r >= 0.95 for r in ratios),
+            "min": min(ratios)}  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

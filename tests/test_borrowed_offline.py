@@ -1,0 +1,44 @@
+"""benchmarks/borrowed_offline.py on a real `kptune compare` run on PoCL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from kptune.device import DeviceInfo
+from kptune.problem import Conv2dProblem
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_random_search_the_models_top_k_and_autotune_are_scored_on_the_exhaustive_times(
+    cpu_device: DeviceInfo, tmp_path: Path
+) -> None:
+    from kptune.compare import compare
+
+    tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
+    (row,) = compare([tiny], device=cpu_device, db=tmp_path / "compare.db")  # the shipped model, autotune's default
+    (tmp_path / "compare_gpus.json").write_text(json.dumps({"rows": [row.to_json()]}))
+    with open(tmp_path / "compare.db", "rb") as src, gzip.open(tmp_path / "compare.db.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "borrowed_offline.py"), "--compare", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((tmp_path / "borrowed_offline.json").read_text())
+    (scored,) = doc["rows"]
+    assert scored["problem"] == tiny.key() and scored["configs"] == row.configs
+    assert scored["sizes"]["random"] == 24 and scored["sizes"]["model top k"] == 5
+    for name in ("random", "model top k", "autotune"):  # each against the fastest of the same exhaustive times
+        assert 0 < scored[name] <= 1.0
+    assert scored["autotune"] >= scored["model top k"]  # autotune measures the model's k and more
+    with sqlite3.connect(tmp_path / "compare.db") as c:  # the candidates scored are those the run measured
+        measured = c.execute("SELECT COUNT(DISTINCT config_id) FROM measurements WHERE source = 'model'").fetchone()
+    assert scored["sizes"]["autotune"] == measured[0]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "borrowed_offline.py"), "--compare",
+                          str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("borrowed_offline: ") and "Traceback" not in bad.stderr
