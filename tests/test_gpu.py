@@ -141,3 +141,25 @@ def test_torch_entry_on_cuda_tensors(tmp_path) -> None:  # type: ignore[no-untyp
     torch.backends.cudnn.allow_tf32 = False
     y = kt.conv2d(x, w, stride=1, padding=1, db=tmp_path / "perf.db", budget=8)
     assert y.device == x.device and torch.allclose(y, torch.nn.functional.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not CUPY_GPUS, reason="no CuPy GPU")
+def test_a_gpu_like_the_shipped_models_autotunes_with_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An sm_90 GPU with 132 SMs (an H200, or an H100 SXM borrowing the H200's: `DeviceInfo.may_borrow`) takes
+    the model path, every candidate valid on it and measured."""
+    from kptune.autotune import autotune, default_model_places, model_for
+    from kptune.device import DeviceInfo
+    from kptune.predict.checkpoint import read_meta
+
+    device = CUPY_GPUS[0]
+    made_for = DeviceInfo(**read_meta(default_model_places()[0] / "model-h200.safetensors")["device_limits"])
+    if (device.arch, device.compute_units) != (made_for.arch, made_for.compute_units):
+        pytest.skip(f"{device.name} ({device.arch}, {device.compute_units} SMs) is unlike the shipped model's GPU")
+    assert model_for(device, FAMILY, default_model_places()) is not None
+    problem = Conv2dProblem.parse("n=3,c=24,h=20,w=20,k=40,r=3,s=3,pad=1")  # a shape of no corpus network
+    result = autotune(problem, device=device, db=tmp_path / "perf.db", k=3, neighbours=2)
+    assert result.source == "model" and "model-h200" in (result.model or "")
+    assert (device.key == "cupy:NVIDIA H200") == ("another GPU" not in result.note), result.note
+    assert 3 <= len(result.measured) <= 5
+    assert all(FAMILY.space.valid(problem, device, m.config) for m in result.measured)
+    assert result.best is not None and result.best.outcome is Outcome.OK
