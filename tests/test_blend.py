@@ -118,7 +118,8 @@ def test_predict_blend_returns_the_blends_first_picks_and_needs_a_cost_model(par
     picks = [key for key, _ in blend(pred.model, pred.vocab, lender.cost_model, problem)[:5]]
     assert [c.config.key() for c in found] == picks
     assert all(family.space.valid(problem, pred.device, c.config) for c in found)
-    other = dataclasses.replace(pred.device, name="a GPU no dataset was made for")
+    # an H100 PCIe: sm_90 with 114 SMs, unlike the H200's 132, so it may borrow no dataset (`DeviceInfo.may_borrow`)
+    other = dataclasses.replace(pred.device, name="a GPU no dataset was made for", compute_units=114)
     with pytest.raises(KptuneError, match="--blend needs the cost model"):
         predict(problem, 5, DATA / "model-h200.safetensors", device=other, blend=True)
     run = subprocess.run([sys.executable, "-m", "kptune", "predict", "--shape", "n=3,c=80,h=30,w=30,k=96,r=3,s=3,pad=1",
