@@ -5,8 +5,9 @@
     python benchmarks/compare_gpus.py --shapes 40 --unseen ../kptune/data/dataset-h200.db.gz --out results/
 
 Problems: `--shapes N` evenly spaced rows of the corpus's test split (networks no model was
-trained on), in each --dtype (with --unseen, only those a dataset does not hold yet), in a seeded
-random order so a run cut short by --time-limit is still an unbiased sample. First one
+trained on; `--corpus FILE`: of another shapes file in the corpus's CSV format, e.g. layers of
+networks outside the corpus), in each --dtype (with --unseen, only those a dataset does not hold
+yet), in a seeded random order so a run cut short by --time-limit is still an unbiased sample. First one
 compile pass over the union of their configs on all cores (timed apart; --pre-limit caps
 it), so both paths of a comparison find the compile cache warm and their times compare
 searching, not compiling (exhaustive search would otherwise look slower still). Then one
@@ -51,7 +52,7 @@ from kptune.problem import Conv2dProblem
 def pick(args: argparse.Namespace) -> list[tuple[Conv2dProblem, tuple[str, ...]]]:
     """(problem, its networks) for --shapes evenly spaced corpus rows of --split in each --dtype, shuffled."""
     held = problem_keys(args.unseen) if args.unseen is not None else set()
-    entries = [e for e in corpus_split(load_corpus(), args.split)
+    entries = [e for e in corpus_split(load_corpus(args.corpus), args.split)
                if (args.max_mflop is None or e.problem.flops() <= args.max_mflop * 1e6)
                and not any(dataclasses.replace(e.problem, dtype=d).key() in held for d in args.dtype)]  # fmt: skip
     rows = [(dataclasses.replace(e.problem, dtype=d), e.networks) for e in spread(entries, args.shapes)
@@ -136,7 +137,8 @@ def drive(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for stale in [*args.out.glob("rows-*.jsonl"), *args.out.glob("compare-*.db*")] if not args.resume else []:
         stale.unlink()
-    doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split, "gpus": gpus,
+    doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split,
+                           "corpus": str(args.corpus or "shipped"), "gpus": gpus,
                            "settings": {"k": args.k, "neighbours": args.neighbours, "cover": args.cover,
                                         "target_ms": args.target_ms, "seed": args.seed},
                            "problems": [p.key() for p, _ in picked], "resumed": args.resume}  # fmt: skip
@@ -210,6 +212,7 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
     argv = ["--shapes", str(args.shapes), "--split", args.split, "--dtype", *args.dtype, "--seed", str(args.seed),
             *(["--max-mflop", str(args.max_mflop)] if args.max_mflop is not None else []),
             *(["--unseen", str(args.unseen)] if args.unseen is not None else []),
+            *(["--corpus", str(args.corpus)] if args.corpus is not None else []),
             "--k", str(args.k), "--neighbours", str(args.neighbours), "--cover", str(args.cover),
             "--target-ms", str(args.target_ms), "--out", str(args.out),
             *(["--resume"] if args.resume else [])]  # fmt: skip
@@ -231,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=int, default=48, help="corpus rows of the split, evenly spaced")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--corpus", type=Path, default=None, help="shapes in the corpus's CSV format (default: the corpus)")
     ap.add_argument("--dtype", nargs="+", default=["fp32"])
     ap.add_argument("--max-mflop", type=float, default=None, help="only problems up to this size (e.g. on PoCL)")
     ap.add_argument("--seed", type=int, default=0, help="order in which the problems are compared")
