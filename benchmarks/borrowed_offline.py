@@ -8,8 +8,10 @@ on those same times, so they compare alike (`kptune compare`'s own ratio times a
 their own pass):
 - `random`: the random search autotune falls back to where no model serves the device, its default
   `--budget` drawn as it draws them (`strategies.random_sample`, the timing settings' seed);
-- `model top k`: the top k of the model autotune finds for the device (its own, or one it borrows:
-  `DeviceInfo.may_borrow`), by the constrained beam, alone;
+- `model top 1`, `model top k`: the first and the top k of the model autotune finds for the device (its
+  own, or one it borrows: `DeviceInfo.may_borrow`), by the constrained beam (`kptune predict`), alone;
+- `reranked top 1`, `reranked top k`: the same by `kptune predict --rerank` (the reranker beside the
+  dataset the device's model came with);
 - `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
   tuned shapes lend), as the run measured them.
 Prints the geomean ratio, the share >= 0.99 and >= 0.95 and the worst of each, and writes
@@ -31,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from common import provenance, write_json
+
+#: the candidate sets scored, in the order printed
+SETS = ("random", "model top 1", "model top k", "reranked top 1", "reranked top k", "autotune")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,14 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KptuneError as exc:
             print(f"borrowed_offline: {row['problem']}: {exc}", file=sys.stderr)
             return 2
-        sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top k": [c.config for c in top],
-                "autotune": lent}  # fmt: skip
+        sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top 1": [top[0].config],
+                "model top k": [c.config for c in top], "autotune": lent}  # fmt: skip
+        try:
+            reranked, _ = predict(problem, args.k, model, device=device, rerank=True)  # type: ignore[arg-type]
+            sets |= {"reranked top 1": [reranked[0].config], "reranked top k": [c.config for c in reranked]}
+        except KptuneError:  # no reranker beside the device's dataset (PoCL's): those two are left out
+            pass
         rows.append({"problem": row["problem"], "networks": row.get("networks", []), "configs": len(measured),
                      **{name: best / min((measured.get(c.key(), math.inf) for c in cs), default=math.inf)
                         for name, cs in sets.items()},
                      "sizes": {name: len(cs) for name, cs in sets.items()}})  # fmt: skip
-    summary = {name: _summary([r[name] for r in rows]) for name in ("random", "model top k", "autotune")}
+    summary = {name: _summary([r[name] for r in rows if name in r]) for name in SETS}
     for name, s in summary.items():
+        if not s["n"]:
+            continue
         print(f"{name}: geomean {s['geomean']:.4f}, >= 0.99 {s['ge_0.99']}/{s['n']}, >= 0.95 {s['ge_0.95']}/{s['n']}, "
               f"min {s['min']:.3f}")  # fmt: skip
     doc = {"benchmark": "borrowed_offline", **provenance(), "compare": str(args.compare), "device": device.key,

@@ -33,9 +33,11 @@ def test_random_search_the_models_top_k_and_autotune_are_scored_on_the_exhaustiv
     (scored,) = doc["rows"]
     assert scored["problem"] == tiny.key() and scored["configs"] == row.configs
     assert scored["sizes"]["random"] == 24 and scored["sizes"]["model top k"] == 5
-    for name in ("random", "model top k", "autotune"):  # each against the fastest of the same exhaustive times
+    assert scored["sizes"]["model top 1"] == 1
+    assert doc["summary"]["reranked top 1"]["n"] == 0 and "reranked top 1" not in scored  # PoCL's has no reranker
+    for name in ("random", "model top 1", "model top k", "autotune"):  # against the same exhaustive times' fastest
         assert 0 < scored[name] <= 1.0
-    assert scored["autotune"] >= scored["model top k"]  # autotune measures the model's k and more
+    assert scored["autotune"] >= scored["model top k"] >= scored["model top 1"]  # autotune measures the model's k
     with sqlite3.connect(tmp_path / "compare.db") as c:  # the candidates scored are those the run measured
         measured = c.execute("SELECT COUNT(DISTINCT config_id) FROM measurements WHERE source = 'model'").fetchone()
     assert scored["sizes"]["autotune"] == measured[0]
