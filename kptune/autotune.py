@@ -101,6 +101,19 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
     return newest_made_for(device, ((p, m) for p, m in metas if m and m.get("source_hash") == family.source_hash))
 
 
+def served_by(device: DeviceInfo, family: KernelFamily) -> tuple[Path | None, str]:
+    """The model autotune would use for `device` (`model_for`), and a line saying whose it is."""
+    from kptune.predict.checkpoint import read_meta
+
+    path = model_for(device, family)
+    if path is None:
+        return None, f"no model: autotune runs a random search of {FALLBACK_BUDGET} configs"
+    meta = read_meta(path) or {}
+    if meta.get("device") == device.key or not isinstance(meta.get("device_limits"), dict):
+        return path, f"{path.name}, its own"
+    return path, f"{path.name}, made for {meta['device']}, {_kin(DeviceInfo(**meta['device_limits']))}"
+
+
 def default_model_places() -> list[Path]:
     """Where checkpoints are looked for when the registry has no current model: those shipped with kptune."""
     return [Path(__file__).resolve().parent / "data"]

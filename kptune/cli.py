@@ -77,10 +77,15 @@ def _print_json(data: Any) -> None:
 
 @app.command()
 def devices(as_json: JsonOpt = False) -> None:
-    """List every usable device with the limits its driver reports."""
+    """List every usable device with the limits its driver reports, and the model autotune uses on it."""
+    from kptune.autotune import served_by
+
     found = list_devices()
+    family = get_family("conv2d_fwd")
+    served = {d.spec: served_by(d, family) for d in found}
     if as_json:
-        _print_json([{"spec": d.spec, **d.limits()} for d in found])
+        _print_json([{"spec": d.spec, **d.limits(), "model": str(served[d.spec][0] or "") or None,
+                      "model_note": served[d.spec][1]} for d in found])  # fmt: skip
         return
     if not found:
         raise KptuneError("no usable device: install CuPy for a GPU, or PyOpenCL and an OpenCL driver (PoCL)")
@@ -90,6 +95,8 @@ def devices(as_json: JsonOpt = False) -> None:
                       str(d.max_registers_per_group or "-"), str(d.compute_units), str(d.simd_width),
                       f"{d.l2_bytes // 1024} KiB")  # fmt: skip
     out.print(table)
+    for d in found:
+        out.print(f"{d.spec} model: {served[d.spec][1]}")
 
 
 @app.command()

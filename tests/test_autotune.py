@@ -77,7 +77,7 @@ def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: 
 
 
 def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_and_sm_count() -> None:
-    from kptune.autotune import default_model_places
+    from kptune.autotune import default_model_places, served_by
     from kptune.neighbours import default_dataset_places, lender_for
 
     shipped = default_model_places()[0] / "model-h200.safetensors"
@@ -87,6 +87,9 @@ def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_a
     h100 = DeviceInfo(**{**h200, "name": "NVIDIA H100 80GB HBM3", "global_mem_bytes": 85_045_510_144,
                          "l2_bytes": 52_428_800, "driver": "cuda driver 12080; sm_90"})  # fmt: skip
     assert model_for(h100, FAMILY, default_model_places()) == shipped
+    if model_for(h100, FAMILY) == shipped:  # (unless the user's registry holds a model for such a GPU)
+        assert served_by(h100, FAMILY) == (shipped, "model-h200.safetensors, made for cupy:NVIDIA H200, another "
+                                           "GPU of the same architecture, sm_90, and 132 SMs")  # fmt: skip
     lender = lender_for(h100, FAMILY, default_dataset_places())
     assert lender is not None and lender.tuned is not None and lender.tuned.shapes
     unlike = {"another SM count": {"compute_units": 114}, "another vendor": {"vendor": "AMD"},
@@ -97,6 +100,8 @@ def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_a
         other = DeviceInfo(**{**h100.limits(), **fields})
         assert model_for(other, FAMILY, default_model_places()) is None, why
         assert lender_for(other, FAMILY, default_dataset_places()) is None, why
+        if model_for(other, FAMILY) is None:
+            assert served_by(other, FAMILY) == (None, "no model: autotune runs a random search of 24 configs"), why
 
 
 def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_device: DeviceInfo,

@@ -63,6 +63,10 @@ def test_devices_lists_the_cpu_device(cpu_device: DeviceInfo) -> None:
     assert proc.returncode == 0, proc.stderr
     found = {d["spec"]: d for d in json.loads(proc.stdout)}
     assert found[cpu_device.spec]["max_work_group_size"] == cpu_device.max_work_group_size
+    assert found[cpu_device.spec]["model"].endswith(".safetensors")  # the shipped PoCL model, its own or borrowed
+    assert found[cpu_device.spec]["model_note"].startswith(Path(found[cpu_device.spec]["model"]).name)
+    table = kptune("devices")
+    assert table.returncode == 0 and f"{cpu_device.spec} model: " in table.stdout
 
 
 def test_exhaustive_tune_end_to_end_into_sqlite(cpu_device: DeviceInfo, db_path: Path) -> None:
