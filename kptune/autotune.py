@@ -109,9 +109,9 @@ def served_by(device: DeviceInfo, family: KernelFamily) -> tuple[Path | None, st
     if path is None:
         return None, f"no model: autotune runs a random search of {FALLBACK_BUDGET} configs"
     meta = read_meta(path) or {}
-    if meta.get("device") == device.key or not isinstance(meta.get("device_limits"), dict):
+    if meta.get("device") == device.key:
         return path, f"{path.name}, its own"
-    return path, f"{path.name}, made for {meta['device']}, {_kin(DeviceInfo(**meta['device_limits']))}"
+    return path, f"{path.name}, made for {meta['device']}, {_kin(DeviceInfo(**meta['device_limits']))}"  # borrowed
 
 
 def default_model_places() -> list[Path]:

@@ -84,8 +84,8 @@ def devices(as_json: JsonOpt = False) -> None:
     family = get_family("conv2d_fwd")
     served = {d.spec: served_by(d, family) for d in found}
     if as_json:
-        _print_json([{"spec": d.spec, **d.limits(), "model": str(served[d.spec][0] or "") or None,
-                      "model_note": served[d.spec][1]} for d in found])  # fmt: skip
+        _print_json([{"spec": d.spec, **d.limits(), "model": str(path) if path else None, "model_note": note}
+                     for d, (path, note) in zip(found, served.values(), strict=True)])  # fmt: skip
         return
     if not found:
         raise KptuneError("no usable device: install CuPy for a GPU, or PyOpenCL and an OpenCL driver (PoCL)")
