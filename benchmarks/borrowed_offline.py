@@ -21,18 +21,14 @@ borrowed_offline.json under --out (default: --compare).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
-import shutil
-import sqlite3
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import provenance, write_json
+from common import exhaustive_times, open_db, provenance, write_json
 
 #: the candidate sets scored, in the order printed
 SETS = ("random", "model top 1", "model top k", "reranked top 1", "reranked top k", "autotune")
@@ -48,25 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
     from kptune.measurement import TimingSettings
-    from kptune.perfdb import PerfDB
     from kptune.predict.api import predict
     from kptune.problem import problem_from_key
     from kptune.strategies import random_sample
 
     try:
         run = json.loads((args.compare / "compare_gpus.json").read_text())
-    except (OSError, ValueError) as exc:
-        print(f"borrowed_offline: no compare_gpus.json to read in {args.compare}: {exc}", file=sys.stderr)
+        with open_db(args.compare / "compare.db.gz") as db:
+            times = exhaustive_times(db)
+            device = db.device_info(db.find_device(None)[0])
+    except (KptuneError, OSError, ValueError) as exc:
+        print(f"borrowed_offline: {args.compare} holds no compare run to read: {exc}", file=sys.stderr)
         return 2
     family = get_family("conv2d_fwd")
-    with tempfile.TemporaryDirectory() as tmp:
-        db_path = Path(tmp) / "compare.db"
-        with gzip.open(args.compare / "compare.db.gz", "rb") as src, open(db_path, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        times = _exhaustive_times(db_path)
-        with PerfDB(db_path) as db:
-            device_id, _ = db.find_device(None)
-            device = db.device_info(device_id)
     model = model_for(device, family, None)
     if model is None:
         print(f"borrowed_offline: no model serves {device.key}, nor one it may borrow", file=sys.stderr)
@@ -110,23 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "borrowed_offline.json", doc)
     return 0
-
-
-def _exhaustive_times(db_path: Path) -> dict[str, dict[str, float]]:
-    """problem key -> config key -> ms of each ok measurement of the exhaustive pass."""
-    conn = sqlite3.connect(db_path)
-    try:
-        rows = conn.execute(
-            "SELECT p.key, c.key, m.time_ms FROM measurements m JOIN problems p ON p.id = m.problem_id"
-            " JOIN configs c ON c.id = m.config_id WHERE m.source = 'exhaustive' AND m.outcome = 'ok'"
-            " AND m.time_ms > 0"
-        ).fetchall()
-    finally:
-        conn.close()
-    out: dict[str, dict[str, float]] = {}
-    for problem, config, ms in rows:
-        out.setdefault(problem, {})[config] = min(ms, out.get(problem, {}).get(config, math.inf))
-    return out
 
 
 def _summary(ratios: Sequence[float]) -> dict[str, Any]:

@@ -1,16 +1,21 @@
-"""What every benchmark script shares: the geometric mean, provenance (commit, date, command), JSON output."""
+"""What every benchmark script shares: the geometric mean, provenance (commit, date, command), JSON output,
+perf dbs read (gzipped or not)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gzip
 import json
 import math
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +102,37 @@ def time_again(problem: Any, configs: Sequence[str], device: Any, db: Any, targe
     kid = db.kernel_id(family.name, family.source_hash, family.space.names)
     measured = db.measurements(db.problem_id(problem), db.device_id(device), kid, list(configs))
     return {m.config.key(): m.time_ms for m in measured if m.ok and m.time_ms}
+
+
+@contextlib.contextmanager
+def open_db(path: Path) -> Iterator[Any]:
+    """The perf db at `path` (a `kptune.perfdb.PerfDB`), gunzipped to a temporary copy first if it ends in .gz."""
+    from kptune.perfdb import PerfDB
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if path.suffix == ".gz":
+            plain = Path(tmp) / path.stem
+            with gzip.open(path) as src, plain.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+            path = plain
+        with PerfDB(path) as db:
+            yield db
+
+
+def exhaustive_times(db: Any, device: str | None = None, family: str | None = None,
+                     source_hash: str | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """problem key -> config key -> ms: the latest ok time of each config timed by an exhaustive search in the
+    perf db `db` (only those on the device key `device`, of the kernel `family` and `source_hash`, where given)."""
+    sql = ("SELECT p.key, c.key, m.time_ms FROM measurements m JOIN problems p ON p.id = m.problem_id"
+           " JOIN configs c ON c.id = m.config_id JOIN kernels k ON k.id = c.kernel_id"
+           " JOIN devices d ON d.id = m.device_id WHERE m.source = 'exhaustive' AND m.outcome = 'ok'"
+           " AND m.time_ms > 0")  # fmt: skip
+    params = []
+    for column, value in (("d.key", device), ("k.family", family), ("k.source_hash", source_hash)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    out: dict[str, dict[str, float]] = {}
+    for problem, config, ms in db.conn.execute(sql + " ORDER BY m.id", params).fetchall():
+        out.setdefault(problem, {})[config] = ms
+    return out

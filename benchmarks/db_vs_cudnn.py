@@ -18,39 +18,20 @@ Prints a markdown table and the geomean of cuDNN time / our best time.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import gzip
 import json
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import geomean, provenance, write_json
+from common import geomean, open_db, provenance, write_json
 from layers import layers
 from vs_cudnn import short_shape
 
 from kptune.kernel import get_family
 from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
-
-
-@contextlib.contextmanager
-def open_db(path: Path) -> Iterator[PerfDB]:
-    """The perf db at `path`, gunzipped to a temporary copy first if it ends in .gz."""
-    with tempfile.TemporaryDirectory() as tmp:
-        if path.suffix == ".gz":
-            plain = Path(tmp) / path.stem
-            with gzip.open(path) as src, plain.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-            path = plain
-        with PerfDB(path) as db:
-            yield db
-
 
 _LOG_ROW = re.compile(
     r"^(?P<net>\w+) b(?P<batch>\d+) (?P<dtype>\w+) (?P<layer>[\w.]+): ours .*?, "

@@ -19,18 +19,14 @@ Writes session_noise.json under --out.
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
-import shutil
-import sqlite3
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import provenance, write_json
+from common import exhaustive_times, open_db, provenance, write_json
 from timing_repeatability import noise_bound
 
 #: a pair further apart than this (in log ratio, ~10%) is a spike
@@ -45,11 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     from kptune import dataset as ds
+    from kptune.errors import DatabaseError
 
     try:
         data = ds.load(args.dataset)
-        recorded = _exhaustive_times(args.db, data.meta["device"], data.meta["family"], data.meta["source_hash"])
-    except (ds.DatasetError, OSError, sqlite3.DatabaseError) as exc:
+        with open_db(args.db) as db:
+            recorded = exhaustive_times(db, data.meta["device"], data.meta["family"], data.meta["source_hash"])
+    except (ds.DatasetError, DatabaseError, OSError) as exc:
         print(f"session_noise: {exc}", file=sys.stderr)
         return 2
     held = {p.key: p for p in data.problems}
@@ -91,33 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "session_noise.json", doc)
     return 0
-
-
-def _exhaustive_times(path: Path, device: str, family: str, source_hash: str) -> dict[str, dict[str, float]]:
-    """problem key -> config key -> ms of the db's ok exhaustive measurements on `device` of that kernel source
-    (the latest of each)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "session.db"
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as src, open(db, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            shutil.copyfile(path, db)
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute(
-                "SELECT p.key, c.key, m.time_ms FROM measurements m JOIN problems p ON p.id = m.problem_id"
-                " JOIN configs c ON c.id = m.config_id JOIN kernels k ON k.id = c.kernel_id"
-                " JOIN devices d ON d.id = m.device_id WHERE m.source = 'exhaustive' AND m.outcome = 'ok'"
-                " AND m.time_ms > 0 AND d.key = ? AND k.family = ? AND k.source_hash = ? ORDER BY m.id",
-                (device, family, source_hash),
-            ).fetchall()
-        finally:
-            conn.close()
-    out: dict[str, dict[str, float]] = {}
-    for problem, config, ms in rows:
-        out.setdefault(problem, {})[config] = ms
-    return out
 
 
 def _spread(logs: Sequence[float]) -> dict[str, Any]:
