@@ -53,7 +53,7 @@ class DeviceInfo:
         """Whether a model or dataset made for another device (its `meta`: device key, device_limits) may
         serve this one. A CPU device may borrow a CPU's of the same backend (CPUs differ less than GPUs).
         A GPU may borrow one made for a GPU of the same backend, vendor, architecture and number of SMs
-        (compute units), as MIOpen keys its shipped perf dbs by architecture and CU count (gfx90a_110):
+        (compute units), as MIOpen keys its shipped perf dbs by architecture and CU count (gfx90a, 110 CUs):
         the H200's for an H100 SXM, both sm_90 with 132 SMs. Either way every config is still checked
         against this device's own limits, so whatever it proposes is valid here."""
         limits = meta.get("device_limits")
