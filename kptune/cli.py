@@ -82,10 +82,10 @@ def devices(as_json: JsonOpt = False) -> None:
 
     found = list_devices()
     family = get_family("conv2d_fwd")
-    served = {d.spec: served_by(d, family) for d in found}
+    served = [served_by(d, family) for d in found]  # (model path, whose it is), per device
     if as_json:
         _print_json([{"spec": d.spec, **d.limits(), "model": str(path) if path else None, "model_note": note}
-                     for d, (path, note) in zip(found, served.values(), strict=True)])  # fmt: skip
+                     for d, (path, note) in zip(found, served, strict=True)])  # fmt: skip
         return
     if not found:
         raise KptuneError("no usable device: install CuPy for a GPU, or PyOpenCL and an OpenCL driver (PoCL)")
@@ -95,8 +95,8 @@ def devices(as_json: JsonOpt = False) -> None:
                       str(d.max_registers_per_group or "-"), str(d.compute_units), str(d.simd_width),
                       f"{d.l2_bytes // 1024} KiB")  # fmt: skip
     out.print(table)
-    for d in found:
-        out.print(f"{d.spec} model: {served[d.spec][1]}")
+    for d, (_, note) in zip(found, served, strict=True):
+        out.print(f"{d.spec} model: {note}")
 
 
 @app.command()
