@@ -14,6 +14,8 @@ their own pass):
   dataset the device's model came with);
 - `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
   tuned shapes lend), as the run measured them.
+With --model, another checkpoint stands in for the device's model (e.g. the CPU's on a GPU's times: what a
+device gets from a model made for a very different one, `DeviceInfo.may_borrow`).
 Prints the geomean ratio, the share >= 0.99 and >= 0.95 and the worst of each, and writes
 borrowed_offline.json under --out (default: --compare).
 """
@@ -26,9 +28,8 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from common import exhaustive_times, open_db, provenance, write_json
+from common import exhaustive_times, open_db, provenance, ratio_summary, write_json
 
 #: the candidate sets scored, in the order printed
 SETS = ("random", "model top 1", "model top k", "reranked top 1", "reranked top k", "autotune")
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, required=True, help="compare_gpus.py's --out (its JSON and db)")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="score this checkpoint in place of the model autotune finds (e.g. another device's)")
     args = ap.parse_args(argv)
     from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
     from kptune.errors import KptuneError
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"borrowed_offline: {args.compare} holds no compare run to read: {exc}", file=sys.stderr)
         return 2
     family = get_family("conv2d_fwd")
-    model = model_for(device, family, None)
+    model = args.model or model_for(device, family, None)
     if model is None:
         print(f"borrowed_offline: no model serves {device.key}, nor one it may borrow", file=sys.stderr)
         return 2
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      **{name: best / min((measured.get(c.key(), math.inf) for c in cs), default=math.inf)
                         for name, cs in sets.items()},
                      "sizes": {name: len(cs) for name, cs in sets.items()}})  # fmt: skip
-    summary = {name: _summary([r[name] for r in rows if name in r]) for name in SETS}
+    summary = {name: ratio_summary([r[name] for r in rows if name in r]) for name in SETS}
     for name, s in summary.items():
         if not s["n"]:
             continue
@@ -100,14 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "borrowed_offline.json", doc)
     return 0
-
-
-def _summary(ratios: Sequence[float]) -> dict[str, Any]:
-    if not ratios:
-        return {"n": 0, "geomean": math.nan, "ge_0.99": 0, "ge_0.95": 0, "min": math.nan}
-    return {"n": len(ratios), "geomean": math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)),
-            "ge_0.99": sum(r >= 0.99 for r in ratios), "ge_0.95": sum(r >= 0.95 for r in ratios),
-            "min": min(ratios)}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ def geomean(values: Iterable[float | None]) -> float | None:
     return math.exp(statistics.fmean(math.log(v) for v in xs)) if xs else None
 
 
+def ratio_summary(ratios: Sequence[float]) -> dict[str, Any]:
+    """n, geomean, how many >= 0.99 and >= 0.95, and the worst of per-problem ratios t_best / t (NaN where none)."""
+    if not ratios:
+        return {"n": 0, "geomean": math.nan, "ge_0.99": 0, "ge_0.95": 0, "min": math.nan}
+    return {"n": len(ratios), "geomean": math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)),
+            "ge_0.99": sum(r >= 0.99 for r in ratios), "ge_0.95": sum(r >= 0.95 for r in ratios),
+            "min": min(ratios)}  # fmt: skip
+
+
 def best_of_table(ratios: Mapping[str, Sequence[float]], counts: Mapping[str, int]) -> dict[str, dict[str, Any]]:
     """Per candidate set (name -> its problems' best-of ratios): configs measured, the geometric mean
     and the share >= 0.99, each printed on a line; the table for the JSON."""
