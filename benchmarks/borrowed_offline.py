@@ -14,9 +14,12 @@ their own pass):
   dataset the device's model came with);
 - `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
   tuned shapes lend), as the run measured them.
+With --recorded DATASET, the model's four sets are also scored on the dataset's recorded times of the
+problems it holds (e.g. the H200's, for problems an H100 compared), beside this run's times of the same problems.
 With --model, another checkpoint stands in for the device's model (e.g. the CPU's on a GPU's times: what a
 device gets from a model made for a very different one, `DeviceInfo.may_borrow`).
-Prints the geomean ratio, the share >= 0.99 and >= 0.95 and the worst of each, and writes
+Prints the geomean ratio, the share >= 0.99 and >= 0.95, how many hold the fastest config (issue 5's top-k hit)
+and the worst of each, and writes
 borrowed_offline.json under --out (default: --compare).
 """
 
@@ -40,9 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, required=True, help="compare_gpus.py's --out (its JSON and db)")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--model", type=Path, default=None,
-                    help="score this checkpoint in place of the model autotune finds (e.g. another device's)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="score this checkpoint in place of the model autotune finds (e.g. another device's)",
+    )
+    ap.add_argument("--recorded", type=Path, default=None,
+                    help="a dataset: also score the model's sets on its times of the problems it holds")  # fmt: skip
     args = ap.parse_args(argv)
+    from kptune import dataset as ds
     from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
@@ -63,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = args.model or model_for(device, family, None)
     if model is None:
         print(f"borrowed_offline: no model serves {device.key}, nor one it may borrow", file=sys.stderr)
+        return 2
+    try:
+        recorded = {p.key: p.times for p in ds.load(args.recorded).problems} if args.recorded else {}
+    except KptuneError as exc:
+        print(f"borrowed_offline: {exc}", file=sys.stderr)
         return 2
     seed = TimingSettings().seed
     rows = []
@@ -90,14 +105,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                      **{name: best / min((measured.get(c.key(), math.inf) for c in cs), default=math.inf)
                         for name, cs in sets.items()},
                      "sizes": {name: len(cs) for name, cs in sets.items()}})  # fmt: skip
+        if row["problem"] in recorded:  # a config outside the stored fastest counts as the slowest stored
+            stored = dict(recorded[row["problem"]])
+            slowest, fastest = max(stored.values()), min(stored.values())
+            rows[-1]["recorded"] = {name: fastest / min(stored.get(c.key(), slowest) for c in sets[name])
+                                    for name in SETS[1:5] if name in sets}  # fmt: skip
     summary = {name: ratio_summary([r[name] for r in rows if name in r]) for name in SETS}
+    both = [r for r in rows if "recorded" in r]
+    on_recorded = {name: {"compared": ratio_summary([r[name] for r in both if name in r["recorded"]]),
+                          "recorded": ratio_summary([r["recorded"][name] for r in both if name in r["recorded"]])}
+                   for name in SETS[1:5]}  # fmt: skip
     for name, s in summary.items():
         if not s["n"]:
             continue
         print(f"{name}: geomean {s['geomean']:.4f}, >= 0.99 {s['ge_0.99']}/{s['n']}, >= 0.95 {s['ge_0.95']}/{s['n']}, "
-              f"min {s['min']:.3f}")  # fmt: skip
+              f"the fastest {s['hit']}/{s['n']}, min {s['min']:.3f}")  # fmt: skip
+    for name, s in on_recorded.items() if both else ():
+        a, b = s["compared"], s["recorded"]
+        if a["n"]:
+            print(f"{name}, the {a['n']} the dataset holds: geomean {a['geomean']:.4f} here, {b['geomean']:.4f} on its "
+                  f"times; the fastest {a['hit']}/{a['n']} here, {b['hit']}/{b['n']} there")  # fmt: skip
     doc = {"benchmark": "borrowed_offline", **provenance(), "compare": str(args.compare), "device": device.key,
            "model": str(model), "k": args.k, "random_budget": FALLBACK_BUDGET, "summary": summary,
+           "recorded": str(args.recorded) if args.recorded else None, "on_recorded": on_recorded,
            "rows": rows}  # fmt: skip
     out = args.out or args.compare
     out.mkdir(parents=True, exist_ok=True)
