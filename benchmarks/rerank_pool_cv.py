@@ -8,8 +8,13 @@ per fold of networks (`rerank.network_folds` over train + validation; the test s
 trained as `rerank.out_of_fold_rows` trains it (kept under --cache, so that more settings cost no training),
 its beam of each width pooled with the other folds' winners (`rerank.pooled`), and the reranker's trees fit on
 the other folds' pools order each fold's (`rerank.fit_rows`), as `rerank_cv.py` does. Prints and writes
-rerank_pool_cv.json under --out: per setting, the reranked top-1 and best-of-5 ratios and top-5 hit, and the
-best of the pool.
+rerank_pool_cv.json under --out: per setting, the reranked top-1 and best-of-5 ratios and top-5 hit, the beam's
+own order's, and the best of the pool.
+
+    PYTHONPATH=. python benchmarks/rerank_pool_cv.py --score-dtype fp16 --cache /tmp/folds --out results/
+
+With --score-dtype fp16 the trees are still fit on the other folds' fp32 pools (`rerank.fitted`, as the shipped
+reranker is) and order each fold's lent fp16 problems: whether the fp32-fit reranker should order fp16 too.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--score-dtype", default=None,
+                    help="score lent problems of this dtype (default: fp32, as the reranker is fit)")  # fmt: skip
     ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
@@ -59,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lent = lent_problems(data)
     fold_of = rerank.network_folds(lent, args.folds)
     fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
-    held = [p for p in lent if rerank.reranked(problem_from_key(p.key))]  # type: ignore[arg-type]
+    fit = [p for p in lent if rerank.fitted(problem_from_key(p.key))]  # type: ignore[arg-type]
+    score_dtype = args.score_dtype or rerank.FIT_DTYPE
+    held = [p for p in lent if f",dtype={score_dtype}," in p.key]
     models, tuned = {}, {}
     for f in range(args.folds):
         rest = [p for p in lent if fold[p.key] != f]
@@ -77,31 +86,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     for width in args.widths:
         for lenders in args.lenders:
             started = time.perf_counter()
-            rows, folds = [], []
-            for p in held:
-                f, problem = fold[p.key], problem_from_key(p.key)
-                with one_torch_thread():
-                    found = search(models[f].model, models[f].vocab, family, problem, device, width, width)
-                if not found:
-                    continue
-                times = dict(p.times)
-                slowest, best = max(times.values()), p.times[0][1]
-                pool, x = rerank.pooled(problem, found, tuned[f], device, family.space, lenders=lenders)  # type: ignore[arg-type]
-                rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest)) for c in pool])))
-                folds.append(f)
+
+            def pools(problems: list[Any], width: int = width, lenders: int = lenders) -> tuple[Any, list[int]]:
+                """Each problem's pool: (key, feature rows, log ratios), and its fold."""
+                rows, folds = [], []
+                for p in problems:
+                    f, problem = fold[p.key], problem_from_key(p.key)
+                    with one_torch_thread():
+                        found = search(models[f].model, models[f].vocab, family, problem, device, width, width)  # type: ignore[arg-type]
+                    if not found:
+                        continue
+                    times = dict(p.times)
+                    slowest, best = max(times.values()), p.times[0][1]
+                    pool, x = rerank.pooled(problem, found, tuned[f], device, family.space, lenders=lenders)  # type: ignore[arg-type]
+                    rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest))
+                                                     for c in pool])))  # fmt: skip
+                    folds.append(f)
+                return rows, folds
+
+            fit_rows, fit_folds = pools(fit)
+            rows, folds = (fit_rows, fit_folds) if score_dtype == rerank.FIT_DTYPE else pools(held)
             targets = [y for _, _, y in rows]
             order: list[list[int]] = [[] for _ in rows]
             for f in range(args.folds):
-                rest_rows = [r for r, g in zip(rows, folds, strict=True) if g != f]
+                rest_rows = [r for r, g in zip(fit_rows, fit_folds, strict=True) if g != f]
                 if not rest_rows or f not in folds:
                     continue
                 model = rerank.fit_rows(rest_rows, {}, args.seed)
                 for i, (_, x, _) in enumerate(rows):
                     if folds[i] == f:
                         order[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
-            result = {"width": width, "lenders": lenders, "problems": len(rows),
+            result = {"width": width, "lenders": lenders, "score_dtype": score_dtype, "problems": len(rows),
                       "mean_pool": round(float(np.mean([len(y) for y in targets])), 1),
                       "reranked": scores(targets, order),
+                      "beam": scores(targets, [list(range(len(y))) for y in targets]),
                       "best_of_the_pool": scores(targets, [list(np.argsort(-y, kind="stable")) for y in targets],
                                                  max(len(y) for y in targets)),
                       "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip

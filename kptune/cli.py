@@ -400,7 +400,7 @@ def predict_cmd(
         bool,
         typer.Option(
             "--rerank",
-            help="order the beam and the nearest tuned shapes' winners by the device's shipped reranker (fp32; ~5 ms)",
+            help="order the beam and the nearest tuned shapes' winners by the device's shipped reranker (~5 ms)",
         ),
     ] = False,
     as_json: JsonOpt = False,

@@ -55,7 +55,7 @@ def test_every_lent_fp32_problem_is_ranked_out_of_fold_and_the_folds_split_netwo
     folds = rerank.network_folds(lent, 2)
     assert set(folds) == {p.networks[0] for p in lent} and set(folds.values()) == {0, 1}
     fp32 = {p.key for p in lent if "dtype=fp32," in p.key}
-    assert {key for key, _, _ in rows} == fp32  # fp16 problems are neither ranked nor reordered
+    assert {key for key, _, _ in rows} == fp32  # the trees are fit on fp32 pools alone
     times = {p.key: p for p in lent}
     for key, x, y in rows:
         assert len(x) == len(y) <= rerank.WIDTH + rerank.LENDERS and np.isfinite(x).all()
@@ -86,8 +86,10 @@ def test_the_reranker_reorders_the_beam_and_survives_a_save_and_load(fitted, tmp
     assert all(family.space.valid(problem, device, c.config) for c in pool)  # lent configs too: valid here
     predicted = model.trees.predict(x)
     assert [c.config.key() for c in order] == [pool[j].config.key() for j in np.argsort(-predicted, kind="stable")]
-    half = dataclasses.replace(problem, dtype="fp16")
-    assert model.order(half, found, tuned, device, family.space) == found  # not fit on fp16: the beam's order
+    half = dataclasses.replace(problem, dtype="fp16")  # fit on fp32, it orders fp16 pools too
+    half_pool, half_x = rerank.pooled(half, found, tuned, device, family.space)
+    assert [c.config.key() for c in model.order(half, found, tuned, device, family.space)] == [
+        half_pool[j].config.key() for j in np.argsort(-model.trees.predict(half_x), kind="stable")]  # fmt: skip
     path = tmp_path / "reranker-x.safetensors"
     model.save(path)
     loaded = rerank.Reranker.load(path, ds.content_hash(lent))
@@ -144,17 +146,22 @@ def test_predict_rerank_cli() -> None:
         assert run.returncode == 2 and run.stderr.startswith("kptune: error: ") and says in run.stderr, run.stderr
 
 
-def test_predict_rerank_keeps_fp16_as_plain_predict(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_rerank_orders_fp16_with_the_trees_fit_on_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     from kptune.predict import api
 
     problem = Conv2dProblem.parse("n=1,c=256,h=56,w=56,k=256,r=1,s=1,dtype=fp16")
-    assert not rerank.reranked(problem)
+    assert rerank.reranked(problem) and not rerank.fitted(problem)
     searched, search = [], api.search
     monkeypatch.setattr(api, "search", lambda *a, **kw: searched.append(a[5:7]) or search(*a, **kw))
-    reranked, _ = api.predict(problem, 5, rerank=True)
-    plain, _ = api.predict(problem, 5)
-    assert [c.config.key() for c in reranked] == [c.config.key() for c in plain]
-    assert searched == [(5, api.WIDTH)] * 2  # the plain beam's k and width, not the wider beam's
+    reranked, pred = api.predict(problem, 5, rerank=True)
+    assert searched == [(rerank.WIDTH, rerank.WIDTH)]  # the wider beam, as for fp32
+    family = get_family("conv2d_fwd")
+    lender = lender_for(pred.device, family)
+    assert lender is not None and lender.reranker is not None and lender.tuned is not None
+    found = search(pred.model, pred.vocab, family, problem, pred.device, rerank.WIDTH, rerank.WIDTH)
+    ordered = lender.reranker.order(problem, found, lender.tuned, pred.device, family.space)
+    assert [c.config.key() for c in reranked] == [c.config.key() for c in ordered[:5]]
+    assert all(family.space.valid(problem, pred.device, c.config) for c in reranked)
 
 
 def test_predict_rerank_scores_the_lent_configs_it_picks_by_the_seq2seq() -> None:
