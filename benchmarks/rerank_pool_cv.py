@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit = [p for p in lent if rerank.fitted(problem_from_key(p.key))]  # type: ignore[arg-type]
     score_dtype = args.score_dtype or rerank.FIT_DTYPE
     held = [p for p in lent if f",dtype={score_dtype}," in p.key]
+    if not held:
+        print(f"rerank_pool_cv: {args.dataset} lends no {score_dtype} problem to score", file=sys.stderr)
+        return 2
     models, tuned = {}, {}
     for f in range(args.folds):
         rest = [p for p in lent if fold[p.key] != f]
