@@ -85,30 +85,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(models[f], path)
         tuned[f] = TunedShapes(rest)
+
+    def pools(problems: list[Any], width: int, lenders: int) -> tuple[Any, list[int]]:
+        """Each problem's pool, its fold's seq2seq's beam of `width` and `lenders` winners: (key, feature rows,
+        log ratios), and its fold."""
+        rows, folds = [], []
+        for p in problems:
+            f, problem = fold[p.key], problem_from_key(p.key)
+            with one_torch_thread():
+                found = search(models[f].model, models[f].vocab, family, problem, device, width, width)  # type: ignore[arg-type]
+            if not found:
+                continue
+            times = dict(p.times)
+            slowest, best = max(times.values()), p.times[0][1]
+            pool, x = rerank.pooled(problem, found, tuned[f], device, family.space, lenders=lenders)  # type: ignore[arg-type]
+            rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest)) for c in pool])))
+            folds.append(f)
+        return rows, folds
+
     results: list[dict[str, Any]] = []
     for width in args.widths:
         for lenders in args.lenders:
             started = time.perf_counter()
-
-            def pools(problems: list[Any], width: int = width, lenders: int = lenders) -> tuple[Any, list[int]]:
-                """Each problem's pool: (key, feature rows, log ratios), and its fold."""
-                rows, folds = [], []
-                for p in problems:
-                    f, problem = fold[p.key], problem_from_key(p.key)
-                    with one_torch_thread():
-                        found = search(models[f].model, models[f].vocab, family, problem, device, width, width)  # type: ignore[arg-type]
-                    if not found:
-                        continue
-                    times = dict(p.times)
-                    slowest, best = max(times.values()), p.times[0][1]
-                    pool, x = rerank.pooled(problem, found, tuned[f], device, family.space, lenders=lenders)  # type: ignore[arg-type]
-                    rows.append((p.key, x, np.array([math.log(best / times.get(c.config.key(), slowest))
-                                                     for c in pool])))  # fmt: skip
-                    folds.append(f)
-                return rows, folds
-
-            fit_rows, fit_folds = pools(fit)
-            rows, folds = (fit_rows, fit_folds) if score_dtype == rerank.FIT_DTYPE else pools(held)
+            fit_rows, fit_folds = pools(fit, width, lenders)
+            rows, folds = (fit_rows, fit_folds) if score_dtype == rerank.FIT_DTYPE else pools(held, width, lenders)
             targets = [y for _, _, y in rows]
             order: list[list[int]] = [[] for _ in rows]
             for f in range(args.folds):
