@@ -33,6 +33,30 @@ from common import provenance, write_json
 from rerank_cv import scores
 
 
+def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int, cfg: Any,
+                cache: Path | None) -> dict[int, Any]:  # fmt: skip
+    """Per fold of networks, the seq2seq trained on the other folds' problems as `rerank.out_of_fold_rows` trains
+    it (`cfg`, fixed epochs), read from or kept under `cache` (torch.save: our own files)."""
+    import torch
+
+    from kptune import dataset as ds
+    from kptune.predict.training import train
+
+    models = {}
+    for f in range(folds):
+        path = cache / f"fold{f}-of-{folds}-seed{cfg.seed}.pt" if cache else None
+        if path is not None and path.exists():
+            models[f] = torch.load(path, weights_only=False)  # our own file, written below
+            continue
+        rest = [p for p in lent if fold[p.key] != f]
+        print(f"fold {f + 1}/{folds}: training on {len(rest)} problems", file=sys.stderr, flush=True)
+        models[f] = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(models[f], path)
+    return models
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
@@ -46,8 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
-    import torch
-
     from kptune import dataset as ds
     from kptune.device import DeviceInfo
     from kptune.kernel import get_family
@@ -56,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.predict.api import search
     from kptune.predict.models import ModelConfig
     from kptune.predict.threads import one_torch_thread
-    from kptune.predict.training import train
     from kptune.problem import problem_from_key
 
     data = ds.load(args.dataset)
@@ -72,19 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not held:
         print(f"rerank_pool_cv: {args.dataset} lends no {score_dtype} problem to score", file=sys.stderr)
         return 2
-    models, tuned = {}, {}
-    for f in range(args.folds):
-        rest = [p for p in lent if fold[p.key] != f]
-        path = args.cache / f"fold{f}-of-{args.folds}-seed{args.seed}.pt" if args.cache else None
-        if path is not None and path.exists():
-            models[f] = torch.load(path, weights_only=False)  # our own file, written below
-        else:
-            print(f"fold {f + 1}/{args.folds}: training on {len(rest)} problems", file=sys.stderr, flush=True)
-            models[f] = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False))
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(models[f], path)
-        tuned[f] = TunedShapes(rest)
+    models = fold_models(data, lent, fold, args.folds, cfg, args.cache)
+    tuned = {f: TunedShapes([p for p in lent if fold[p.key] != f]) for f in range(args.folds)}
 
     def pools(problems: list[Any], width: int, lenders: int) -> tuple[Any, list[int]]:
         """Each problem's pool, its fold's seq2seq's beam of `width` and `lenders` winners: (key, feature rows,

@@ -8,8 +8,8 @@ it, each re-checked against this device's limits, so every one is valid here:
 - **neighbours**: the first picks of the cost model fit on the dataset and shipped beside it
   (`kptune.predict.costmodel`: a gradient-boosted ranking of the configs stored for the nearest
   tuned shapes); where none is shipped (or it was fit on other data), the fastest configs of the
-  nearest of its train and validation problems (log2 size features, same dtype first:
-  `evaluation.nearest_shape`);
+  nearest of its train and validation problems (by their implicit GEMM's sizes, same dtype first:
+  `evaluation.point`, `evaluation.nearest_shape`);
 - **cover**: configs that best complete the candidates chosen so far over the `COVER_SHAPES`
   nearest tuned shapes (`cover_ranker`): greedily, the config that most raises the geomean over
   those shapes of t_best / (fastest chosen config's time), as a portfolio of algorithms is
@@ -99,17 +99,17 @@ class Lender:
 
 
 class TunedShapes:
-    """The tuned shapes of a dataset as arrays: their size features, and per shape the ids of its stored
-    configs, their ratios t_best / t and the ratio of a config it did not store (`UNSTORED`). What the
+    """The tuned shapes of a dataset as arrays: their points (`evaluation.point`), and per shape the ids of its
+    stored configs, their ratios t_best / t and the ratio of a config it did not store (`UNSTORED`). What the
     cover and the cost model (`kptune.predict.costmodel`) read a problem's neighbourhood from. The shapes
     are kept in key order, so the same problems in another order (a retrain's cut lists its perf db's
     before its base's) give the same neighbourhoods, ties included, and the same cost model fit."""
 
     def __init__(self, lent: Sequence[ds.DatasetProblem]) -> None:
-        from kptune.predict.evaluation import features
+        from kptune.predict.evaluation import point
 
         self.shapes = sorted((p for p in lent if p.times), key=lambda p: p.key)
-        self.feats = np.array([features(problem_from_key(p.key)) for p in self.shapes])  # type: ignore[arg-type]
+        self.points = np.array([point(problem_from_key(p.key)) for p in self.shapes])  # type: ignore[arg-type]
         ids: dict[str, int] = {}
         self.rows = []  # per tuned shape: its configs' ids, their ratios, the ratio of one not stored
         for p in self.shapes:
@@ -126,9 +126,9 @@ class TunedShapes:
     def nearest(self, problem: Conv2dProblem, count: int, leave_out: int | None = None) -> np.ndarray:
         """Indices of the `count` tuned shapes nearest `problem` (`evaluation.distances`), nearest first;
         `leave_out`: a shape's index not to count (a shape's own neighbourhood when fitting on it)."""
-        from kptune.predict.evaluation import distances, features
+        from kptune.predict.evaluation import distances, point
 
-        dist = distances(self.feats, features(problem))
+        dist = distances(self.points, point(problem))
         if leave_out is not None:
             dist[leave_out] = np.inf
         return np.argsort(dist, kind="stable")[:count]

@@ -11,6 +11,7 @@ from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
 from kptune.neighbours import UNSTORED, TunedShapes, cover_ranker, lender_for, lent_problems
+from kptune.predict.evaluation import point
 from kptune.problem import Conv2dProblem
 from kptune.space import Config
 
@@ -29,6 +30,18 @@ def _valid_configs(problem: Conv2dProblem, count: int) -> list[str]:
 def _shape(problem: Conv2dProblem, times: dict[str, float]) -> ds.DatasetProblem:
     ranked = tuple(sorted(times.items(), key=lambda kv: kv[1]))
     return ds.DatasetProblem(problem.key(), "train", ("net",), len(ranked), len(ranked), ranked)
+
+
+def test_shapes_of_one_implicit_gemm_are_nearest_whatever_their_batch_or_image() -> None:
+    # n=4 56x56 and n=16 28x28 are one GEMM (M = 12,544, N = 96, K = 16); n=4 28x28 is a quarter of its M,
+    # and by the problem's own sizes the nearer of the two
+    same_gemm = Conv2dProblem.parse("n=16,c=16,h=28,w=28,k=96,r=1,s=1")
+    same_sizes = Conv2dProblem.parse("n=4,c=16,h=28,w=28,k=96,r=1,s=1")
+    fp16 = Conv2dProblem.parse("n=4,c=16,h=56,w=56,k=96,r=1,s=1,dtype=fp16")
+    tuned = TunedShapes([_shape(q, {"ALGO=0": 1.0}) for q in (same_gemm, same_sizes, fp16)])
+    problem = Conv2dProblem.parse("n=4,c=16,h=56,w=56,k=96,r=1,s=1")
+    assert [tuned.shapes[i].key for i in tuned.nearest(problem, 3)] == [q.key() for q in (same_gemm, same_sizes, fp16)]
+    assert point(problem) == point(same_gemm) and point(problem) != point(fp16)
 
 
 def test_the_cover_completes_the_chosen_over_the_nearest_shapes() -> None:

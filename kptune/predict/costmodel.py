@@ -1,6 +1,6 @@
 """A cost model of conv2d configs: which of the configs near tuned shapes ran fast will run fast here.
 
-The pool of a problem: the configs stored for its NEAR nearest tuned shapes (log2 size features,
+The pool of a problem: the configs stored for its NEAR nearest tuned shapes (`evaluation.point`,
 `neighbours.TunedShapes`) that are valid for it, at most POOL, by their mean log ratio over those
 shapes. A gradient-boosted regressor (scikit-learn, to fit) scores each pool config from the
 problem's sizes, the config's parameters, its launch on the device (CTAs, wave efficiency over the
@@ -42,7 +42,8 @@ NEAR = 100
 #: pool configs per problem, at most
 POOL = 400
 FORMAT = "kptune-costmodel"
-FORMAT_VERSION = 1
+#: 2: shapes near by their implicit GEMM (`evaluation.point`), so a format-1 file was fit on other pools
+FORMAT_VERSION = 2
 _SCALARS = ("baseline", "depth")  # Trees' fields kept in the header, not as arrays
 #: `Trees.predict` sets the walks on their leaf aside every SETTLE steps, while more than SPARE steps remain
 SETTLE, SPARE = 3, 6

@@ -8,10 +8,10 @@ or it failed there) counts as the problem's slowest correct config: a penalty, n
 
 Baselines, each returning k candidates valid for the problem:
 - most frequent winner: train winners by count, then by their geomean ratio over train problems;
-- nearest tuned shape: the train problem nearest in log2 size features (same dtype first), its
-  fastest configs, then the next nearest's;
-- per-parameter tree: one scikit-learn decision tree per parameter on the same features; every
-  valid config scored by the sum of its parameters' log-probabilities.
+- nearest tuned shape: the train problem nearest (`point`: its implicit GEMM's log2 M, N, K; same dtype
+  first), its fastest configs, then the next nearest's;
+- per-parameter tree: one scikit-learn decision tree per parameter on the problem's log2 sizes and
+  geometry (`features`); every valid config scored by the sum of its parameters' log-probabilities.
 """
 
 from __future__ import annotations
@@ -39,8 +39,19 @@ def features(problem: Conv2dProblem) -> list[float]:
     return [*sizes, *map(float, small), 1.0 if problem.dtype == "fp16" else 0.0]
 
 
+def point(problem: Conv2dProblem) -> list[float]:
+    """Where a problem lies for nearness (`distances`): its implicit GEMM's log2 M (n x out_h x out_w),
+    N (k) and K (c x r x s), and its dtype. What the kernel's configs are tiles of, so shapes of one GEMM
+    share their fast configs whatever their batch, image or filter sizes. Chosen in network-fold CV over
+    `features` (the sizes, each alone, and the geometry): the reranker's top 1 0.9557 -> 0.9635, best of
+    5 0.9763 -> 0.9811, top-5 hit 64.0% -> 67.9%, and on a second seed's models likewise
+    (`benchmarks/RESULTS.md`)."""
+    m, n, k = problem.derived()["GEMM_M"], problem.k, problem.c * problem.r * problem.s
+    return [math.log2(m), math.log2(n), math.log2(k), 1.0 if problem.dtype == "fp16" else 0.0]
+
+
 def distances(feats: np.ndarray, f: Sequence[float]) -> np.ndarray:
-    """L1 distance of each row of `feats` to `f`, another dtype (the last feature) 100 farther."""
+    """L1 distance of each row of `feats` to `f` (`point`s), another dtype (the last feature) 100 farther."""
     row = np.asarray(f)
     return np.abs(feats - row).sum(axis=1) + 100.0 * (feats[:, -1] != row[-1])
 
@@ -98,10 +109,10 @@ def most_frequent_winner(train: Sequence[DatasetProblem], space: SearchSpace, de
 
 
 def nearest_shape(train: Sequence[DatasetProblem], space: SearchSpace, device: DeviceInfo) -> Ranker:
-    feats = np.array([features(problem_from_key(p.key)) for p in train])  # type: ignore[arg-type]
+    points = np.array([point(problem_from_key(p.key)) for p in train])  # type: ignore[arg-type]
 
     def rank(problem: DatasetProblem, k: int) -> list[str]:
-        dist = distances(feats, features(problem_from_key(problem.key)))  # type: ignore[arg-type]
+        dist = distances(points, point(problem_from_key(problem.key)))  # type: ignore[arg-type]
         ok, out = _valid(space, device, problem), []
         for i in np.argsort(dist, kind="stable"):
             out += [c for c, _ in train[i].times if c not in out and ok(c)]

@@ -64,9 +64,10 @@ if TYPE_CHECKING:
     from kptune.predict.models import ModelConfig
 
 # WIDTH and LENDERS, in network-fold CV over 1,097 problems (top 1, best of 5, top-5 hit;
-# `benchmarks/rerank_pool_cv.py`): 16 and 32 0.9556, 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545,
-# 0.9758, 64.1%; 20 and 32 0.9560, 0.9763, 64.0%; 16 and 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730,
-# 61.4%; no lenders at 24 0.9514, 0.9698, 60.7%. 16 and 32: a fifth fewer candidates to decode and score.
+# `benchmarks/rerank_pool_cv.py`; shapes near by their sizes, before `evaluation.point`): 16 and 32 0.9556,
+# 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545, 0.9758, 64.1%; 20 and 32 0.9560, 0.9763, 64.0%; 16 and
+# 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730, 61.4%; no lenders at 24 0.9514, 0.9698, 60.7%. 16 and 32:
+# a fifth fewer candidates to decode and score.
 #: the beam's candidates the reranker reorders
 WIDTH = 16
 #: the nearest tuned shapes whose winners join them
@@ -80,8 +81,9 @@ FORMAT = "kptune-reranker"
 #: 2: the neighbours' record of each candidate in place of the cost model's score and pool rank, and the
 #: candidates' places within the beam learnt in place of their log ratios; 3: LambdaMART (`lambdarank`) in
 #: place of a regressor of places, on float32 features (as scikit-learn's trees split them); 4: the pool
-#: (`pooled`): the beam and the nearest tuned shapes' winners, with the lent flag and the winners' nearness
-FORMAT_VERSION = 4
+#: (`pooled`): the beam and the nearest tuned shapes' winners, with the lent flag and the winners' nearness; 5:
+#: shapes near by their implicit GEMM (`evaluation.point`), so a format-4 file's trees read other neighbourhoods
+FORMAT_VERSION = 5
 #: the LambdaMART fit's settings
 PARAMS = lambdarank.Params()
 
