@@ -24,13 +24,12 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from common import provenance, write_json
 from rerank_cv import scores
-from rerank_pool_cv import fold_models
+from rerank_pool_cv import add_fold_arguments, fold_models, lent_folds
 
 from kptune.predict import evaluation
 from kptune.problem import Conv2dProblem
@@ -63,19 +62,11 @@ POINTS: dict[str, Callable[[Conv2dProblem], list[float]]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    add_fold_arguments(ap)
     ap.add_argument("--points", nargs="+", default=["sizes", "gemm"], choices=sorted(POINTS))
     ap.add_argument("--autotune", action="store_true", help="also score autotune's candidates (a cost model a fold)")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
-    ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
-    from kptune import dataset as ds
-    from kptune.device import DeviceInfo
-    from kptune.kernel import get_family
-    from kptune.neighbours import Lender, TunedShapes, cover_ranker, lent_problems
+    from kptune.neighbours import Lender, TunedShapes, cover_ranker
     from kptune.predict import rerank
     from kptune.predict.api import search
     from kptune.predict.beam import WIDTH
@@ -84,12 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.predict.threads import one_torch_thread
     from kptune.problem import problem_from_key
 
-    data = ds.load(args.dataset)
-    family = get_family(data.meta["family"])
-    device = DeviceInfo(**data.meta["device_limits"])
-    lent = lent_problems(data)
-    fold_of = rerank.network_folds(lent, args.folds)
-    fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
+    data, family, device, lent, fold = lent_folds(args.dataset, args.folds)
     held = [p for p in lent if rerank.fitted(problem_from_key(p.key))]  # type: ignore[arg-type]
     cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
     models = fold_models(data, lent, fold, args.folds, cfg, args.cache)

@@ -33,6 +33,31 @@ from common import provenance, write_json
 from rerank_cv import scores
 
 
+def add_fold_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of a network-fold CV on the folds' seq2seqs: the dataset, the folds, how they are trained."""
+    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
+    ap.add_argument("--out", type=Path, default=Path("."))
+
+
+def lent_folds(dataset: Path, folds: int) -> tuple[Any, Any, Any, list[Any], dict[str, int]]:
+    """(the dataset, its kernel family, its device, its lent problems, each one's fold of networks)."""
+    from kptune import dataset as ds
+    from kptune.device import DeviceInfo
+    from kptune.kernel import get_family
+    from kptune.neighbours import lent_problems
+    from kptune.predict import rerank
+
+    data = ds.load(dataset)
+    lent = lent_problems(data)
+    fold_of = rerank.network_folds(lent, folds)
+    fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
+    return data, get_family(data.meta["family"]), DeviceInfo(**data.meta["device_limits"]), lent, fold
+
+
 def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int, cfg: Any,
                 cache: Path | None) -> dict[int, Any]:  # fmt: skip
     """Per fold of networks, the seq2seq trained on the other folds' problems as `rerank.out_of_fold_rows` trains
@@ -59,34 +84,21 @@ def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    add_fold_arguments(ap)
     ap.add_argument("--widths", type=int, nargs="+", default=[16])
     ap.add_argument("--lenders", type=int, nargs="+", default=[32])
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--score-dtype", default=None,
                     help="score lent problems of this dtype (default: fp32, as the reranker is fit)")  # fmt: skip
-    ap.add_argument("--cache", type=Path, default=None, help="keep each fold's seq2seq here (torch.save)")
-    ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
-    from kptune import dataset as ds
-    from kptune.device import DeviceInfo
-    from kptune.kernel import get_family
-    from kptune.neighbours import TunedShapes, lent_problems
+    from kptune.neighbours import TunedShapes
     from kptune.predict import rerank
     from kptune.predict.api import search
     from kptune.predict.models import ModelConfig
     from kptune.predict.threads import one_torch_thread
     from kptune.problem import problem_from_key
 
-    data = ds.load(args.dataset)
-    family = get_family(data.meta["family"])
-    device = DeviceInfo(**data.meta["device_limits"])
+    data, family, device, lent, fold = lent_folds(args.dataset, args.folds)
     cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
-    lent = lent_problems(data)
-    fold_of = rerank.network_folds(lent, args.folds)
-    fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
     fit = [p for p in lent if rerank.fitted(problem_from_key(p.key))]  # type: ignore[arg-type]
     score_dtype = args.score_dtype or rerank.FIT_DTYPE
     held = [p for p in lent if f",dtype={score_dtype}," in p.key]

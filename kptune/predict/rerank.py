@@ -64,14 +64,15 @@ if TYPE_CHECKING:
     from kptune.predict.models import ModelConfig
 
 # WIDTH and LENDERS, in network-fold CV over 1,097 problems (top 1, best of 5, top-5 hit;
-# `benchmarks/rerank_pool_cv.py`; shapes near by their sizes, before `evaluation.point`): 16 and 32 0.9556,
-# 0.9763, 64.0%; 24 and 16 (format 4's first fit) 0.9545, 0.9758, 64.1%; 20 and 32 0.9560, 0.9763, 64.0%; 16 and
-# 48 0.9558, 0.9762, 64.2%; 12 and 16 0.9543, 0.9730, 61.4%; no lenders at 24 0.9514, 0.9698, 60.7%. 16 and 32:
-# a fifth fewer candidates to decode and score.
+# `benchmarks/rerank_pool_cv.py`), shapes near by their GEMM (`evaluation.point`): 12 and 48 0.9631, 0.9825, 68.4%
+# (seed 1's seq2seqs: 0.9600, 0.9818, 68.2%); 16 and 32 0.9635, 0.9811, 67.9% (0.9593, 0.9808, 67.1%); 16 and 48
+# 0.9622, 0.9820, 68.5%; 16 and 16 0.9619, 0.9801, 67.5%; 12 and 16 0.9585, 0.9804, 66.3%. 12 and 48: the plain
+# beam's width, so no wider decode, and a smaller pool. (By sizes, before: 16 and 32 0.9556, 0.9763, 64.0%; 24
+# and 16 0.9545, 0.9758, 64.1%; 12 and 16 0.9543, 0.9730, 61.4%; no lenders at 24 0.9514, 0.9698, 60.7%.)
 #: the beam's candidates the reranker reorders
-WIDTH = 16
+WIDTH = 12
 #: the nearest tuned shapes whose winners join them
-LENDERS = 32
+LENDERS = 48
 #: the log-probability a lent config is ranked with, below any beam's (scoring it costs a decode; in CV,
 #: with its own log-probability: top 1 0.9559, best of 5 0.9761, hit 63.6%)
 LENT_LOG_PROB = -40.0
