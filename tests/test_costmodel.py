@@ -21,7 +21,7 @@ from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.neighbours import cover_ranker
-from kptune.predict.costmodel import CostModel, CostModelError, fit_for_dataset
+from kptune.predict.costmodel import FORMAT, FORMAT_VERSION, CostModel, CostModelError, fit_for_dataset, save_trees
 from kptune.predict.evaluation import nearest_shape
 from kptune.problem import problem_from_key
 from kptune.space import Config
@@ -110,6 +110,10 @@ def test_a_saved_cost_model_ranks_as_the_fitted_one_and_refuses_other_data(tmp_p
         CostModel.load(bad, lent, space, device)
     bad.write_bytes(b"not a file at all")
     with pytest.raises(CostModelError):
+        CostModel.load(bad, lent, space, device)
+    # a file fit on other neighbourhoods (an older format): refused, saying how to fit it again
+    save_trees(bad, fitted.trees, {"format": FORMAT, "format_version": FORMAT_VERSION - 1, "near": 10, "pool": 50})
+    with pytest.raises(CostModelError, match="fit it again: kptune dataset costmodel DATASET"):
         CostModel.load(bad, lent, space, device)
 
 

@@ -105,7 +105,8 @@ def test_the_reranker_reorders_the_beam_and_survives_a_save_and_load(fitted, tmp
         rerank.Reranker.load(bad)
     old = rerank.FORMAT_VERSION - 1
     save_trees(bad, model.trees, {**model.meta, "format": rerank.FORMAT, "format_version": old})
-    with pytest.raises(CostModelError, match=f"reranker format {old}, this kptune reads {rerank.FORMAT_VERSION}"):
+    says = f"reranker format {old}, this kptune reads {rerank.FORMAT_VERSION}; fit it again: kptune dataset reranker"
+    with pytest.raises(CostModelError, match=says):
         rerank.Reranker.load(bad)
 
 

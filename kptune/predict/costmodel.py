@@ -242,7 +242,8 @@ def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise CostModelError(f"{path}: not a kptune {what}")
     if meta.get("format_version") != version:
-        raise CostModelError(f"{path}: {what} format {meta.get('format_version')}, this kptune reads {version}")
+        raise CostModelError(f"{path}: {what} format {meta.get('format_version')}, this kptune reads {version}; fit "
+                             f"it again: kptune dataset {what.replace(' ', '')} DATASET")  # fmt: skip
     for key in scalars:
         if not isinstance(meta.get(key), int | float):
             raise CostModelError(f"{path}: {what} header lacks {key}")
