@@ -46,7 +46,8 @@ def point(problem: Conv2dProblem) -> list[float]:
     `features` (the sizes, each alone, and the geometry): the reranker's top 1 0.9557 -> 0.9635, best of
     5 0.9763 -> 0.9811, top-5 hit 64.0% -> 67.9%, and on a second seed's models likewise
     (`benchmarks/RESULTS.md`)."""
-    m, n, k = problem.derived()["GEMM_M"], problem.k, problem.c * problem.r * problem.s
+    gemm = problem.derived()  # the kernel's own view of the problem (`Conv2dProblem.derived`)
+    m, n, k = gemm["GEMM_M"], gemm["GEMM_N"], gemm["GEMM_K"]
     return [math.log2(m), math.log2(n), math.log2(k), 1.0 if problem.dtype == "fp16" else 0.0]
 
 
