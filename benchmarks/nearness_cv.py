@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from common import provenance, write_json
-from rerank_cv import scores
+from rerank_cv import out_of_fold_orders, scores
 from rerank_pool_cv import add_fold_arguments, fold_models, lent_folds
 
 from kptune.predict import evaluation
@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def ratio(p: Any, keys: Sequence[str]) -> float:
         """log(t_best / the fastest of `keys`), a key not kept counting as the slowest kept."""
-        times = dict(p.times)
-        return math.log(p.times[0][1] / min([times.get(k, max(times.values())) for k in keys] or [max(times.values())]))
+        times, slowest = dict(p.times), p.times[-1][1]
+        return math.log(p.times[0][1] / min([times.get(k, slowest) for k in keys] or [slowest]))
 
     results: list[dict[str, Any]] = []
     try:
@@ -98,20 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             evaluation.point = POINTS[name]  # what TunedShapes and nearest_shape place problems by
             started = time.perf_counter()
             tuned = {f: TunedShapes([p for p in lent if fold[p.key] != f]) for f in range(args.folds)}
-            rows = []
+            rows, folds = [], []
             for p in held:
                 if not beams[p.key]:
                     continue
                 f, problem = fold[p.key], problem_from_key(p.key)
                 pool, x = rerank.pooled(problem, beams[p.key], tuned[f], device, family.space)  # type: ignore[arg-type]
-                rows.append((x, np.array([ratio(p, [c.config.key()]) for c in pool]), f))
-            targets = [y for _, y, _ in rows]
-            order: list[list[int]] = [[] for _ in rows]
-            for f in range(args.folds):
-                trees = rerank.fit_rows([("", x, y) for x, y, g in rows if g != f], {}, args.seed).trees
-                for i, (x, _, g) in enumerate(rows):
-                    if g == f:
-                        order[i] = list(np.argsort(-trees.predict(x), kind="stable"))
+                rows.append((p.key, x, np.array([ratio(p, [c.config.key()]) for c in pool])))
+                folds.append(f)
+            targets = [y for _, _, y in rows]
+            order = out_of_fold_orders(rows, folds, rows, folds, args.folds, args.seed)
             result: dict[str, Any] = {
                 "point": name, "problems": len(rows), "mean_pool": round(float(np.mean([len(y) for y in targets])), 1),
                 "reranked": scores(targets, order),

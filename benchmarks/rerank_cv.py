@@ -39,6 +39,26 @@ def scores(targets: Sequence[np.ndarray], orders: Sequence[Sequence[int]], k: in
             f"top{k}_hit": round(sum(t >= -1e-12 for t in topk) / n, 3)}  # fmt: skip
 
 
+def out_of_fold_orders(fit: Sequence[tuple[Any, np.ndarray, np.ndarray]], fit_folds: Sequence[int],
+                       rows: Sequence[tuple[Any, np.ndarray, np.ndarray]], folds: Sequence[int], n_folds: int,
+                       seed: int, params: Any = None) -> list[list[int]]:  # fmt: skip
+    """Each pool of `rows` ((key, feature rows, log ratios), of fold `folds[i]`) ordered by the reranker's trees
+    fit on the pools of `fit` of the other folds (`rerank.fit_rows`, with `params` or `rerank.PARAMS`); []
+    where no fold is left to fit on."""
+    from kptune.predict import rerank
+
+    order: list[list[int]] = [[] for _ in rows]
+    for f in range(n_folds):
+        rest = [r for r, g in zip(fit, fit_folds, strict=True) if g != f]
+        if not rest or f not in folds:
+            continue
+        trees = rerank.fit_rows(list(rest), {}, seed, params or rerank.PARAMS).trees
+        for i, (_, x, _) in enumerate(rows):
+            if folds[i] == f:
+                order[i] = list(np.argsort(-trees.predict(x), kind="stable"))
+    return order
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
@@ -59,22 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     cfg = ModelConfig(seed=args.seed, early_stop=False, epochs=args.epochs)
     rows = rerank.out_of_fold_rows(data, cfg, args.folds, lambda s: print(s, file=sys.stderr, flush=True))
-    nets = {p.key: p.networks[0] if p.networks else "" for p in data.problems}
-    fold_of = rerank.network_folds(lent_problems(data), args.folds)  # the folds out_of_fold_rows made
-    fold = [fold_of[nets[key]] for key, _, _ in rows]
+    fold_of = rerank.problem_folds(lent_problems(data), args.folds)  # the folds out_of_fold_rows made
+    fold = [fold_of[key] for key, _, _ in rows]
     targets = [y for _, _, y in rows]
     results: dict[str, Any] = {"pool order": scores(targets, [list(range(len(y))) for y in targets])}
     for rounds in args.rounds or [rerank.PARAMS.rounds]:
         params = dataclasses.replace(rerank.PARAMS, rounds=rounds)
-        reranked: list[list[int]] = [[] for _ in rows]
-        for f in range(args.folds):
-            rest = [r for r, g in zip(rows, fold, strict=True) if g != f]
-            if not rest or f not in fold:
-                continue
-            model = rerank.fit_rows(rest, {}, args.seed, params)
-            for i, (_, x, _) in enumerate(rows):
-                if fold[i] == f:
-                    reranked[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
+        reranked = out_of_fold_orders(rows, fold, rows, fold, args.folds, args.seed, params)
         results["reranked" if args.rounds is None else f"reranked, {rounds} rounds"] = scores(targets, reranked)
     results["best of the pool"] = scores(
         targets, [list(np.argsort(-y, kind="stable")) for y in targets], max(len(y) for y in targets)

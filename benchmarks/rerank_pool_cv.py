@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from common import provenance, write_json
-from rerank_cv import scores
+from rerank_cv import out_of_fold_orders, scores
 
 
 def add_fold_arguments(ap: argparse.ArgumentParser) -> None:
@@ -53,8 +53,7 @@ def lent_folds(dataset: Path, folds: int) -> tuple[Any, Any, Any, list[Any], dic
 
     data = ds.load(dataset)
     lent = lent_problems(data)
-    fold_of = rerank.network_folds(lent, folds)
-    fold = {p.key: fold_of[p.networks[0] if p.networks else ""] for p in lent}
+    fold = rerank.problem_folds(lent, folds)
     return data, get_family(data.meta["family"]), DeviceInfo(**data.meta["device_limits"]), lent, fold
 
 
@@ -85,8 +84,8 @@ def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fold_arguments(ap)
-    ap.add_argument("--widths", type=int, nargs="+", default=[16])
-    ap.add_argument("--lenders", type=int, nargs="+", default=[32])
+    ap.add_argument("--widths", type=int, nargs="+", default=None, help="default: the shipped rerank.WIDTH")
+    ap.add_argument("--lenders", type=int, nargs="+", default=None, help="default: the shipped rerank.LENDERS")
     ap.add_argument("--score-dtype", default=None,
                     help="score lent problems of this dtype (default: fp32, as the reranker is fit)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -126,21 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rows, folds
 
     results: list[dict[str, Any]] = []
-    for width in args.widths:
-        for lenders in args.lenders:
+    for width in args.widths or [rerank.WIDTH]:
+        for lenders in args.lenders or [rerank.LENDERS]:
             started = time.perf_counter()
             fit_rows, fit_folds = pools(fit, width, lenders)
             rows, folds = (fit_rows, fit_folds) if score_dtype == rerank.FIT_DTYPE else pools(held, width, lenders)
             targets = [y for _, _, y in rows]
-            order: list[list[int]] = [[] for _ in rows]
-            for f in range(args.folds):
-                rest_rows = [r for r, g in zip(fit_rows, fit_folds, strict=True) if g != f]
-                if not rest_rows or f not in folds:
-                    continue
-                model = rerank.fit_rows(rest_rows, {}, args.seed)
-                for i, (_, x, _) in enumerate(rows):
-                    if folds[i] == f:
-                        order[i] = list(np.argsort(-model.trees.predict(x), kind="stable"))
+            order = out_of_fold_orders(fit_rows, fit_folds, rows, folds, args.folds, args.seed)
             result = {"width": width, "lenders": lenders, "score_dtype": score_dtype, "problems": len(rows),
                       "mean_pool": round(float(np.mean([len(y) for y in targets])), 1),
                       "reranked": scores(targets, order),

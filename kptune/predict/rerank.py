@@ -207,6 +207,12 @@ def network_folds(problems: Sequence[ds.DatasetProblem], folds: int = FOLDS) -> 
     return fold
 
 
+def problem_folds(problems: Sequence[ds.DatasetProblem], folds: int = FOLDS) -> dict[str, int]:
+    """Each problem's fold (by key): its first network's (`network_folds`)."""
+    fold = network_folds(problems, folds)
+    return {p.key: fold[p.networks[0] if p.networks else ""] for p in problems}
+
+
 Rows = list[tuple[str, np.ndarray, np.ndarray]]
 
 
@@ -224,8 +230,8 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
     family = get_family(data.meta["family"])
     device = DeviceInfo(**data.meta["device_limits"])
     lent = lent_problems(data)
-    fold_of = network_folds(lent, folds)
-    fold = lambda p: fold_of[p.networks[0] if p.networks else ""]  # noqa: E731
+    fold_of = problem_folds(lent, folds)
+    fold = lambda p: fold_of[p.key]  # noqa: E731
     out = []
     for f in range(folds):
         held = [p for p in lent if fold(p) == f and fitted(problem_from_key(p.key))]  # type: ignore[arg-type]
