@@ -1,0 +1,110 @@
+"""Where does each test problem's recorded winner lie for `kptune predict --rerank`? Seen winners against new ones.
+
+    python benchmarks/winner_coverage.py --out results/
+
+Per test problem of --dtype, with the model and its reranker (default: the shipped ones) reading the dataset's
+train and validation problems as the tuned shapes (as `kptune eval --reranker` does), the recorded winner is
+- among the reranked first k (a top-k hit),
+- in the reranker's pool but not its first k (`rerank.pooled`: the beam's `rerank.WIDTH` candidates and the
+  nearest tuned shapes' winners), or
+- outside the pool. Then it is also looked for in the plain beam's first --width (as `kptune predict` searches
+  it, at that width).
+Each count is split by whether the winner won on at least one tuned shape ("seen") or on none ("new"). The
+pool's lent configs and the reranker's record features can only point to configs that tuned shapes hold. So a
+new winner must come from the seq2seq's beam alone, and more tuned shapes are what turn new winners into seen
+ones. Writes winner_coverage.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from common import provenance, write_json
+
+#: where a winner can lie, best first
+PLACES = ("top_k", "pool", "outside_pool")
+
+
+def tally(rows: Iterable[tuple[bool, str, int]], k: int) -> dict[str, Any]:
+    """Counts from one row per problem: (its winner won on a tuned shape, its place among PLACES, its rank in the
+    plain beam, 0 if not found there). Per group (all, seen, new): problems, each place's count, the top-k hit
+    rate, and, of the winners outside the pool, how many the plain beam holds."""
+    groups: dict[str, collections.Counter[str]] = {g: collections.Counter() for g in ("all", "seen", "new")}
+    for seen, place, beam_rank in rows:
+        if place not in PLACES:
+            raise ValueError(f"unknown place {place!r}: one of {PLACES}")
+        for g in ("all", "seen" if seen else "new"):
+            groups[g]["problems"] += 1
+            groups[g][place] += 1
+            groups[g]["outside_pool_in_plain_beam"] += place == "outside_pool" and beam_rank > 0
+    return {g: {"problems": c["problems"], **{p: c[p] for p in PLACES},
+                f"top{k}_hit": round(c["top_k"] / c["problems"], 4) if c["problems"] else None,
+                "outside_pool_in_plain_beam": c["outside_pool_in_plain_beam"]} for g, c in groups.items()}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=Path("kptune/data/dataset-h200.db.gz"))
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped one)")
+    ap.add_argument("--reranker", type=Path, default=None, help="default: the one beside the dataset")
+    ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--width", type=int, default=64, help="how far down the plain beam to look for the winner")
+    ap.add_argument("--problems", type=int, default=None, help="only the first N test problems")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args(argv)
+    from kptune import dataset as ds
+    from kptune.errors import KptuneError
+    from kptune.kernel import get_family
+    from kptune.neighbours import TunedShapes, lent_problems, reranker_path
+    from kptune.predict import rerank
+    from kptune.predict.api import load_predictor, search
+    from kptune.predict.beam import WIDTH
+    from kptune.predict.threads import one_torch_thread
+    from kptune.problem import Conv2dProblem, problem_from_key
+
+    try:
+        data = ds.load(args.dataset)
+        family = get_family(data.meta["family"])
+        pred = load_predictor(args.model, family.name)
+        lent = lent_problems(data)
+        reranker = rerank.Reranker.load(args.reranker or reranker_path(args.dataset), ds.content_hash(lent))
+    except (KptuneError, ds.DatasetError) as exc:
+        print(f"winner_coverage: {exc}", file=sys.stderr)
+        return 2
+    tuned = TunedShapes(lent)
+    won = {p.times[0][0] for p in tuned.shapes}
+    test = [p for p in data.split("test") if f",dtype={args.dtype}," in p.key and p.times][: args.problems]
+    device, rows = pred.device, []
+    for p in test:
+        problem = problem_from_key(p.key)
+        assert isinstance(problem, Conv2dProblem)
+        with one_torch_thread():
+            found = search(pred.model, pred.vocab, family, problem, device, *rerank.beam_size(problem, args.k, WIDTH))
+            # the pool (`rerank.pooled`), fastest first
+            ordered = [c.config.key() for c in reranker.order(problem, found, tuned, device, family.space)]
+            place = "top_k" if p.winner in ordered[: args.k] else "pool" if p.winner in ordered else "outside_pool"
+            beam_rank = 0
+            if place == "outside_pool":
+                wide = [c.config.key() for c in search(pred.model, pred.vocab, family, problem, device, args.width,
+                                                       args.width)]  # fmt: skip
+                beam_rank = wide.index(p.winner) + 1 if p.winner in wide else 0
+        rows.append((p.winner in won, place, beam_rank))
+    doc = {"benchmark": "winner_coverage", **provenance(), "dataset": str(args.dataset),
+           "model": str(args.model or "shipped"), "reranker": str(args.reranker or reranker_path(args.dataset)),
+           "dtype": args.dtype, "k": args.k, "width": args.width, "tuned_shapes": len(tuned.shapes),
+           "configs_that_won": len(won), "groups": tally(rows, args.k)}  # fmt: skip
+    for group, counts in doc["groups"].items():
+        print(group, counts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "winner_coverage.json", doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
