@@ -42,7 +42,7 @@ def _gemm(q: Conv2dProblem) -> list[float]:
 
 
 def _dtype(q: Conv2dProblem) -> list[float]:
-    return [1.0 if q.dtype == "fp16" else 0.0]
+    return SHIPPED(q)[3:]  # the shipped point's dtype flag
 
 
 def _geometry(q: Conv2dProblem) -> list[float]:
@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     beams, fives = {}, {}
     for p in held:
         m, problem = models[fold[p.key]], problem_from_key(p.key)
+        assert isinstance(problem, Conv2dProblem)
         with one_torch_thread():
             beams[p.key] = search(m.model, m.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
             if args.autotune:
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         for name in args.points:
-            evaluation.point = POINTS[name]  # what TunedShapes and nearest_shape place problems by
+            evaluation.point = POINTS[name]  # type: ignore[assignment]  # what TunedShapes and nearest_shape read
             started = time.perf_counter()
             tuned = {f: TunedShapes([p for p in lent if fold[p.key] != f]) for f in range(args.folds)}
             rows, folds = [], []

@@ -20,7 +20,6 @@ reranker is) and order each fold's lent fp16 problems: whether the fp32-fit rera
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
@@ -60,11 +59,10 @@ def lent_folds(dataset: Path, folds: int) -> tuple[Any, Any, Any, list[Any], dic
 def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int, cfg: Any,
                 cache: Path | None) -> dict[int, Any]:  # fmt: skip
     """Per fold of networks, the seq2seq trained on the other folds' problems as `rerank.out_of_fold_rows` trains
-    it (`cfg`, fixed epochs), read from or kept under `cache` (torch.save: our own files)."""
+    it (`rerank.train_fold`: `cfg`, fixed epochs), read from or kept under `cache` (torch.save: our own files)."""
     import torch
 
-    from kptune import dataset as ds
-    from kptune.predict.training import train
+    from kptune.predict.rerank import train_fold
 
     models = {}
     for f in range(folds):
@@ -74,7 +72,7 @@ def fold_models(data: Any, lent: Sequence[Any], fold: dict[str, int], folds: int
             continue
         rest = [p for p in lent if fold[p.key] != f]
         print(f"fold {f + 1}/{folds}: training on {len(rest)} problems", file=sys.stderr, flush=True)
-        models[f] = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False))
+        models[f] = train_fold(data, rest, cfg)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(models[f], path)

@@ -64,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.neighbours import TunedShapes, lent_problems, reranker_path
     from kptune.predict import rerank
     from kptune.predict.api import load_predictor, search
-    from kptune.predict.beam import WIDTH
     from kptune.predict.threads import one_torch_thread
     from kptune.problem import Conv2dProblem, problem_from_key
 
@@ -73,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         family = get_family(data.meta["family"])
         pred = load_predictor(args.model, family.name)
         lent = lent_problems(data)
-        reranker = rerank.Reranker.load(args.reranker or reranker_path(args.dataset), ds.content_hash(lent))
+        reranker_file = args.reranker or reranker_path(args.dataset)
+        reranker = rerank.Reranker.load(reranker_file, ds.content_hash(lent))
     except (KptuneError, ds.DatasetError) as exc:
         print(f"winner_coverage: {exc}", file=sys.stderr)
         return 2
@@ -84,19 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in test:
         problem = problem_from_key(p.key)
         assert isinstance(problem, Conv2dProblem)
-        with one_torch_thread():
-            found = search(pred.model, pred.vocab, family, problem, device, *rerank.beam_size(problem, args.k, WIDTH))
-            # the pool (`rerank.pooled`), fastest first
-            ordered = [c.config.key() for c in reranker.order(problem, found, tuned, device, family.space)]
-            place = "top_k" if p.winner in ordered[: args.k] else "pool" if p.winner in ordered else "outside_pool"
-            beam_rank = 0
-            if place == "outside_pool":
+        pool = rerank.ordered_pool(pred.model, pred.vocab, family, device, tuned, reranker, problem, args.k)
+        ordered = [c.config.key() for c in pool]
+        place = "top_k" if p.winner in ordered[: args.k] else "pool" if p.winner in ordered else "outside_pool"
+        beam_rank = 0
+        if place == "outside_pool":
+            with one_torch_thread():
                 wide = [c.config.key() for c in search(pred.model, pred.vocab, family, problem, device, args.width,
                                                        args.width)]  # fmt: skip
-                beam_rank = wide.index(p.winner) + 1 if p.winner in wide else 0
+            beam_rank = wide.index(p.winner) + 1 if p.winner in wide else 0
         rows.append((p.winner in won, place, beam_rank))
     doc = {"benchmark": "winner_coverage", **provenance(), "dataset": str(args.dataset),
-           "model": str(args.model or "shipped"), "reranker": str(args.reranker or reranker_path(args.dataset)),
+           "model": str(args.model or "shipped"), "reranker": str(reranker_file),
            "dtype": args.dtype, "k": args.k, "width": args.width, "tuned_shapes": len(tuned.shapes),
            "configs_that_won": len(won), "groups": tally(rows, args.k)}  # fmt: skip
     for group, counts in doc["groups"].items():

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from kptune.neighbours import TunedShapes
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
+    from kptune.predict.training import TrainResult
 
 # WIDTH and LENDERS, in network-fold CV over 1,097 problems (top 1, best of 5, top-5 hit;
 # `benchmarks/rerank_pool_cv.py`), shapes near by their GEMM (`evaluation.point`): 12 and 48 0.9631, 0.9825, 68.4%
@@ -182,17 +183,25 @@ class Reranker:
         return cls(load_trees(path, meta, "reranker"), meta)
 
 
-def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker) -> Ranker:
-    """The beam's pool ordered by `reranker` as `kptune predict --rerank` orders it, as an `evaluation.Ranker`."""
+def ordered_pool(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker,
+                 problem: Conv2dProblem, k: int) -> list[Candidate]:  # fmt: skip
+    """The whole pool of `problem`'s beam ordered by `reranker`, as `kptune predict --rerank` orders it for k
+    candidates (its picks are the first k)."""
     from kptune.predict.api import search
     from kptune.predict.threads import one_torch_thread
+
+    with one_torch_thread():
+        found = search(model, vocab, family, problem, device, *beam_size(problem, k, PLAIN_WIDTH))
+    return reranker.order(problem, found, tuned, device, family.space)
+
+
+def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker) -> Ranker:
+    """The beam's pool ordered by `reranker` as `kptune predict --rerank` orders it, as an `evaluation.Ranker`."""
 
     def rank(problem: ds.DatasetProblem, k: int) -> list[str]:
         conv = problem_from_key(problem.key)
         assert isinstance(conv, Conv2dProblem)
-        with one_torch_thread():
-            found = search(model, vocab, family, conv, device, *beam_size(conv, k, PLAIN_WIDTH))
-        return [c.config.key() for c in reranker.order(conv, found, tuned, device, family.space)[:k]]
+        return [c.config.key() for c in ordered_pool(model, vocab, family, device, tuned, reranker, conv, k)[:k]]
 
     return rank
 
@@ -225,7 +234,6 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
     from kptune.neighbours import TunedShapes, lent_problems
     from kptune.predict.api import search
     from kptune.predict.threads import one_torch_thread
-    from kptune.predict.training import train
 
     family = get_family(data.meta["family"])
     device = DeviceInfo(**data.meta["device_limits"])
@@ -239,7 +247,7 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
         if not held or not rest:
             continue
         log(f"reranker fold {f + 1}/{folds}: {len(rest)} problems to fit on, {len(held)} fp32 to rank")
-        result = train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False), log)
+        result = train_fold(data, rest, cfg, log)
         tuned = TunedShapes(rest)
         for p in held:
             problem = problem_from_key(p.key)
@@ -254,6 +262,15 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
             targets = [math.log(best / times.get(c.config.key(), slowest)) for c in pool]
             out.append((p.key, x, np.array(targets)))
     return out
+
+
+def train_fold(data: ds.Dataset, rest: Sequence[ds.DatasetProblem], cfg: ModelConfig,
+               log: Callable[[str], None] = lambda s: None) -> TrainResult:  # fmt: skip
+    """A fold's seq2seq: trained on the other folds' problems `rest` of `data` with `cfg` for its fixed epochs,
+    as `kptune retrain` trains its candidate (no early stop)."""
+    from kptune.predict.training import train
+
+    return train(ds.Dataset(data.meta, tuple(rest)), dataclasses.replace(cfg, early_stop=False), log)
 
 
 def fit(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
