@@ -9,7 +9,9 @@ train and validation problems as the tuned shapes (as `kptune eval --reranker` d
   nearest tuned shapes' winners), or
 - outside the pool. Then it is also looked for in the plain beam's first --width (as `kptune predict` searches
   it, at that width).
-Each count is split by whether the winner won on at least one tuned shape ("seen") or on none ("new"). The
+Per group, also the geometric means of t_best / t of the first pick, of the best of the first k and of the best in
+the pool (a config a test problem did not run counts as its slowest, as in `kptune eval`). Each count is split by
+whether the winner won on at least one tuned shape ("seen") or on none ("new"). The
 pool's lent configs and the reranker's record features can only point to configs that tuned shapes hold. So a
 new winner must come from the seq2seq's beam alone, and more tuned shapes are what turn new winners into seen
 ones. Writes winner_coverage.json under --out.
@@ -24,27 +26,40 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from common import provenance, write_json
+from common import geomean, provenance, write_json
 
 #: where a winner can lie, best first
 PLACES = ("top_k", "pool", "outside_pool")
 
 
-def tally(rows: Iterable[tuple[bool, str, int]], k: int) -> dict[str, Any]:
+#: the ratios t_best / t kept per problem: the first pick's, the best of the first k's, the best in the pool's
+RATIOS = ("top1", "topk", "pool")
+
+
+def tally(rows: Iterable[tuple[bool, str, int, tuple[float, float, float]]], k: int) -> dict[str, Any]:
     """Counts from one row per problem: (its winner won on a tuned shape, its place among PLACES, its rank in the
-    plain beam, 0 if not found there). Per group (all, seen, new): problems, each place's count, the top-k hit
-    rate, and, of the winners outside the pool, how many the plain beam holds."""
+    plain beam, 0 if not found there, its RATIOS). Per group (all, seen, new): problems, each place's count, the
+    top-k hit rate, of the winners outside the pool how many the plain beam holds, and each ratio's geomean."""
     groups: dict[str, collections.Counter[str]] = {g: collections.Counter() for g in ("all", "seen", "new")}
-    for seen, place, beam_rank in rows:
+    ratios: dict[str, list[tuple[float, float, float]]] = {g: [] for g in groups}
+    for seen, place, beam_rank, ratio in rows:
         if place not in PLACES:
             raise ValueError(f"unknown place {place!r}: one of {PLACES}")
         for g in ("all", "seen" if seen else "new"):
             groups[g]["problems"] += 1
             groups[g][place] += 1
             groups[g]["outside_pool_in_plain_beam"] += place == "outside_pool" and beam_rank > 0
+            ratios[g].append(ratio)
+    names = {"top1": "top1_ratio", "topk": f"top{k}_ratio", "pool": "pool_ratio"}
     return {g: {"problems": c["problems"], **{p: c[p] for p in PLACES},
                 f"top{k}_hit": round(c["top_k"] / c["problems"], 4) if c["problems"] else None,
-                "outside_pool_in_plain_beam": c["outside_pool_in_plain_beam"]} for g, c in groups.items()}  # fmt: skip
+                "outside_pool_in_plain_beam": c["outside_pool_in_plain_beam"],
+                **{names[r]: _rounded(geomean(x[i] for x in ratios[g])) for i, r in enumerate(RATIOS)}}
+            for g, c in groups.items()}  # fmt: skip
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,13 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool = rerank.ordered_pool(pred.model, pred.vocab, family, device, tuned, reranker, problem, args.k)
         ordered = [c.config.key() for c in pool]
         place = "top_k" if p.winner in ordered[: args.k] else "pool" if p.winner in ordered else "outside_pool"
+        times, best = dict(p.times), p.times[0][1]
+        got = [times.get(c, max(times.values())) for c in ordered]
+        ratio = (best / got[0], best / min(got[: args.k]), best / min(got))
         beam_rank = 0
         if place == "outside_pool":
             with one_torch_thread():
                 wide = [c.config.key() for c in search(pred.model, pred.vocab, family, problem, device, args.width,
                                                        args.width)]  # fmt: skip
             beam_rank = wide.index(p.winner) + 1 if p.winner in wide else 0
-        rows.append((p.winner in won, place, beam_rank))
+        rows.append((p.winner in won, place, beam_rank, ratio))
     doc = {"benchmark": "winner_coverage", **provenance(), "dataset": str(args.dataset),
            "model": str(args.model or "shipped"), "reranker": str(reranker_file),
            "dtype": args.dtype, "k": args.k, "width": args.width, "tuned_shapes": len(tuned.shapes),
