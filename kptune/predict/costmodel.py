@@ -228,10 +228,11 @@ class CostModel:
 
 def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
               scalars: Sequence[str] = ("near", "pool", "baseline", "depth"), what: str = "cost model",
-              dataset_hash: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """A tree file's header (a cost model's, or with `fmt`, `version`, the numbers it must hold and `what` it
-    is, another file of `Trees`: `rerank.Reranker`'s); CostModelError if it is not one, or (with
-    `dataset_hash`) was fit on other data."""
+              dataset_hash: str | None = None,
+              refit: str = "kptune dataset costmodel DATASET") -> dict[str, Any]:  # fmt: skip
+    """A tree file's header (a cost model's, or with `fmt`, `version`, the numbers it must hold, `what` it is and
+    the command that `refit`s it, another file of `Trees`: `rerank.Reranker`'s); CostModelError if it is not
+    one, or (with `dataset_hash`) was fit on other data."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -243,7 +244,7 @@ def read_meta(path: Path, fmt: str = FORMAT, version: int = FORMAT_VERSION,
         raise CostModelError(f"{path}: not a kptune {what}")
     if meta.get("format_version") != version:
         raise CostModelError(f"{path}: {what} format {meta.get('format_version')}, this kptune reads {version}; fit "
-                             f"it again: kptune dataset {what.replace(' ', '')} DATASET")  # fmt: skip
+                             f"it again: {refit}")  # fmt: skip
     for key in scalars:
         if not isinstance(meta.get(key), int | float):
             raise CostModelError(f"{path}: {what} header lacks {key}")

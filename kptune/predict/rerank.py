@@ -179,7 +179,8 @@ class Reranker:
     def load(cls, path: Path, dataset_hash: str | None = None) -> Reranker:
         """A saved reranker; CostModelError if the file is not one, or (with `dataset_hash`) was fit on
         other data."""
-        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("near", "baseline", "depth"), "reranker", dataset_hash)
+        meta = read_meta(path, FORMAT, FORMAT_VERSION, ("near", "baseline", "depth"), "reranker", dataset_hash,
+                         "kptune dataset reranker DATASET")
         return cls(load_trees(path, meta, "reranker"), meta)
 
 
