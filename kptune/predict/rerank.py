@@ -180,7 +180,7 @@ class Reranker:
         """A saved reranker; CostModelError if the file is not one, or (with `dataset_hash`) was fit on
         other data."""
         meta = read_meta(path, FORMAT, FORMAT_VERSION, ("near", "baseline", "depth"), "reranker", dataset_hash,
-                         "kptune dataset reranker DATASET")
+                         refit="kptune dataset reranker DATASET")  # fmt: skip
         return cls(load_trees(path, meta, "reranker"), meta)
 
 
