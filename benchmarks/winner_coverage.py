@@ -30,8 +30,6 @@ from common import geomean, provenance, write_json
 
 #: where a winner can lie, best first
 PLACES = ("top_k", "pool", "outside_pool")
-
-
 #: the ratios t_best / t kept per problem: the first pick's, the best of the first k's, the best in the pool's
 RATIOS = ("top1", "topk", "pool")
 
@@ -103,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ordered = [c.config.key() for c in pool]
         place = "top_k" if p.winner in ordered[: args.k] else "pool" if p.winner in ordered else "outside_pool"
         times, best = dict(p.times), p.times[0][1]
-        got = [times.get(c, max(times.values())) for c in ordered]
+        slowest = max(times.values())
+        got = [times.get(c, slowest) for c in ordered]
         ratio = (best / got[0], best / min(got[: args.k]), best / min(got))
         beam_rank = 0
         if place == "outside_pool":
