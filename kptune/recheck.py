@@ -132,6 +132,26 @@ class Rechecked:
         return {**dataclasses.asdict(self), "confirmed": self.confirmed}
 
 
+Suspects = tuple[str, Sequence[tuple[str, float]], list[str], dict[str, float]]
+
+
+def suspects(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]],
+             factor: float = SPIKE_FACTOR) -> list[Suspects]:  # fmt: skip
+    """What `recheck()` times again, in its order: (key, times, spike config keys, inversions that are not
+    also spikes, each with its twin's ms) of every problem of `problems` with any, the most suspects first
+    (ties keep the problems' order), so that a run cut short has fixed the worst."""
+    problems = list(problems)
+    inverted = batch_inversions(problems)
+    found: list[Suspects] = []
+    for key, times in problems:
+        spiked = spikes(times, factor)
+        twin = {c: ms for c, ms in inverted.get(key, {}).items() if c not in spiked}
+        if spiked or twin:
+            found.append((key, times, spiked, twin))
+    found.sort(key=lambda s: -(len(s[2]) + len(s[3])))  # stable
+    return found
+
+
 def recheck_settings(settings: TimingSettings | None = None) -> TimingSettings:
     """`settings` with early stopping off: every launch of a re-timed config counts."""
     return dataclasses.replace(settings or TimingSettings(), early_stop_factor=math.inf, verify_stop_factor=math.inf)
@@ -174,17 +194,8 @@ def recheck(problems: Iterable[tuple[str, Sequence[tuple[str, float]]]], db: Per
     did = db.device_id(dev)
     timing = recheck_settings(settings)
     rows: list[Rechecked] = []
-    problems = list(problems)
-    inverted = batch_inversions(problems)
-    suspects = []  # (key, times, spikes, inversions not also spikes)
-    for key, times in problems:
-        spiked = spikes(times, factor)
-        twin = {c: ms for c, ms in inverted.get(key, {}).items() if c not in spiked}
-        if spiked or twin:
-            suspects.append((key, times, spiked, twin))
-    suspects.sort(key=lambda s: -(len(s[2]) + len(s[3])))  # stable: ties keep the problems' order
     with Runner(family, dev, timing) as runner:  # one measuring process for every problem
-        for key, times, spiked, twin in suspects:
+        for key, times, spiked, twin in suspects(problems, factor):
             found = [*spiked, *twin]
             problem = problem_from_key(key)
             pid = db.problem_id(problem)

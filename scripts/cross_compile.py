@@ -2,11 +2,15 @@
 that machine's CuPy cache format, and pack them to be carried there (kptune/backends/cupy_cache.py).
 
     python scripts/cross_compile.py --target target.json --cache DIR [--max-gflop 1] [--dtype fp32]
-        [--unseen kptune/data/dataset-h200.db.gz] [--jobs N] [--pack-mb 20 --out-dir DIR]
+        [--unseen kptune/data/dataset-h200.db.gz] [--jobs N] [--most N] [--pack-mb 20 --out-dir DIR]
+    python scripts/cross_compile.py --target target.json --cache DIR --recheck kptune/data/dataset-h200.db.gz ...
 
 target.json comes from `python -m kptune cache describe` on the GPU machine. The define sets are
 those of every valid config of every selected corpus shape (as `kptune campaign` selects them), most
-used first, so a pack cut at a size holds the most useful binaries. Needs the target's CuPy and
+used first, so a pack cut at a size holds the most useful binaries; --most N keeps only the N most used
+(the rarest compile slowest: a compile that must fit a session stops there). With --recheck, the define
+sets are instead those of the configs `kptune db recheck --dataset` will time again on that dataset
+(kptune/recheck.py: spikes and batch inversions), in its order. Needs the target's CuPy and
 NVRTC installed here (pip install cupy-cuda13x==V nvidia-cuda-nvrtc==V; NVRTC needs no GPU).
 """
 
@@ -28,7 +32,10 @@ from kptune.corpus import read_shapes
 from kptune.dataset import problem_keys, read_meta
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
-from kptune.kernel import get_family
+from kptune.kernel import KernelFamily, get_family
+from kptune.problem import problem_from_key
+from kptune.recheck import suspects
+from kptune.space import Config
 
 
 def _count(args: tuple[str, str, list[dict[str, object]]]) -> collections.Counter[str]:
@@ -42,6 +49,23 @@ def _count(args: tuple[str, str, list[dict[str, object]]]) -> collections.Counte
         for config in family.space.configs(problem, device):
             counts[json.dumps(sorted(family.defines(problem, config).items()))] += 1
     return counts
+
+
+def _recheck_defines(family: KernelFamily, dataset: Path) -> list[dict[str, object]]:
+    """The distinct define sets of the configs `kptune db recheck` would time on `dataset`, in its order."""
+    from kptune import dataset as ds
+
+    data = ds.load(dataset)
+    wanted: dict[str, dict[str, object]] = {}
+    count = 0
+    for key, _, spiked, twin in suspects((p.key, list(p.times)) for p in data.problems):
+        problem = problem_from_key(key)
+        for config in [*spiked, *twin]:
+            defines = family.defines(problem, Config.parse(config))
+            wanted.setdefault(json.dumps(sorted(defines.items())), defines)
+            count += 1
+    print(f"{count} configs to time again, {len(wanted)} define sets")
+    return list(wanted.values())
 
 
 def main() -> None:
@@ -58,6 +82,8 @@ def main() -> None:
         default=Path("kptune/data/dataset-h200.db.gz"),
         help="a dataset recorded on the target device (its limits decide valid configs)",
     )
+    ap.add_argument("--recheck", type=Path, help="the define sets `kptune db recheck --dataset` will need")
+    ap.add_argument("--most", type=int, help="only the N most used define sets")
     ap.add_argument("--kernel", default="conv2d_fwd")
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--defines", type=Path, help="reuse (or write) the define sets, most used first")
@@ -69,6 +95,8 @@ def main() -> None:
     family = get_family(args.kernel)
     if args.defines and args.defines.exists():
         wanted = [dict(d) for d in json.loads(args.defines.read_text())]
+    elif args.recheck:
+        wanted = _recheck_defines(family, args.recheck)
     else:
         problems = read_shapes(args.shapes)
         if args.max_gflop:
@@ -86,8 +114,10 @@ def main() -> None:
             counts = sum(parts, collections.Counter())
         wanted = [dict(json.loads(k)) for k, _ in counts.most_common()]
         print(f"{len(problems)} shapes, {len(wanted)} define sets")
-        if args.defines:
-            args.defines.write_text(json.dumps([sorted(d.items()) for d in wanted]))
+    if args.defines and not args.defines.exists():
+        args.defines.write_text(json.dumps([sorted(d.items()) for d in wanted]))
+    if args.most is not None:
+        wanted = wanted[: args.most]
     t0 = time.perf_counter()
     names_file = args.out_dir / "cross_compile_names.txt"  # in use order, appended as slices finish
     names_file.write_text("")
