@@ -14,7 +14,7 @@ from kptune.kernel import get_family
 from kptune.measurement import Measurement, TimingSettings
 from kptune.perfdb import PerfDB
 from kptune.problem import parse_problem
-from kptune.recheck import batch_inversions, problems_of, recheck, spikes
+from kptune.recheck import batch_inversions, problems_of, recheck, spikes, suspects
 from kptune.tune import tune
 
 SMALLEST = "n=1,c=1,h=3,w=3,k=1,r=1,s=1"  # 28 configs on PoCL
@@ -113,6 +113,27 @@ def test_batch_inversions_are_configs_slower_than_at_twice_the_batch() -> None:
     # 0.002 ms above; A=5: no time at n=2. And n=2 against n=4: faster, as it should be.
     assert batch_inversions(problems) == {key(1): {"A=2": 0.012}}
     assert batch_inversions(problems, factor=1.1) == {key(1): {"A=2": 0.012, "A=3": 0.030}}
+
+
+def test_suspects_list_each_config_once_the_problems_with_most_first() -> None:
+    def key(n: int, c: int = 8) -> str:
+        return f"conv2d:n={n},c={c},h=7,w=7,k=16,r=1,s=1,dtype=fp32"
+
+    # the configs differ in P1 only: each is every other's one-parameter neighbour
+    row = [(f"P0=1,P1={v}", 0.010) for v in range(4)]
+    spiked = [("P0=1,P1=0", 0.010), ("P0=1,P1=1", 0.011), ("P0=1,P1=2", 0.012), ("P0=1,P1=3", 0.9)]
+    problems = [
+        (key(1, c=16), row),  # nothing amiss
+        (key(1), spiked),  # P1=3: a spike, and an inversion against n=2 as well
+        (key(2), [*row[:2], ("P0=1,P1=2", 0.005), ("P0=1,P1=3", 0.010)]),  # n=1's P1=2: 0.012 against 0.005
+        (key(4, c=16), [(c, 0.02) for c, _ in row]),
+        (key(8, c=16), [(c, 0.001) for c, _ in row]),  # n=4 is 20x slower than n=8 on every config
+    ]
+    found = suspects(problems)
+    assert [(k, sp, sorted(tw)) for k, _, sp, tw in found] == [
+        (key(4, c=16), [], [c for c, _ in row]),  # four suspects: first
+        (key(1), ["P0=1,P1=3"], ["P0=1,P1=2"]),  # the spike is not listed again as an inversion
+    ]
 
 
 def test_a_batch_inversion_is_timed_again(cpu_device: DeviceInfo, db_path: Path) -> None:
