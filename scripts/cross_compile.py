@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--pack-mb", type=float, help="pack into .tar.xz parts of about this size")
     ap.add_argument("--out-dir", type=Path, default=Path("."))
     args = ap.parse_args()
+    if args.most is not None and args.most < 1:
+        ap.error("--most must be at least 1")
 
     target = CupyTarget.from_json(args.target.read_text(), str(args.target))
     family = get_family(args.kernel)
