@@ -15,6 +15,8 @@
 # CAMPAIGN_TIMEOUT=SECONDS stops the campaign after that long (SIGINT, as Ctrl-C: everything measured
 # stays in the perf db; SIGKILL 30 s later) and cuts the installment all the same: one call on a lent
 # machine with a time limit per call. Rerun on the same perf db to go on where it stopped.
+# RECHECK_FIRST=1 runs the recheck (below) before the campaign, not after: for a call whose re-timed
+# suspects matter more than new shapes (the new problems' own suspects then wait for the next run).
 # KERNEL_ARCHIVES="a.tar.xz ..." first loads kernels cross-compiled on a CPU host
 # (scripts/cross_compile.py) into the CuPy cache, so the campaign does not spend its first minutes
 # compiling them (a fresh machine's compile pass took ~20 of a session's 30 minutes).
@@ -30,17 +32,21 @@ DTYPES=("--dtype" "fp32" "--dtype" "fp16")
 for archive in ${KERNEL_ARCHIVES:-}; do python -m kptune cache load "$archive"; done
 LIMIT=()
 [[ -n "${CAMPAIGN_TIMEOUT:-}" ]] && LIMIT=(timeout -k 30 -s INT "$CAMPAIGN_TIMEOUT")
-# shellcheck disable=SC2086 # CAMPAIGN_ARGS is a list of words
-"${LIMIT[@]}" python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
-  --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
-  || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
 # time again each config recorded far slower than all its neighbours (a stalled single launch) or than
 # at twice the batch (an inversion), in the new problems and the base's: the re-timed values go into the
 # installment (kptune/recheck.py). RECHECK_TIMEOUT=SECONDS (default 120) stops it as CAMPAIGN_TIMEOUT
 # does the campaign, so that the cut still fits a call: it resumes in the next run.
-timeout -k 10 -s INT "${RECHECK_TIMEOUT:-120}" \
-  python -m kptune db recheck --db "$DB" --dataset "$BASE" --target-ms 0.5 --max-runs 20 >/dev/null \
-  || echo "recheck incomplete; the rest of the suspects wait for the next run" >&2
+recheck() {
+  timeout -k 10 -s INT "${RECHECK_TIMEOUT:-120}" \
+    python -m kptune db recheck --db "$DB" --dataset "$BASE" --target-ms 0.5 --max-runs 20 >/dev/null \
+    || echo "recheck incomplete; the rest of the suspects wait for the next run" >&2
+}
+[[ "${RECHECK_FIRST:-0}" == 1 ]] && recheck
+# shellcheck disable=SC2086 # CAMPAIGN_ARGS is a list of words
+"${LIMIT[@]}" python -m kptune campaign --shapes kptune/data/corpus.csv "${DTYPES[@]}" --unseen "$BASE" --order shuffled \
+  --chunk 512 --target-ms 0.5 --max-runs 20 --db "$DB" ${CAMPAIGN_ARGS:-} \
+  || echo "campaign incomplete; the installment keeps the shapes done so far" >&2
+[[ "${RECHECK_FIRST:-0}" == 1 ]] || recheck
 python -m kptune dataset build --top 256 --db "$DB" --base "$BASE" --out "$OUT"
 python -m kptune dataset costmodel "$OUT"
 python -m kptune dataset show "$OUT"
