@@ -51,12 +51,12 @@ def _count(args: tuple[str, str, list[dict[str, object]]]) -> collections.Counte
     return counts
 
 
-def _recheck_defines(family: KernelFamily, dataset: Path) -> list[dict[str, object]]:
+def _recheck_defines(family: KernelFamily, dataset: Path) -> list[dict[str, int]]:
     """The distinct define sets of the configs `kptune db recheck` would time on `dataset`, in its order."""
     from kptune import dataset as ds
 
     data = ds.load(dataset)
-    wanted: dict[str, dict[str, object]] = {}
+    wanted: dict[str, dict[str, int]] = {}
     count = 0
     for key, _, spiked, twin in suspects((p.key, list(p.times)) for p in data.problems):
         problem = problem_from_key(key)
