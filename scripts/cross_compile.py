@@ -29,7 +29,7 @@ from kptune.backends.cupy_backend import kernel_text
 from kptune.backends.cupy_cache import CupyTarget, Manifest, cross_compile, pack
 from kptune.compiled import define_key
 from kptune.corpus import read_shapes
-from kptune.dataset import problem_keys, read_meta
+from kptune.dataset import load, problem_keys, read_meta
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
@@ -53,16 +53,14 @@ def _count(args: tuple[str, str, list[dict[str, object]]]) -> collections.Counte
 
 def _recheck_defines(family: KernelFamily, dataset: Path) -> list[dict[str, int]]:
     """The distinct define sets of the configs `kptune db recheck` would time on `dataset`, in its order."""
-    from kptune import dataset as ds
-
-    data = ds.load(dataset)
-    wanted: dict[str, dict[str, int]] = {}
+    data = load(dataset)
+    wanted: dict[str, dict[str, int]] = {}  # by define_key
     count = 0
     for key, _, spiked, twin in suspects((p.key, list(p.times)) for p in data.problems):
         problem = problem_from_key(key)
         for config in [*spiked, *twin]:
             defines = family.defines(problem, Config.parse(config))
-            wanted.setdefault(json.dumps(sorted(defines.items())), defines)
+            wanted.setdefault(define_key(defines), defines)
             count += 1
     print(f"{count} configs to time again, {len(wanted)} define sets")
     return list(wanted.values())
