@@ -54,7 +54,8 @@ class Launch:
             (max(tile, at["KSPLIT"], at["BK"]), slice(13, 17), self._split),
         ]
         self.lookahead = functools.lru_cache(maxsize=4096)(self._lookahead)
-        self.flat = functools.lru_cache(maxsize=4096)(self._flat)
+        self._positions = sorted(at.values())
+        self._flat_of = functools.lru_cache(maxsize=4096)(self._flat)
 
     def features(self, prefix: tuple[int, ...]) -> list[float]:
         """The features of the config prefix `prefix` (values in `names` order)."""
@@ -104,9 +105,21 @@ class Launch:
         """The features of `prefix` extended by each of `values` (memoized: beams share prefixes)."""
         return tuple(tuple(self.features((*prefix, v))) for v in values)
 
+    def flat(self, prefix: tuple[int, ...], values: tuple[int, ...]) -> array.array[float]:
+        """`lookahead` as one float32 buffer, row after row (what a decoder step reads). Memoized by the
+        values the features read (PARAMETERS'), the others zeroed: beams that differ only elsewhere (the
+        algorithm, the vector width, ...) share one computation."""
+        t = len(prefix)
+        read = [0] * t
+        for i in self._positions:
+            if i >= t:
+                break
+            read[i] = prefix[i]
+        return self._flat_of(tuple(read), values)
+
     def _flat(self, prefix: tuple[int, ...], values: tuple[int, ...]) -> array.array[float]:
-        """`lookahead` as one float32 buffer, row after row (what a decoder step reads), filled from
-        `features` directly: ~0.1 ms less per new shape than flattening `lookahead`'s rows."""
+        """`flat` of a prefix, filled from `features` directly: ~0.1 ms less per new shape than flattening
+        `lookahead`'s rows."""
         t = len(prefix)
         head = self.features(prefix)  # the blocks set before position t: the same for every value
         new = [(cut, block) for after, cut, block in self._blocks if after == t]
