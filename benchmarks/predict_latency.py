@@ -13,6 +13,9 @@ the shipped dataset and cost model, is reported apart.
 "first": with --fresh N, N shapes each predicted in a new process right after loading the
 checkpoint (nothing learnt from other shapes yet, as for one `kptune predict`; the process
 start and imports are not counted, the checkpoint load is reported apart).
+With --registry-versions N, the model registry ($KPTUNE_MODELS) is a temporary one listing N versions of
+another device (entries as `kptune retrain` adds them, its metrics of 5 of the shipped dataset's test
+problems), as after N nightly retrains: what a prediction pays for reading it.
 With --blend, `predict(..., blend=True)` (`kptune predict --blend`): the cold and warm runs time
 the blend of the model and the cost model; the first, untimed call also reads the shipped dataset
 and cost model. With --rerank, `predict(..., rerank=True)` (`kptune predict --rerank`) likewise.
@@ -22,9 +25,12 @@ Writes predict_latency.json under --out.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rerank", action="store_true", help="time predict --rerank (the beam reordered)")
     ap.add_argument("--candidates", action="store_true", help="also time autotune's whole candidate set")
     ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
+    ap.add_argument("--registry-versions", type=int, default=0, help="a temporary registry of N versions, as in use")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
     args = ap.parse_args(argv)
     import torch
@@ -63,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.width = WIDTH if args.width is None else args.width
     torch.set_num_threads(args.threads)
+    if args.registry_versions:
+        registry = tempfile.TemporaryDirectory(prefix="kptune-latency-registry-")
+        os.environ["KPTUNE_MODELS"] = registry.name
+        _grown_registry(Path(registry.name), args.registry_versions)
     entries = load_corpus()
     if args.one is not None:
         return _first_prediction(entries[args.one].problem, args)
@@ -106,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{runs['first']['load_p50_ms']:.1f} ms)")  # fmt: skip
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
-           "rerank_width": rerank_width if args.rerank else None,
+           "rerank_width": rerank_width if args.rerank else None, "registry_versions": args.registry_versions,
            "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
@@ -164,6 +175,24 @@ def _time_in_new_process(row: int, args: argparse.Namespace) -> tuple[float, flo
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     load_ms, first_ms = out.strip().splitlines()[-1].split()
     return float(load_ms), float(first_ms)
+
+
+def _grown_registry(root: Path, versions: int) -> None:
+    """A registry index at `root` listing `versions` versions for another device, none of this one's."""
+    from kptune import dataset as ds
+    from kptune.neighbours import default_dataset_places
+    from kptune.predict.evaluation import scores
+
+    test = ds.load(next(default_dataset_places()[0].glob("dataset-h200.db.gz"))).split("test")[:5]
+    metrics = {**scores(test, lambda p, k: [p.winner], 5), "autotune": 1.0, "autotune_configs": 25,
+               "lender": "the cost model fit on the dataset"}  # fmt: skip
+    entries = [{"version": v, "file": f"other-gpu-conv2d_fwd-v{v}.safetensors", "device": "other GPU",
+                "family": "conv2d_fwd", "source_hash": "0" * 16, "dataset_hash": "0" * 16,
+                "lent_dataset": f"dataset-other-gpu-conv2d_fwd-v{v}.db.gz", "metrics": metrics,
+                "created": "2026-12-06T00:00:00+00:00"} for v in range(1, versions + 1)]  # fmt: skip
+    index = {"versions": entries, "current": {"other GPU|conv2d_fwd": versions},
+             "history": {"other GPU|conv2d_fwd": list(range(1, versions + 1))}}  # fmt: skip
+    (root / "registry.json").write_text(json.dumps(index, indent=1))  # as `Registry._write` writes it
 
 
 def _cpu() -> str:

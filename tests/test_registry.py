@@ -66,3 +66,21 @@ def test_models_prune_command(tmp_path: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", "kptune", "models", "list", "--registry", str(reg.root)],
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert "pruned" in listed.stdout
+
+
+def test_current_parses_the_index_once_per_version_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = _registry(tmp_path, 3)
+    reg.promote(1)
+    parsed = []
+    loads = json.loads
+    monkeypatch.setattr(json, "loads", lambda text: parsed.append(1) or loads(text))
+    for _ in range(5):
+        found = reg.current(META["device"], META["family"])
+        assert found is not None and found[0]["version"] == 1
+    assert len(parsed) <= 1  # asked at every prediction: not parsed again while the file is unchanged
+    reg.promote(2)  # this process's write
+    assert reg.current(META["device"], META["family"])[0]["version"] == 2  # type: ignore[index]
+    run = [sys.executable, "-m", "kptune", "models", "promote", "3", "--registry", str(reg.root)]
+    subprocess.run(run, capture_output=True, text=True, check=True)  # another process's write
+    assert reg.current(META["device"], META["family"])[0]["version"] == 3  # type: ignore[index]
+    assert Registry(reg.root).versions()[2]["version"] == 3
