@@ -183,7 +183,7 @@ def _grown_registry(root: Path, versions: int) -> None:
     from kptune.neighbours import default_dataset_places
     from kptune.predict.evaluation import scores
 
-    test = ds.load(next(default_dataset_places()[0].glob("dataset-h200.db.gz"))).split("test")[:5]
+    test = ds.load(default_dataset_places()[0] / "dataset-h200.db.gz").split("test")[:5]
     metrics = {**scores(test, lambda p, k: [p.winner], 5), "autotune": 1.0, "autotune_configs": 25,
                "lender": "the cost model fit on the dataset"}  # fmt: skip
     entries = [{"version": v, "file": f"other-gpu-conv2d_fwd-v{v}.safetensors", "device": "other GPU",
