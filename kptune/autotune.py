@@ -88,9 +88,9 @@ def model_for(device: DeviceInfo, family: KernelFamily, search: list[Path] | Non
     from kptune.registry import Registry
 
     if search is None:
-        current = Registry().current(device.key, family.name)
-        if current is not None and current[0]["source_hash"] == family.source_hash and current[1].is_file():
-            return current[1]
+        current = Registry().current_model(device.key, family.name, family.source_hash)
+        if current is not None:
+            return current
     paths: list[Path] = []
     for place in search if search is not None else default_model_places():
         if place.is_dir():

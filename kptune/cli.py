@@ -391,7 +391,9 @@ def predict_cmd(
     shape: ShapeOpt = None,
     miopen: MiopenOpt = None,
     k: Annotated[int, typer.Option("-k", help="configs to return")] = 5,
-    model: Annotated[Path | None, typer.Option(help="checkpoint (default: the shipped one)")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="checkpoint (default: the registry's current version, else the shipped one)")
+    ] = None,
     blend: Annotated[
         bool,
         typer.Option("--blend", help="rank the tuned shapes' configs by the model and the shipped cost model together"),

@@ -157,6 +157,14 @@ class Registry:
         entry = self._entry(data, version)
         return entry, self.root / entry["file"]
 
+    def current_model(self, device: str, family: str, source_hash: str) -> Path | None:
+        """The current version's checkpoint for a device and kernel family, if it was trained for this kernel
+        source and its file is there (a version made before the kernel changed is not served)."""
+        current = self.current(device, family)
+        if current is not None and current[0]["source_hash"] == source_hash and current[1].is_file():
+            return current[1]
+        return None
+
     def lent_dataset(self, entry: dict[str, Any]) -> Path | None:
         """The dataset a version keeps for autotune to lend from (None for a version without one)."""
         name = entry.get("lent_dataset")

@@ -338,6 +338,25 @@ def test_load_predictor_is_the_checkpoint_predict_then_uses(tmp_path: Path) -> N
         api.predict(problem, 3, tmp_path / "none.safetensors")
 
 
+def test_predict_serves_the_registry_s_current_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kptune.predict import api
+    from kptune.registry import Registry
+
+    monkeypatch.setenv("KPTUNE_MODELS", str(tmp_path / "models"))
+    assert api.served_model() == api.DEFAULT_MODEL  # nothing promoted: the shipped checkpoint
+    _save(tmp_path / "m.safetensors")
+    _save(tmp_path / "old.safetensors", source_hash="0123456789abcdef")
+    reg = Registry()
+    stale = reg.add(tmp_path / "old.safetensors", checkpoint.read_meta(tmp_path / "old.safetensors") or {}, {})
+    reg.promote(stale["version"])
+    assert api.served_model() == api.DEFAULT_MODEL  # trained for another kernel source: not served
+    entry = reg.add(tmp_path / "m.safetensors", checkpoint.read_meta(tmp_path / "m.safetensors") or {}, {})
+    reg.promote(entry["version"])
+    assert api.served_model() == reg.root / entry["file"]
+    found, used = api.predict(Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1"), 3)
+    assert used.cfg.hidden == 32 and len(found) == 3  # the promoted model (the shipped one has 128)
+
+
 def test_predict_cli(tmp_path: Path) -> None:
     _save(tmp_path / "m.safetensors")
     cli = [sys.executable, "-m", "kptune", "predict"]

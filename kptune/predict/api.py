@@ -189,12 +189,36 @@ def _blended(problem: Conv2dProblem, k: int, pred: checkpoint.Predictor, device:
     return [Candidate(Config.parse(key), float(lp)) for key, lp in zip(keys, logp, strict=True)]
 
 
+def served_model(kernel: str = "conv2d_fwd") -> Path:
+    """The checkpoint `predict` uses by default: what autotune serves for the shipped checkpoint's GPU, that is
+    the model registry's current version once `kptune retrain` has promoted one (`autotune.model_for`), else
+    the shipped checkpoint (DEFAULT_MODEL). So `kptune predict` and `--rerank`'s reranker, which reads the
+    current version's tuned shapes (`neighbours.lent_dataset`), follow a promotion together."""
+    from kptune.registry import Registry
+
+    family = get_family(kernel)
+    try:
+        stamp = DEFAULT_MODEL.stat().st_mtime_ns
+    except OSError:
+        return DEFAULT_MODEL  # load() says what is wrong
+    device = _device_of(str(DEFAULT_MODEL), stamp)
+    current = Registry().current_model(device, family.name, family.source_hash) if device else None
+    return current or DEFAULT_MODEL
+
+
+@functools.lru_cache(maxsize=4)
+def _device_of(path: str, stamp: int) -> str | None:
+    """The device key a checkpoint was trained for (None: not a readable checkpoint)."""
+    meta = checkpoint.read_meta(Path(path))
+    return str(meta["device"]) if meta and "device" in meta else None
+
+
 def load_predictor(model_path: Path | None = None, kernel: str = "conv2d_fwd") -> checkpoint.Predictor:
-    """The checkpoint `predict` uses (default: the shipped one), loaded once per modification time:
+    """The checkpoint `predict` uses (default: `served_model`), loaded once per modification time:
     call it ahead so that a first prediction does not pay the load. A bad checkpoint, or one of another
     kernel family or source, raises KptuneError."""
     family = get_family(kernel)
-    path = Path(model_path or DEFAULT_MODEL)
+    path = Path(model_path) if model_path else served_model(kernel)
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:
