@@ -49,7 +49,7 @@ def percentile(xs: Sequence[float], q: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped one)")
+    ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: kptune predict's)")
     ap.add_argument("--shapes", type=int, default=200)
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--width", type=int, default=None, help="beam width (default: kptune predict's, beam.WIDTH)")

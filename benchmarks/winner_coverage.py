@@ -76,14 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.kernel import get_family
     from kptune.neighbours import TunedShapes, lent_problems, reranker_path
     from kptune.predict import rerank
-    from kptune.predict.api import load_predictor, search
+    from kptune.predict.api import DEFAULT_MODEL, load_predictor, search
     from kptune.predict.threads import one_torch_thread
     from kptune.problem import Conv2dProblem, problem_from_key
 
     try:
         data = ds.load(args.dataset)
         family = get_family(data.meta["family"])
-        pred = load_predictor(args.model, family.name)
+        pred = load_predictor(args.model or DEFAULT_MODEL, family.name)  # the shipped one, promoted or not
         lent = lent_problems(data)
         reranker_file = args.reranker or reranker_path(args.dataset)
         reranker = rerank.Reranker.load(reranker_file, ds.content_hash(lent))
