@@ -19,8 +19,6 @@ problems), as after N nightly retrains: what a prediction pays for reading it.
 With --blend, `predict(..., blend=True)` (`kptune predict --blend`): the cold and warm runs time
 the blend of the model and the cost model; the first, untimed call also reads the shipped dataset
 and cost model. With --rerank, `predict(..., rerank=True)` (`kptune predict --rerank`) likewise.
-"reference_us": the median time of the decoder's largest product on this core, before and after the runs
-(`_reference_blocks`), to compare runs made when the machine was faster or slower.
 Writes predict_latency.json under --out.
 """
 
@@ -87,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KptuneError as exc:
         print(f"predict_latency: {exc}", file=sys.stderr)
         return 2
-    speed = _reference_blocks()  # this core's speed now: the VM's drifts by ~30% between windows
     runs = {}
     for label in ("cold", "warm"):
         times = []
@@ -118,13 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"first in a new process: p50 {runs['first']['p50_ms']:.2f} ms, p99 {runs['first']['p99_ms']:.2f} ms "
               f"over {len(times)} processes (checkpoint load before it, untimed there: p50 "
               f"{runs['first']['load_p50_ms']:.1f} ms)")  # fmt: skip
-    speed += _reference_blocks()
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
            "rerank_width": rerank_width if args.rerank else None, "registry_versions": args.registry_versions,
-           "shapes": len(problems), "cpu": _cpu(), "reference_us": statistics.median(speed), **runs}  # fmt: skip
+           "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"reference product (the decoder's largest, 12 beams): {doc['reference_us']:.1f} us on this core meanwhile")
     write_json(args.out / "predict_latency.json", doc)
     return 0
 
@@ -198,22 +193,6 @@ def _grown_registry(root: Path, versions: int) -> None:
     index = {"versions": entries, "current": {"other GPU|conv2d_fwd": versions},
              "history": {"other GPU|conv2d_fwd": list(range(1, versions + 1))}}  # fmt: skip
     (root / "registry.json").write_text(json.dumps(index, indent=1))  # as `Registry._write` writes it
-
-
-def _reference_blocks() -> list[float]:
-    """Five timings (us) of the decoder's largest product at 12 beams, [12, 256] x [256, 512] float32, each the mean
-    of 200: how fast the core is now (~52 us on one core of this project's VM), taken before and after the runs so
-    that runs in different windows can be compared."""
-    import torch
-
-    a, b = torch.randn(12, 256), torch.randn(256, 512)
-    blocks = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(200):
-            torch.mm(a, b)
-        blocks.append((time.perf_counter() - t) / 200 * 1e6)
-    return blocks
 
 
 def _cpu() -> str:
