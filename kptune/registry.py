@@ -72,7 +72,7 @@ class Registry:
 
     def _snapshot(self) -> dict[str, Any]:
         """The index, parsed once per version of the file (its inode, modification time and size): for
-        questions, never to change. `current` is asked at every `kptune predict --rerank` and autotune, and
+        questions, never to change. `current` is asked at every `kptune predict` and autotune, and
         the index grows by a version a night; parsing a year's (~0.3 MB) cost a prediction ~3 ms."""
         try:
             stat = self.index_path.stat()
