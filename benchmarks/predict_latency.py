@@ -25,7 +25,6 @@ Writes predict_latency.json under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -178,21 +177,23 @@ def _time_in_new_process(row: int, args: argparse.Namespace) -> tuple[float, flo
 
 
 def _grown_registry(root: Path, versions: int) -> None:
-    """A registry index at `root` listing `versions` versions for another device, none of this one's."""
+    """A registry at `root` after `versions` nightly retrains of another device, each added and promoted, then
+    the old ones pruned as `kptune models prune` does (their entries stay listed): none of this device's."""
     from kptune import dataset as ds
     from kptune.neighbours import default_dataset_places
     from kptune.predict.evaluation import scores
+    from kptune.registry import Registry
 
     test = ds.load(default_dataset_places()[0] / "dataset-h200.db.gz").split("test")[:5]
     metrics = {**scores(test, lambda p, k: [p.winner], 5), "autotune": 1.0, "autotune_configs": 25,
                "lender": "the cost model fit on the dataset"}  # fmt: skip
-    entries = [{"version": v, "file": f"other-gpu-conv2d_fwd-v{v}.safetensors", "device": "other GPU",
-                "family": "conv2d_fwd", "source_hash": "0" * 16, "dataset_hash": "0" * 16,
-                "lent_dataset": f"dataset-other-gpu-conv2d_fwd-v{v}.db.gz", "metrics": metrics,
-                "created": "2026-12-06T00:00:00+00:00"} for v in range(1, versions + 1)]  # fmt: skip
-    index = {"versions": entries, "current": {"other GPU|conv2d_fwd": versions},
-             "history": {"other GPU|conv2d_fwd": list(range(1, versions + 1))}}  # fmt: skip
-    (root / "registry.json").write_text(json.dumps(index, indent=1))  # as `Registry._write` writes it
+    meta = {"device": "other GPU", "family": "conv2d_fwd", "source_hash": "0" * 16, "dataset_hash": "0" * 16}
+    stand_in = root / "stand-in.safetensors"  # never loaded: only the index is read for this device
+    stand_in.write_bytes(b"")
+    registry = Registry(root)
+    for _ in range(versions):
+        registry.promote(registry.add(stand_in, meta, metrics, dataset=stand_in)["version"])
+    registry.prune(keep=3)
 
 
 def _cpu() -> str:
