@@ -74,11 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         corpus = {e.problem for e in load_corpus()}
         shapes = sample(args.count, args.seed, args.max_gflop, corpus)
+        if not shapes:
+            print(f"random_shapes: no layer of at most {args.max_gflop} GFLOP drawn", file=sys.stderr)
+            return 2
         write_corpus([CorpusEntry(p, ("random",), 1, "test") for p in shapes], args.out)
     except (KptuneError, OSError) as exc:
         print(f"random_shapes: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(shapes)} layers (seed {args.seed}, <= {args.max_gflop} GFLOP) -> {args.out}")
+    short = f", fewer than the {args.count} asked" if len(shapes) < args.count else ""
+    print(f"{len(shapes)} layers (seed {args.seed}, <= {args.max_gflop} GFLOP{short}) -> {args.out}")
     return 0
 
 
