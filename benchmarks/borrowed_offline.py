@@ -12,6 +12,8 @@ their own pass):
   own, or one it borrows: `DeviceInfo.may_borrow`), by the constrained beam (`kptune predict`), alone;
 - `reranked top 1`, `reranked top k`: the same by `kptune predict --rerank` (the reranker beside the
   dataset the device's model came with);
+- `reranked, the cost model's last`: the reranked top k with its last place given to the cost model's first pick
+  not above it (the ranker autotune lends its configs by), where the device's dataset has a cost model;
 - `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
   tuned shapes lend), as the run measured them.
 With --recorded DATASET, the model's four sets are also scored on the dataset's recorded times of the
@@ -35,9 +37,17 @@ from pathlib import Path
 from common import exhaustive_times, open_db, provenance, ratio_summary, write_json
 
 #: the candidate sets scored, in the order printed
-SETS = ("random", "model top 1", "model top k", "reranked top 1", "reranked top k", "autotune")
+SETS = (
+    "random",
+    "model top 1",
+    "model top k",
+    "reranked top 1",
+    "reranked top k",
+    "reranked, the cost model's last",
+    "autotune",
+)
 #: the sets of the model alone, which --recorded also scores on a dataset's times
-MODEL_SETS = SETS[1:5]
+MODEL_SETS = SETS[1:6]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
     from kptune.measurement import TimingSettings
+    from kptune.neighbours import lender_for
     from kptune.predict.api import predict
     from kptune.problem import problem_from_key
+    from kptune.space import Config
     from kptune.strategies import random_sample
 
     try:
@@ -82,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"borrowed_offline: {exc}", file=sys.stderr)
         return 2
     seed = TimingSettings().seed
+    lender = lender_for(device, family)
+    cost = lender if lender is not None and lender.cost_model is not None else None
     rows = []
     for row in run["rows"]:
         problem = problem_from_key(row["problem"])
@@ -101,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             reranked, _ = predict(problem, args.k, model, device=device, rerank=True)  # type: ignore[arg-type]
             sets |= {"reranked top 1": [reranked[0].config], "reranked top k": [c.config for c in reranked]}
+            if cost is not None:
+                above = [c.config for c in reranked[: args.k - 1]]
+                keys = {c.key() for c in above}
+                last = [Config.parse(key) for key in cost.rank_neighbours(problem, args.k) if key not in keys][:1]
+                sets["reranked, the cost model's last"] = above + last
         except KptuneError:  # no reranker beside the device's dataset (PoCL's): those two are left out
             pass
         rows.append({"problem": row["problem"], "networks": row.get("networks", []), "configs": len(measured),
