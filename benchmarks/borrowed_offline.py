@@ -16,7 +16,7 @@ their own pass):
   not above it (the ranker autotune lends its configs by), where the device's dataset has a cost model;
 - `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
   tuned shapes lend), as the run measured them.
-With --recorded DATASET, the model's four sets are also scored on the dataset's recorded times of the
+With --recorded DATASET, the model's five sets are also scored on the dataset's recorded times of the
 problems it holds (e.g. the H200's, for problems an H100 compared), beside this run's times of the same problems.
 With --model, another checkpoint stands in for the device's model (e.g. the CPU's on a GPU's times: what a
 device gets from a model made for a very different one, `DeviceInfo.may_borrow`).
@@ -72,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.neighbours import lender_for
     from kptune.predict.api import predict
     from kptune.problem import problem_from_key
-    from kptune.space import Config
     from kptune.strategies import random_sample
 
     try:
@@ -117,10 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sets |= {"reranked top 1": [reranked[0].config], "reranked top k": [c.config for c in reranked]}
             if cost is not None:
                 above = [c.config for c in reranked[: args.k - 1]]
-                keys = {c.key() for c in above}
-                last = [Config.parse(key) for key in cost.rank_neighbours(problem, args.k) if key not in keys][:1]
-                sets["reranked, the cost model's last"] = above + last
-        except KptuneError:  # no reranker beside the device's dataset (PoCL's): those two are left out
+                sets["reranked, the cost model's last"] = above + cost.complete(problem, above, 1, cover=0)
+        except KptuneError:  # no reranker beside the device's dataset (PoCL's): those three are left out
             pass
         rows.append({"problem": row["problem"], "networks": row.get("networks", []), "configs": len(measured),
                      **{name: best / min((measured.get(c.key(), math.inf) for c in cs), default=math.inf)
