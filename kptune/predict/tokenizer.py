@@ -5,8 +5,10 @@ dtype: "r=3", "dtype=fp16"; values above 7 fall back to a power-of-two bucket to
 and two per size field (n, c, h, w, k and the derived out_h, out_w): its octave and its quarter
 within the octave on a log2 scale ("c:e6" "c:q2" for c = 96). Tile choices depend on sizes
 multiplicatively (how many tiles, how full the last one is), so a log scale is the natural
-metric, and the vocabulary is closed: any size up to 2^31 maps onto tokens seen in training,
-between its neighbours, instead of becoming an unknown word.
+metric, and the vocabulary is closed: any size up to 2^31 maps onto known words, between its
+neighbours, instead of becoming an unknown word. A word no training problem held keeps an untrained
+embedding (a batch of 6, `n:q2`, where the corpus's batches are powers of two); replacing such words
+by the nearest seen ones did not help on layers outside the corpus (`benchmarks/RESULTS.md`).
 
 Then the sizes of the problem's GEMM view, the same two tokens each (`gemm_view`, on by default):
 gemm_m = n * out_h * out_w (output pixels: the rows the tiles cover), gemm_k = (c / groups) * r * s
