@@ -8,8 +8,8 @@ Each layer is drawn from broad ranges that real CNNs span, independently of any 
 stem of 3 or 4), filters a multiple of 8 from 8 to 1024, a square input side of 7 to 224 (any integer; 1 in
 10 not square), filters 1x1 (45%), 3x3 (35%), 5x5, 7x7, 2x2 or 1x3 / 3x1 shapes, stride 2 for 1 in 5
 (always for 2x2), "same" padding for 17 in 20 and none otherwise. Drawn again while a layer is larger than
---max-gflop, has no output, or is a corpus problem. Written in the corpus's CSV format (network "random",
-split "test"), so the tools that read the corpus read it.
+--max-gflop, has no output, has a tensor too large for kptune, or is a corpus problem. Written in the
+corpus's CSV format (network "random", split "test"), so the tools that read the corpus read it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _log_uniform(rng: random.Random, low: int, high: int) -> int:
 
 
 def draw(rng: random.Random) -> Conv2dProblem | None:
-    """One layer, or None where its output would be empty."""
+    """One layer, or None where its output would be empty or a tensor too large for kptune."""
     r, s = rng.choices(FILTERS, FILTER_WEIGHTS)[0]
     stride = 2 if (r, s) == (2, 2) or rng.random() < 0.2 else 1
     same = (r, s) != (2, 2) and rng.random() < 0.85
@@ -44,8 +44,12 @@ def draw(rng: random.Random) -> Conv2dProblem | None:
     pad_h, pad_w = (r // 2, s // 2) if same else (0, 0)
     if (h + 2 * pad_h - r) // stride + 1 < 1 or (w + 2 * pad_w - s) // stride + 1 < 1:
         return None
-    return Conv2dProblem(n=_log_uniform(rng, 1, 64), c=c, h=h, w=w, k=8 * _log_uniform(rng, 1, 128), r=r, s=s,
-                         pad_h=pad_h, pad_w=pad_w, stride_h=stride, stride_w=stride)  # fmt: skip
+    n, k = _log_uniform(rng, 1, 64), 8 * _log_uniform(rng, 1, 128)
+    try:
+        return Conv2dProblem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, pad_h=pad_h, pad_w=pad_w, stride_h=stride,
+                             stride_w=stride)  # fmt: skip
+    except KptuneError:  # a tensor over kptune's size limit
+        return None
 
 
 def sample(count: int, seed: int, max_gflop: float, corpus: set[Conv2dProblem]) -> list[Conv2dProblem]:
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-gflop", type=float, default=1.0)
     ap.add_argument("--out", type=Path, required=True, help="the CSV to write")
     args = ap.parse_args(argv)
-    if args.count < 1 or args.max_gflop <= 0:
+    if args.count < 1 or not args.max_gflop > 0:  # (not > 0: NaN too)
         print("random_shapes: --count and --max-gflop must be positive", file=sys.stderr)
         return 2
     try:
