@@ -34,7 +34,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import exhaustive_times, open_db, provenance, ratio_summary, write_json
+from common import exhaustive_times, open_db, positive_int, provenance, ratio_summary, write_json
 
 #: the candidate sets scored, in the order printed
 SETS = (
@@ -53,7 +53,7 @@ MODEL_SETS = SETS[1:6]
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--compare", type=Path, required=True, help="compare_gpus.py's --out (its JSON and db)")
-    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("-k", type=positive_int, default=5)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--model",

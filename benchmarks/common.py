@@ -88,6 +88,19 @@ def spread(entries: Sequence[Any], n: int) -> list[Any]:
     return [entries[(i * len(entries)) // n] for i in range(n)]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (e.g. -k), else argparse's one-line error and exit 2."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_full_timing_options(ap: Any) -> None:
     """--target-ms and --max-runs of a script that times configs again in full (as `kptune db recheck` does)."""
     ap.add_argument("--target-ms", type=float, default=0.5, help="as the campaigns recorded (default 0.5)")

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import geomean, provenance, write_json
+from common import geomean, positive_int, provenance, write_json
 
 #: name -> ModelConfig fields changed from the defaults; a small grid (each costs folds x seeds trainings)
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="score each fold's model after these many epochs (one training to the largest)",
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("-k", type=positive_int, default=5)
     ap.add_argument("--width", type=int, default=None, help="beam width (default: kptune eval's, beam.WIDTH)")
     ap.add_argument(
         "--spread",

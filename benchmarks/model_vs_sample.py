@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import geomean, provenance, write_json
+from common import geomean, positive_int, provenance, write_json
 
 from kptune.errors import KptuneError
 
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dataset", type=Path, required=True, help="the sampled dataset the model was trained on")
     ap.add_argument("--split", nargs="+", default=["test"])
     ap.add_argument("--device", default=None, help="device spec (default: the first GPU, else OpenCL)")
-    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("-k", type=positive_int, default=5)
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     from kptune import dataset

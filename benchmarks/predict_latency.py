@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import provenance, write_json
+from common import positive_int, provenance, write_json
 
 from kptune.corpus import load_corpus
 from kptune.errors import KptuneError
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: kptune predict's)")
     ap.add_argument("--shapes", type=int, default=200)
-    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("-k", type=positive_int, default=5)
     ap.add_argument("--width", type=int, default=None, help="beam width (default: kptune predict's, beam.WIDTH)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: one CPU core)")
     ap.add_argument("--out", type=Path, default=Path("."))

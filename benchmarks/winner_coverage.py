@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from common import geomean, provenance, write_json
+from common import geomean, positive_int, provenance, write_json
 
 #: where a winner can lie, best first
 PLACES = ("top_k", "pool", "outside_pool")
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="checkpoint (default: the shipped one)")
     ap.add_argument("--reranker", type=Path, default=None, help="default: the one beside the dataset")
     ap.add_argument("--dtype", default="fp32")
-    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("-k", type=positive_int, default=5)
     ap.add_argument("--width", type=int, default=64, help="how far down the plain beam to look for the winner")
     ap.add_argument("--problems", type=int, default=None, help="only the first N test problems")
     ap.add_argument("--out", type=Path, default=Path("."))

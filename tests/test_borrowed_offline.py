@@ -56,3 +56,6 @@ def test_random_search_the_models_top_k_and_autotune_are_scored_on_the_exhaustiv
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "borrowed_offline.py"), "--compare",
                           str(tmp_path / "none")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("borrowed_offline: ") and "Traceback" not in bad.stderr
+    no_k = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "borrowed_offline.py"), "--compare",
+                           str(tmp_path), "-k", "0"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert no_k.returncode == 2 and "-k: must be at least 1, not 0" in no_k.stderr and "Traceback" not in no_k.stderr
