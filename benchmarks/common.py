@@ -3,6 +3,7 @@ perf dbs read (gzipped or not)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import gzip
@@ -90,8 +91,6 @@ def spread(entries: Sequence[Any], n: int) -> list[Any]:
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1 (e.g. -k), else argparse's one-line error and exit 2."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
