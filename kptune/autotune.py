@@ -30,7 +30,7 @@ from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
 from kptune.measurement import Measurement, TimingSettings, fastest
-from kptune.neighbours import COVER, NEIGHBOURS, Lender, lender_for
+from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
 from kptune.problem import Conv2dProblem
 from kptune.runner import Runner
@@ -155,25 +155,30 @@ def _start(runner: Runner, problem: Conv2dProblem) -> None:
         runner.start()
 
 
-def _lend(device: DeviceInfo, family: KernelFamily, problem: Conv2dProblem, count: int, neighbours: int,
-          cover: int) -> tuple[Lender, list[str]] | None:  # fmt: skip
-    """The device's lender and its neighbours' first `count` configs for the problem (none when
-    nothing is lent); run beside the model's prediction."""
+def _lend(device: DeviceInfo, family: KernelFamily, problem: Conv2dProblem, k: int, neighbours: int,
+          far_neighbours: int, cover: int) -> tuple[Lender, list[str], int] | None:  # fmt: skip
+    """The device's lender, its neighbours' first k + n configs for the problem and n: `far_neighbours` where
+    the problem lies far from every tuned shape (`TunedShapes.far`), else `neighbours` (None when nothing is
+    lent); run beside the model's prediction."""
     lender = lender_for(device, family) if neighbours or cover else None
     if lender is None:
         return None
-    return lender, lender.rank_neighbours(problem, count) if neighbours else []
+    far = neighbours and lender.tuned is not None and lender.tuned.far(problem)
+    n = max(neighbours, far_neighbours) if far else neighbours
+    return lender, lender.rank_neighbours(problem, k + n) if n else [], n
 
 
 def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, model: Path, k: int = 5,
-               neighbours: int = NEIGHBOURS, cover: int = COVER) -> tuple[list[Config], str]:  # fmt: skip
+               neighbours: int = NEIGHBOURS, cover: int = COVER,
+               far_neighbours: int = FAR_NEIGHBOURS) -> tuple[list[Config], str]:  # fmt: skip
     """What autotune measures for a new shape, and a note saying where they came from: the model's top
-    `k` by the constrained beam, then `neighbours` and `cover` configs lent by the device's tuned shapes
-    (ranked in a thread meanwhile; the shipped dataset is read once per process)."""
+    `k` by the constrained beam, then `neighbours` (`far_neighbours` for a shape far from every tuned one)
+    and `cover` configs lent by the device's tuned shapes (ranked in a thread meanwhile; the shipped
+    dataset is read once per process)."""
     from kptune.predict.api import predict
 
-    lenders: list[tuple[Lender, list[str]] | None] = []
-    lend = functools.partial(_lend, device, family, problem, k + neighbours, neighbours, cover)
+    lenders: list[tuple[Lender, list[str], int] | None] = []
+    lend = functools.partial(_lend, device, family, problem, k, neighbours, far_neighbours, cover)
     lending = _Background(lambda: lenders.append(lend()))
     try:
         predicted, predictor = predict(problem, k, model, device=device, kernel=family.name)
@@ -185,11 +190,15 @@ def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily,
     if predictor.device.key != device.key:
         note += f" (made for {predictor.device.key}, {_kin(predictor.device)})"
     if lenders[0] is not None:
-        lender, ranked = lenders[0]
-        lent = lender.complete(problem, configs, neighbours, cover, ranked)
+        lender, ranked, n = lenders[0]
+        lent = lender.complete(problem, configs, n, cover, ranked)
         if lent:
             configs += lent
-            how = lender.cost_note + ("; cover" if cover else "")
+            how = (
+                lender.cost_note
+                + ("; cover" if cover else "")
+                + ("; far from every tuned shape" if n > neighbours else "")
+            )
             note += f", and {len(lent)} lent by the tuned shapes ({how})"
     return configs, note
 
@@ -216,12 +225,15 @@ def autotune(
     runner: Runner | None = None,
     neighbours: int = NEIGHBOURS,
     cover: int = COVER,
+    far_neighbours: int = FAR_NEIGHBOURS,
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
     of this kernel and device to measure with (a long-running caller keeps its worker warm).
     `neighbours`: configs of the nearest tuned shapes measured beside the model's k (the cost model's
     picks, else the nearest shape's fastest; 0: none);
-    `cover`: configs that complete them over the nearest tuned shapes (0: none)."""
+    `cover`: configs that complete them over the nearest tuned shapes (0: none);
+    `far_neighbours`: how many in place of `neighbours` for a shape far from every tuned one
+    (`TunedShapes.far`; at most `neighbours` has no effect)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
@@ -229,6 +241,8 @@ def autotune(
         raise KptuneError(f"neighbours must be 0 or more, not {neighbours}")
     if cover < 0:
         raise KptuneError(f"cover must be 0 or more, not {cover}")
+    if far_neighbours < 0:
+        raise KptuneError(f"far neighbours must be 0 or more, not {far_neighbours}")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
     with contextlib.ExitStack() as stack:
@@ -249,7 +263,7 @@ def autotune(
         stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
-            configs, note = candidates(problem, dev, family, path, k, neighbours, cover)
+            configs, note = candidates(problem, dev, family, path, k, neighbours, cover, far_neighbours)
             source = "model"
         else:
             seed = (settings or TimingSettings()).seed

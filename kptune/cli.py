@@ -18,7 +18,7 @@ from kptune.backends import list_devices, resolve_device
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
 from kptune.measurement import TimingSettings
-from kptune.neighbours import COVER, NEIGHBOURS
+from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS
 from kptune.perfdb import PerfDB, default_db_path
 from kptune.problem import parse_problem
 from kptune.strategies import get_strategy
@@ -448,6 +448,13 @@ def autotune_cmd(
             "picks, else the nearest shape's fastest (0: none)"
         ),
     ] = NEIGHBOURS,
+    far_neighbours: Annotated[
+        int,
+        typer.Option(
+            help="as many as this in place of --neighbours for a shape far from every tuned one (farther than "
+            "99% of the tuned shapes lie from their nearest)"
+        ),
+    ] = FAR_NEIGHBOURS,
     cover: Annotated[
         int, typer.Option(help="and this many that complete them over the nearest tuned shapes (0: none)")
     ] = COVER,
@@ -462,7 +469,7 @@ def autotune_cmd(
     if budget < 1:
         raise KptuneError(f"--budget must be at least 1, not {budget}")
     result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs,
-                      neighbours=neighbours, cover=cover)  # fmt: skip
+                      neighbours=neighbours, cover=cover, far_neighbours=far_neighbours)  # fmt: skip
     doc = result.to_json()
     if as_json:
         _print_json(doc)

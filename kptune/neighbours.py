@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 
 #: configs lent by the nearest tuned shapes, by default (the cost model's picks where one is shipped)
 NEIGHBOURS = 20
+#: configs lent instead of NEIGHBOURS to a problem far from every tuned shape (`TunedShapes.far`)
+FAR_NEIGHBOURS = 70
+#: a problem is far when its nearest tuned shape lies farther than this percentile of the tuned shapes' own
+#: nearest-other distances
+FAR_PERCENTILE = 99
 #: configs added to cover the nearest tuned shapes, by default
 COVER = 0
 #: how many nearest tuned shapes the cover is chosen over
@@ -132,6 +137,24 @@ class TunedShapes:
         if leave_out is not None:
             dist[leave_out] = np.inf
         return np.argsort(dist, kind="stable")[:count]
+
+    @functools.cached_property
+    def far_distance(self) -> float:
+        """FAR_PERCENTILE of the distances from each tuned shape to its nearest other: how far the tuned shapes
+        themselves lie apart (inf with fewer than two)."""
+        from kptune.predict.evaluation import distances
+
+        if len(self.points) < 2:
+            return math.inf
+        nearest = [np.partition(distances(self.points, row), 1)[1] for row in self.points]
+        return float(np.percentile(nearest, FAR_PERCENTILE))
+
+    def far(self, problem: Conv2dProblem) -> bool:
+        """Whether `problem`'s nearest tuned shape lies farther than `far_distance`: a shape unlike any tuned,
+        where the cost model's first 20 miss the fastest more often (`benchmarks/RESULTS.md`)."""
+        from kptune.predict.evaluation import distances, point
+
+        return bool(len(self.points)) and float(distances(self.points, point(problem)).min()) > self.far_distance
 
     def log_ratios(self, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(config ids stored by any of `near`, sorted; their log ratio on each of `near`, one per column,

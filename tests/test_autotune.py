@@ -128,6 +128,27 @@ def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_de
             autotune(PROBLEM, device=cpu_device, db=tmp_path / "b.db", model=path, **{bad: -1})
 
 
+def test_a_shape_far_from_every_tuned_one_is_lent_more_configs(cpu_device: DeviceInfo, tmp_path: Path) -> None:
+    from kptune.neighbours import lender_for
+
+    path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
+    lender = lender_for(cpu_device, FAMILY)
+    assert lender is not None and lender.tuned is not None
+    far = Conv2dProblem.parse("n=2,c=4,h=64,w=64,k=64,r=1,s=1")  # a reduction of 4 over 8,192 pixels
+    assert lender.tuned.far(far) and not lender.tuned.far(PROBLEM)
+    configs, note = candidates(far, cpu_device, FAMILY, path, 3, 1, 0, far_neighbours=4)
+    assert len(configs) == len(set(configs)) == 3 + 4 and "far from every tuned shape" in note
+    assert all(FAMILY.space.valid(far, cpu_device, c) for c in configs)
+    configs, note = candidates(far, cpu_device, FAMILY, path, 3, 1, 0, far_neighbours=0)  # 0: no more than --neighbours
+    assert len(configs) == 3 + 1 and "far" not in note
+    configs, note = candidates(PROBLEM, cpu_device, FAMILY, path, 3, 1, 0, far_neighbours=4)
+    assert len(configs) == 3 + 1 and "far" not in note
+    configs, note = candidates(far, cpu_device, FAMILY, path, 3, 0, 0, far_neighbours=4)  # 0 neighbours: none lent
+    assert len(configs) == 3 and "lent" not in note
+    with pytest.raises(KptuneError, match="far neighbours must be 0 or more"):
+        autotune(far, device=cpu_device, db=tmp_path / "a.db", model=path, far_neighbours=-1)
+
+
 def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
     args = [sys.executable, "-m", "kptune", "autotune", "--shape", "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1", "-k", "2",

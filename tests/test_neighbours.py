@@ -12,7 +12,7 @@ from kptune.device import DeviceInfo
 from kptune.kernel import get_family
 from kptune.neighbours import UNSTORED, TunedShapes, cover_ranker, lender_for, lent_problems
 from kptune.predict.evaluation import point
-from kptune.problem import Conv2dProblem
+from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config
 
 FAMILY = get_family("conv2d_fwd")
@@ -111,3 +111,15 @@ def test_each_shipped_dataset_lends_valid_distinct_configs_for_unseen_shapes(nam
         lent = lender.complete(problem, chosen, 2, 8)
         assert len(lent) == 10 and len(set(lent)) == 10 and not set(lent) & set(chosen)
         assert all(FAMILY.space.valid(problem, device, c) for c in lent) and all(isinstance(c, Config) for c in lent)
+
+
+def test_a_shape_is_far_only_beyond_where_the_tuned_shapes_lie_from_each_other() -> None:
+    from kptune.predict.evaluation import distances
+
+    tuned = TunedShapes(lent_problems(ds.load(DATA / "dataset-h200.db.gz")))
+    nearest = np.array([np.partition(distances(tuned.points, row), 1)[1] for row in tuned.points])
+    assert 0 < tuned.far_distance < nearest.max() and np.mean(nearest > tuned.far_distance) <= 0.01
+    assert not any(tuned.far(problem_from_key(p.key)) for p in tuned.shapes[::25])  # each its own nearest
+    assert tuned.far(Conv2dProblem.parse("n=18,c=4,h=206,w=206,k=136,r=1,s=1"))  # a reduction of 4, 763,848 pixels
+    assert not tuned.far(Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"))
+    assert TunedShapes(tuned.shapes[:1]).far_distance == float("inf")
