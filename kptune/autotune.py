@@ -163,8 +163,7 @@ def _lend(device: DeviceInfo, family: KernelFamily, problem: Conv2dProblem, k: i
     lender = lender_for(device, family) if neighbours or cover else None
     if lender is None:
         return None
-    far = neighbours and lender.tuned is not None and lender.tuned.far(problem)
-    n = max(neighbours, far_neighbours) if far else neighbours
+    n = max(neighbours, far_neighbours) if neighbours and lender.far(problem) else neighbours
     return lender, lender.rank_neighbours(problem, k + n) if n else [], n
 
 

@@ -83,6 +83,10 @@ class Lender:
         """The cost model's ranking, if there is one."""
         return self.cost_model.rank if self.cost_model is not None else None
 
+    def far(self, problem: Conv2dProblem) -> bool:
+        """Whether `problem` lies far from every tuned shape (`TunedShapes.far`; False where none are held)."""
+        return self.tuned is not None and self.tuned.far(problem)
+
     def rank_neighbours(self, problem: Conv2dProblem, count: int) -> list[str]:
         """The nearest tuned shapes' first `count` configs for `problem`: the cost model's ranking of
         theirs, or without one the nearest shape's fastest."""
