@@ -172,9 +172,7 @@ def _far_last(problem: Conv2dProblem, picked: list[Candidate], beam: list[Candid
     from kptune.space import Config
 
     lender = lender_for(device, family)
-    if len(picked) < 2 or lender is None or lender.cost is None or lender.tuned is None:
-        return picked
-    if not lender.tuned.far(problem):
+    if len(picked) < 2 or lender is None or lender.cost is None or not lender.far(problem):
         return picked
     above = {c.config.key() for c in picked[:-1]}
     first = next((key for key in lender.rank_neighbours(problem, len(picked)) if key not in above), None)
