@@ -183,3 +183,22 @@ def test_predict_rerank_scores_the_lent_configs_it_picks_by_the_seq2seq() -> Non
     want = sequence_log_probs(pred.model, pred.vocab, problem, [pool[-1].config.key()], device)[0]
     assert scored[0].log_prob == pytest.approx(want) and scored[0].log_prob > rerank.LENT_LOG_PROB
     assert _scored_lent(pred, problem, device, beam, beam[:5]) == beam[:5]  # nothing lent: no decode, as it was
+
+
+def test_predict_rerank_gives_a_far_shape_s_last_place_to_the_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kptune.predict import api
+
+    family = get_family("conv2d_fwd")
+    far = Conv2dProblem.parse("n=18,c=4,h=206,w=206,k=136,r=1,s=1")  # a reduction of 4 over 763,848 pixels
+    near = Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
+    picks, pred = {p: api.predict(p, 5, rerank=True)[0] for p in (far, near)}, api.load_predictor(None)
+    lender = lender_for(pred.device, family)
+    assert lender is not None and lender.tuned is not None and lender.tuned.far(far) and not lender.tuned.far(near)
+    monkeypatch.setattr(TunedShapes, "far", lambda self, problem: False)
+    plain = {p: api.predict(p, 5, rerank=True)[0] for p in (far, near)}
+    assert plain[near] == picks[near]  # near the tuned shapes: the reranker's five
+    keys = [c.config.key() for c in picks[far]]
+    assert keys[:4] == [c.config.key() for c in plain[far][:4]] and keys[4] != plain[far][4].config.key()
+    assert keys[4] == next(k for k in lender.rank_neighbours(far, 5) if k not in keys[:4])
+    assert family.space.valid(far, pred.device, picks[far][4].config) and picks[far][4].log_prob > rerank.LENT_LOG_PROB
+    assert [c.config.key() for c in api.predict(far, 1, rerank=True)[0]] == keys[:1]  # k = 1: the first alone

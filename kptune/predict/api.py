@@ -117,7 +117,8 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) and the nearest tuned shapes' winners,
     ordered by the reranker shipped for the device (`kptune.predict.rerank`; it reads the tuned shapes too:
-    ~5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`)."""
+    ~5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`); for a shape far from
+    every tuned one, the last of k >= 2 is the cost model's first pick not above it (`_far_last`)."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
@@ -127,7 +128,8 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
         size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
         found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:
-            found = _scored_lent(pred, problem, target, found, _reranked(problem, found, target, family)[:k])
+            picked = _far_last(problem, _reranked(problem, found, target, family)[:k], found, target, family)
+            found = _scored_lent(pred, problem, target, found, picked)
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}
@@ -157,6 +159,27 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
     if lender.reranker is None or lender.tuned is None:
         raise KptuneError(f"--rerank needs the reranker shipped for the device: {lender.rerank_note}")
     return lender.reranker.order(problem, found, lender.tuned, device, family.space)
+
+
+def _far_last(problem: Conv2dProblem, picked: list[Candidate], beam: list[Candidate], device: Any,
+              family: Any) -> list[Candidate]:  # fmt: skip
+    """`picked` (k >= 2, reranked), its last place given to the shipped cost model's first pick not above it where
+    `problem` lies far from every tuned shape (`TunedShapes.far`): there the reranker's picks miss the fastest more
+    often, and the cost model reaches further (`benchmarks/RESULTS.md`; ~17 ms more). Unchanged elsewhere. A
+    pick from `beam` keeps its log-probability; another is scored by `_scored_lent`."""
+    from kptune.neighbours import lender_for
+    from kptune.predict.rerank import LENT_LOG_PROB
+    from kptune.space import Config
+
+    lender = lender_for(device, family)
+    if len(picked) < 2 or lender is None or lender.cost is None or not lender.far(problem):
+        return picked
+    above = {c.config.key() for c in picked[:-1]}
+    first = next((key for key in lender.rank_neighbours(problem, len(picked)) if key not in above), None)
+    if first is None or first == picked[-1].config.key():
+        return picked
+    proposed = {c.config.key(): c for c in beam}
+    return [*picked[:-1], proposed.get(first, Candidate(Config.parse(first), LENT_LOG_PROB))]
 
 
 def _scored_lent(pred: checkpoint.Predictor, problem: Conv2dProblem, device: Any, beam: list[Candidate],
