@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ FAR_NEIGHBOURS = 70
 #: a problem is far when its nearest tuned shape lies farther than this percentile of the tuned shapes' own
 #: nearest-other distances
 FAR_PERCENTILE = 99
+#: problems whose ranked neighbours a Lender keeps (`Lender.rank_neighbours`)
+RANKED_KEPT = 1024
 #: configs added to cover the nearest tuned shapes, by default
 COVER = 0
 #: how many nearest tuned shapes the cover is chosen over
@@ -77,6 +80,9 @@ class Lender:
     reranker: Reranker | None = None  # the reranker fit on the dataset, if any (`kptune.predict.rerank`)
     rerank_note: str = "no reranker"  # which reranker, or why none
     tuned: TunedShapes | None = None  # the tuned shapes themselves, which the reranker reads
+    #: problem key -> (count asked, `rank_neighbours`' answer): a shape asked again is not ranked again
+    ranked: dict[str, tuple[int, list[str]]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    ranked_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def cost(self) -> Ranker | None:
@@ -89,9 +95,19 @@ class Lender:
 
     def rank_neighbours(self, problem: Conv2dProblem, count: int) -> list[str]:
         """The nearest tuned shapes' first `count` configs for `problem`: the cost model's ranking of
-        theirs, or without one the nearest shape's fastest."""
-        ranker = self.cost if self.cost is not None else self.nearest
-        return ranker(ds.DatasetProblem(problem.key(), "", (), 0, 0, ()), count)
+        theirs, or without one the nearest shape's fastest. Kept for the last RANKED_KEPT problems asked
+        (the cost model's ranking takes ~17 ms; a service predicts the same shapes again)."""
+        key = problem.key()
+        with self.ranked_lock:  # autotune ranks in a thread of its own
+            asked, answer = self.ranked.get(key, (0, []))
+        if asked < count:
+            ranker = self.cost if self.cost is not None else self.nearest
+            answer = ranker(ds.DatasetProblem(key, "", (), 0, 0, ()), count)
+            with self.ranked_lock:
+                if len(self.ranked) >= RANKED_KEPT:
+                    del self.ranked[next(iter(self.ranked))]  # the first asked
+                self.ranked[key] = (count, answer)
+        return answer[:count]
 
     def complete(self, problem: Conv2dProblem, chosen: Sequence[Config], neighbours: int = NEIGHBOURS,
                  cover: int = COVER, ranked: Sequence[str] | None = None) -> list[Config]:  # fmt: skip

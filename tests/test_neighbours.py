@@ -123,3 +123,27 @@ def test_a_shape_is_far_only_beyond_where_the_tuned_shapes_lie_from_each_other()
     assert tuned.far(Conv2dProblem.parse("n=18,c=4,h=206,w=206,k=136,r=1,s=1"))  # a reduction of 4, 763,848 pixels
     assert not tuned.far(Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1"))
     assert TunedShapes(tuned.shapes[:1]).far_distance == float("inf")
+
+
+def test_a_shape_asked_again_is_not_ranked_again_and_gets_the_same_configs() -> None:
+    import dataclasses
+
+    from kptune import neighbours
+
+    shipped = DATA / "dataset-h200.db.gz"
+    lender = lender_for(DeviceInfo(**ds.read_meta(shipped)["device_limits"]), FAMILY, (shipped,))
+    assert lender is not None and lender.cost is not None
+    calls: list[int] = []
+
+    def counted(problem: ds.DatasetProblem, count: int) -> list[str]:
+        calls.append(count)
+        return lender.nearest(problem, count)
+
+    fresh = dataclasses.replace(lender, ranked={}, nearest=counted, cost_model=None)
+    first = fresh.rank_neighbours(A, 12)
+    assert fresh.rank_neighbours(A, 5) == first[:5] and fresh.rank_neighbours(A, 12) == first and calls == [12]
+    assert fresh.rank_neighbours(A, 20)[:12] == first and calls == [12, 20]  # asked for more: ranked again
+    for i in range(neighbours.RANKED_KEPT - 1):  # full: the first asked is let go for the next
+        fresh.ranked[f"other {i}"] = (1, [])
+    fresh.rank_neighbours(B, 3)
+    assert A.key() not in fresh.ranked and len(fresh.ranked) == neighbours.RANKED_KEPT
