@@ -185,7 +185,9 @@ def test_predict_rerank_scores_the_lent_configs_it_picks_by_the_seq2seq() -> Non
     assert _scored_lent(pred, problem, device, beam, beam[:5]) == beam[:5]  # nothing lent: no decode, as it was
 
 
-def test_predict_rerank_gives_a_far_shape_s_last_place_to_the_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_rerank_gives_a_far_shape_s_first_and_last_places_to_the_cost_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from kptune.predict import api
 
     family = get_family("conv2d_fwd")
@@ -195,10 +197,14 @@ def test_predict_rerank_gives_a_far_shape_s_last_place_to_the_cost_model(monkeyp
     lender = lender_for(pred.device, family)
     assert lender is not None and lender.tuned is not None and lender.tuned.far(far) and not lender.tuned.far(near)
     monkeypatch.setattr(TunedShapes, "far", lambda self, problem: False)
-    plain = {p: api.predict(p, 5, rerank=True)[0] for p in (far, near)}
-    assert plain[near] == picks[near]  # near the tuned shapes: the reranker's five
-    keys = [c.config.key() for c in picks[far]]
-    assert keys[:4] == [c.config.key() for c in plain[far][:4]] and keys[4] != plain[far][4].config.key()
-    assert keys[4] == next(k for k in lender.rank_neighbours(far, 5) if k not in keys[:4])
-    assert family.space.valid(far, pred.device, picks[far][4].config) and picks[far][4].log_prob > rerank.LENT_LOG_PROB
+    plain = {p: api.predict(p, 8, rerank=True)[0] for p in (far, near)}
+    assert picks[near] == plain[near][:5]  # near the tuned shapes: the reranker's five
+    keys, cost = [c.config.key() for c in picks[far]], lender.rank_neighbours(far, 6)
+    assert keys[0] == cost[0] and keys[0] != plain[far][0].config.key()  # the cost model's first pick first
+    assert keys[1:4] == [c.config.key() for c in plain[far] if c.config.key() != keys[0]][:3]  # then the reranker's
+    assert keys[4] == next(k for k in cost if k not in keys[:4]) and len(set(keys)) == 5  # and the cost model's next
+    assert all(family.space.valid(far, pred.device, c.config) for c in picks[far])
+    assert all(c.log_prob > rerank.LENT_LOG_PROB for c in picks[far])  # each scored by the seq2seq
+    monkeypatch.undo()
     assert [c.config.key() for c in api.predict(far, 1, rerank=True)[0]] == keys[:1]  # k = 1: the first alone
+    assert [c.config.key() for c in api.predict(far, 2, rerank=True)[0]] == [keys[0], cost[1]]

@@ -118,7 +118,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) and the nearest tuned shapes' winners,
     ordered by the reranker shipped for the device (`kptune.predict.rerank`; it reads the tuned shapes too:
     ~5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`); for a shape far from
-    every tuned one, the last of k >= 2 is the cost model's first pick not above it (`_far_last`)."""
+    every tuned one, the first and (k >= 2) the last of k are the cost model's (`_far_mixed`)."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
@@ -128,7 +128,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
         size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
         found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:
-            picked = _far_last(problem, _reranked(problem, found, target, family)[:k], found, target, family)
+            picked = _far_mixed(problem, _reranked(problem, found, target, family), k, found, target, family)
             found = _scored_lent(pred, problem, target, found, picked)
         if blend:
             picked = _blended(problem, k, pred, target, family)
@@ -161,25 +161,30 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
     return lender.reranker.order(problem, found, lender.tuned, device, family.space)
 
 
-def _far_last(problem: Conv2dProblem, picked: list[Candidate], beam: list[Candidate], device: Any,
-              family: Any) -> list[Candidate]:  # fmt: skip
-    """`picked` (k >= 2, reranked), its last place given to the shipped cost model's first pick not above it where
-    `problem` lies far from every tuned shape (`TunedShapes.far`): there the reranker's picks miss the fastest more
-    often, and the cost model reaches further (`benchmarks/RESULTS.md`; ~17 ms more). Unchanged elsewhere. A
-    pick from `beam` keeps its log-probability; another is scored by `_scored_lent`."""
+def _far_mixed(problem: Conv2dProblem, reranked: list[Candidate], k: int, beam: list[Candidate], device: Any,
+               family: Any) -> list[Candidate]:  # fmt: skip
+    """The first k of `reranked`; but where `problem` lies far from every tuned shape (`TunedShapes.far`), the
+    shipped cost model's first pick first, then the reranked ones not above it, and (k >= 2) the last place the cost
+    model's first pick not above that: far from the tuned shapes the reranker's picks miss the fastest more often,
+    and the cost model's first picks do better (`benchmarks/RESULTS.md`; ~17 ms more). A pick from `beam` keeps its
+    log-probability; another is scored by `_scored_lent`."""
     from kptune.neighbours import lender_for
     from kptune.predict.rerank import LENT_LOG_PROB
     from kptune.space import Config
 
     lender = lender_for(device, family)
-    if len(picked) < 2 or lender is None or lender.cost is None or not lender.far(problem):
-        return picked
-    above = {c.config.key() for c in picked[:-1]}
-    first = next((key for key in lender.rank_neighbours(problem, len(picked)) if key not in above), None)
-    if first is None or first == picked[-1].config.key():
-        return picked
-    proposed = {c.config.key(): c for c in beam}
-    return [*picked[:-1], proposed.get(first, Candidate(Config.parse(first), LENT_LOG_PROB))]
+    if not reranked or lender is None or lender.cost is None or not lender.far(problem):
+        return reranked[:k]
+    ranked = lender.rank_neighbours(problem, k + 1)
+    if not ranked:
+        return reranked[:k]
+    proposed = {c.config.key(): c for c in [*reranked, *beam]}
+    keys = [ranked[0], *[c.config.key() for c in reranked if c.config.key() != ranked[0]][: max(k - 2, 0)]]
+    if k >= 2:
+        rest = [key for key in ranked if key not in keys] or [c.config.key() for c in reranked if c.config.key()
+                                                               not in keys]  # fmt: skip
+        keys += rest[:1]
+    return [proposed.get(key, Candidate(Config.parse(key), LENT_LOG_PROB)) for key in keys]
 
 
 def _scored_lent(pred: checkpoint.Predictor, problem: Conv2dProblem, device: Any, beam: list[Candidate],
