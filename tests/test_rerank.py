@@ -208,3 +208,21 @@ def test_predict_rerank_gives_a_far_shape_s_first_and_last_places_to_the_cost_mo
     monkeypatch.undo()
     assert [c.config.key() for c in api.predict(far, 1, rerank=True)[0]] == keys[:1]  # k = 1: the first alone
     assert [c.config.key() for c in api.predict(far, 2, rerank=True)[0]] == [keys[0], cost[1]]
+
+
+def test_eval_s_served_order_is_what_predict_rerank_serves_far_shapes_too() -> None:
+    from kptune.predict import api
+
+    shipped = DATA / "dataset-h200.db.gz"
+    pred, family = api.load_predictor(None), get_family("conv2d_fwd")
+    lent = lent_problems(ds.load(shipped))
+    model = rerank.Reranker.load(DATA / "reranker-h200.safetensors", ds.content_hash(lent))
+    lender = lender_for(pred.device, family, (shipped,))
+    assert lender is not None and lender.cost is not None
+    rank = api.served_ranker(pred, family, TunedShapes(lent), model, lender)
+    far = Conv2dProblem.parse("n=18,c=4,h=206,w=206,k=136,r=1,s=1")
+    near = Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
+    assert lender.far(far) and not lender.far(near)
+    for problem in (far, near):
+        served = [c.config.key() for c in api.predict(problem, 5, rerank=True)[0]]
+        assert rank(ds.DatasetProblem(problem.key(), "", (), 0, 0, ()), 5) == served

@@ -25,7 +25,7 @@ from kptune.predict.launch import launch_for
 from kptune.predict.models import ModelConfig, source_of
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.training import plot_curve, summary, train
-from kptune.problem import Conv2dProblem
+from kptune.problem import Conv2dProblem, problem_from_key
 
 #: The checkpoint shipped with the package, for the GPU the dataset came from.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model-h200.safetensors"
@@ -55,8 +55,9 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     the baselines (the cost model among them is fit here: tens of seconds on a dataset of hundreds) and
     the model blended with that cost model (`blend`). `reranker`: also the beam reordered by that reranker
     (`kptune.predict.rerank`), reading the train and validation problems as tuned shapes, as the shipped one
-    does."""
-    from kptune.neighbours import TunedShapes, lent_problems
+    does; and, where the cost model fit on the dataset lies beside it, that order with the far shapes' rules of
+    `kptune predict --rerank` (`_far_mixed`), as served."""
+    from kptune.neighbours import TunedShapes, lender_for, lent_problems
     from kptune.predict import rerank
     from kptune.predict.costmodel import CostModel
 
@@ -89,8 +90,11 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     if reranker is not None:
         lent = lent_problems(data)
         model = rerank.Reranker.load(reranker, ds.content_hash(lent))
-        rankers["seq2seq beam, reranked"] = rerank.ranker(pred.model, pred.vocab, family, device,
-                                                          TunedShapes(lent), model)  # fmt: skip
+        tuned = TunedShapes(lent)
+        rankers["seq2seq beam, reranked"] = rerank.ranker(pred.model, pred.vocab, family, device, tuned, model)
+        lender = lender_for(device, family, (dataset_path,))
+        if lender is not None and lender.cost is not None:  # the far rules read the cost model beside the dataset
+            rankers["seq2seq beam, reranked, as served"] = served_ranker(pred, family, tuned, model, lender)
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {
         "model": str(model_path),
@@ -161,18 +165,33 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
     return lender.reranker.order(problem, found, lender.tuned, device, family.space)
 
 
+def served_ranker(pred: checkpoint.Predictor, family: Any, tuned: Any, reranker: Any, lender: Any) -> Any:
+    """`kptune predict --rerank`'s order as an `evaluation.Ranker`: the pool ordered by `reranker`, then the far
+    shapes' rules of `_far_mixed` with `lender`'s cost model and tuned shapes (the shipped ones when served)."""
+    from kptune.predict.rerank import ordered_pool
+
+    def rank(problem: ds.DatasetProblem, k: int) -> list[str]:
+        conv = problem_from_key(problem.key)
+        assert isinstance(conv, Conv2dProblem)
+        pool = ordered_pool(pred.model, pred.vocab, family, pred.device, tuned, reranker, conv, k)
+        return [c.config.key() for c in _far_mixed(conv, pool, k, [], pred.device, family, lender)]
+
+    return rank
+
+
 def _far_mixed(problem: Conv2dProblem, reranked: list[Candidate], k: int, beam: list[Candidate], device: Any,
-               family: Any) -> list[Candidate]:  # fmt: skip
+               family: Any, lender: Any = None) -> list[Candidate]:  # fmt: skip
     """The first k of `reranked`; but where `problem` lies far from every tuned shape (`TunedShapes.far`), the
     shipped cost model's first pick first, then the reranked ones not above it, and (k >= 2) the last place the cost
     model's first pick not above that: far from the tuned shapes the reranker's picks miss the fastest more often,
     and the cost model's first picks do better (`benchmarks/RESULTS.md`; ~17 ms more). A pick from `beam` keeps its
-    log-probability; another is scored by `_scored_lent`."""
+    log-probability; another is scored by `_scored_lent`. `lender`: the tuned shapes and cost model to read (default
+    those shipped for `device`)."""
     from kptune.neighbours import lender_for
     from kptune.predict.rerank import LENT_LOG_PROB
     from kptune.space import Config
 
-    lender = lender_for(device, family)
+    lender = lender if lender is not None else lender_for(device, family)
     if not reranked or lender is None or lender.cost is None or not lender.far(problem):
         return reranked[:k]
     ranked = lender.rank_neighbours(problem, k + 1)
