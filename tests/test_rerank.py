@@ -219,7 +219,7 @@ def test_eval_s_served_order_is_what_predict_rerank_serves_far_shapes_too() -> N
     model = rerank.Reranker.load(DATA / "reranker-h200.safetensors", ds.content_hash(lent))
     lender = lender_for(pred.device, family, (shipped,))
     assert lender is not None and lender.cost is not None
-    rank = api.served_ranker(pred, family, TunedShapes(lent), model, lender)
+    rank = rerank.ranker(pred.model, pred.vocab, family, pred.device, TunedShapes(lent), model, lender)
     far = Conv2dProblem.parse("n=18,c=4,h=206,w=206,k=136,r=1,s=1")
     near = Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
     assert lender.far(far) and not lender.far(near)

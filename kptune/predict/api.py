@@ -25,7 +25,7 @@ from kptune.predict.launch import launch_for
 from kptune.predict.models import ModelConfig, source_of
 from kptune.predict.threads import one_torch_thread
 from kptune.predict.training import plot_curve, summary, train
-from kptune.problem import Conv2dProblem, problem_from_key
+from kptune.problem import Conv2dProblem
 
 #: The checkpoint shipped with the package, for the GPU the dataset came from.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model-h200.safetensors"
@@ -56,7 +56,7 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     the model blended with that cost model (`blend`). `reranker`: also the beam reordered by that reranker
     (`kptune.predict.rerank`), reading the train and validation problems as tuned shapes, as the shipped one
     does; and, where the cost model fit on the dataset lies beside it, that order with the far shapes' rules of
-    `kptune predict --rerank` (`_far_mixed`), as served."""
+    `kptune predict --rerank` (`rerank.far_mixed`), as served."""
     from kptune.neighbours import TunedShapes, lender_for, lent_problems
     from kptune.predict import rerank
     from kptune.predict.costmodel import CostModel
@@ -90,11 +90,12 @@ def evaluate(model_path: Path, dataset_path: Path, k: int = 5, dtype: str | None
     if reranker is not None:
         lent = lent_problems(data)
         model = rerank.Reranker.load(reranker, ds.content_hash(lent))
-        tuned = TunedShapes(lent)
+        lender = lender_for(device, family, (dataset_path,))  # the same tuned shapes, and the cost model beside
+        tuned = lender.tuned if lender is not None and lender.tuned is not None else TunedShapes(lent)
         rankers["seq2seq beam, reranked"] = rerank.ranker(pred.model, pred.vocab, family, device, tuned, model)
-        lender = lender_for(device, family, (dataset_path,))
         if lender is not None and lender.cost is not None:  # the far rules read the cost model beside the dataset
-            rankers["seq2seq beam, reranked, as served"] = served_ranker(pred, family, tuned, model, lender)
+            rankers["seq2seq beam, reranked, as served"] = rerank.ranker(pred.model, pred.vocab, family, device,
+                                                                         tuned, model, lender)  # fmt: skip
     results = {name: evaluation.scores(test, rank, k) for name, rank in rankers.items()}
     return {
         "model": str(model_path),
@@ -122,7 +123,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) and the nearest tuned shapes' winners,
     ordered by the reranker shipped for the device (`kptune.predict.rerank`; it reads the tuned shapes too:
     ~5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`); for a shape far from
-    every tuned one, the first and (k >= 2) the last of k are the cost model's (`_far_mixed`)."""
+    every tuned one, the first and (k >= 2) the last of k are the cost model's (`rerank.far_mixed`)."""
     from kptune.predict import rerank as reranking
 
     family = get_family(kernel)
@@ -132,8 +133,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
         size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
         found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:
-            picked = _far_mixed(problem, _reranked(problem, found, target, family), k, found, target, family)
-            found = _scored_lent(pred, problem, target, found, picked)
+            found = _scored_lent(pred, problem, target, found, _reranked(problem, found, target, family, k))
         if blend:
             picked = _blended(problem, k, pred, target, family)
             keys = {c.config.key() for c in picked}
@@ -152,9 +152,11 @@ def search(model: Any, vocab: Any, family: Any, problem: Conv2dProblem, device: 
     return beam_search(model, vocab, source_of(model, problem), allowed, max(width, k), k, spread, launch, diverse)
 
 
-def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, family: Any) -> list[Candidate]:
-    """`found` reordered by the reranker shipped for `device` (KptuneError if none)."""
+def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, family: Any, k: int) -> list[Candidate]:
+    """The first k of `found`'s pool reordered by the reranker shipped for `device` (KptuneError if none), far
+    shapes' places given to its cost model (`rerank.far_mixed`)."""
     from kptune.neighbours import lender_for
+    from kptune.predict.rerank import far_mixed
 
     lender = lender_for(device, family)
     if lender is None:
@@ -162,48 +164,7 @@ def _reranked(problem: Conv2dProblem, found: list[Candidate], device: Any, famil
                           f"{device.key}")  # fmt: skip
     if lender.reranker is None or lender.tuned is None:
         raise KptuneError(f"--rerank needs the reranker shipped for the device: {lender.rerank_note}")
-    return lender.reranker.order(problem, found, lender.tuned, device, family.space)
-
-
-def served_ranker(pred: checkpoint.Predictor, family: Any, tuned: Any, reranker: Any, lender: Any) -> Any:
-    """`kptune predict --rerank`'s order as an `evaluation.Ranker`: the pool ordered by `reranker`, then the far
-    shapes' rules of `_far_mixed` with `lender`'s cost model and tuned shapes (the shipped ones when served)."""
-    from kptune.predict.rerank import ordered_pool
-
-    def rank(problem: ds.DatasetProblem, k: int) -> list[str]:
-        conv = problem_from_key(problem.key)
-        assert isinstance(conv, Conv2dProblem)
-        pool = ordered_pool(pred.model, pred.vocab, family, pred.device, tuned, reranker, conv, k)
-        return [c.config.key() for c in _far_mixed(conv, pool, k, [], pred.device, family, lender)]
-
-    return rank
-
-
-def _far_mixed(problem: Conv2dProblem, reranked: list[Candidate], k: int, beam: list[Candidate], device: Any,
-               family: Any, lender: Any = None) -> list[Candidate]:  # fmt: skip
-    """The first k of `reranked`; but where `problem` lies far from every tuned shape (`TunedShapes.far`), the
-    shipped cost model's first pick first, then the reranked ones not above it, and (k >= 2) the last place the cost
-    model's first pick not above that: far from the tuned shapes the reranker's picks miss the fastest more often,
-    and the cost model's first picks do better (`benchmarks/RESULTS.md`; ~17 ms more). A pick from `beam` keeps its
-    log-probability; another is scored by `_scored_lent`. `lender`: the tuned shapes and cost model to read (default
-    those shipped for `device`)."""
-    from kptune.neighbours import lender_for
-    from kptune.predict.rerank import LENT_LOG_PROB
-    from kptune.space import Config
-
-    lender = lender if lender is not None else lender_for(device, family)
-    if not reranked or lender is None or lender.cost is None or not lender.far(problem):
-        return reranked[:k]
-    ranked = lender.rank_neighbours(problem, k + 1)
-    if not ranked:
-        return reranked[:k]
-    proposed = {c.config.key(): c for c in [*reranked, *beam]}
-    keys = [ranked[0], *[c.config.key() for c in reranked if c.config.key() != ranked[0]][: max(k - 2, 0)]]
-    if k >= 2:
-        rest = [key for key in ranked if key not in keys] or [c.config.key() for c in reranked if c.config.key()
-                                                               not in keys]  # fmt: skip
-        keys += rest[:1]
-    return [proposed.get(key, Candidate(Config.parse(key), LENT_LOG_PROB)) for key in keys]
+    return far_mixed(problem, lender.reranker.order(problem, found, lender.tuned, device, family.space), k, lender)
 
 
 def _scored_lent(pred: checkpoint.Predictor, problem: Conv2dProblem, device: Any, beam: list[Candidate],

@@ -55,11 +55,11 @@ from kptune.predict.costmodel import (
     save_trees,
 )
 from kptune.problem import Conv2dProblem, problem_from_key
-from kptune.space import SearchSpace, completer
+from kptune.space import Config, SearchSpace, completer
 
 if TYPE_CHECKING:
     from kptune.device import DeviceInfo
-    from kptune.neighbours import TunedShapes
+    from kptune.neighbours import Lender, TunedShapes
     from kptune.predict.evaluation import Ranker
     from kptune.predict.models import ModelConfig
     from kptune.predict.training import TrainResult
@@ -196,15 +196,38 @@ def ordered_pool(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned:
     return reranker.order(problem, found, tuned, device, family.space)
 
 
-def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker) -> Ranker:
-    """The beam's pool ordered by `reranker` as `kptune predict --rerank` orders it, as an `evaluation.Ranker`."""
+def ranker(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned: TunedShapes, reranker: Reranker,
+           lender: Lender | None = None) -> Ranker:  # fmt: skip
+    """The beam's pool ordered by `reranker` as `kptune predict --rerank` orders it, as an `evaluation.Ranker`;
+    with `lender`, a far shape's places given to its cost model as `predict --rerank` gives them (`far_mixed`)."""
 
     def rank(problem: ds.DatasetProblem, k: int) -> list[str]:
         conv = problem_from_key(problem.key)
         assert isinstance(conv, Conv2dProblem)
-        return [c.config.key() for c in ordered_pool(model, vocab, family, device, tuned, reranker, conv, k)[:k]]
+        pool = ordered_pool(model, vocab, family, device, tuned, reranker, conv, k)
+        return [c.config.key() for c in (far_mixed(conv, pool, k, lender) if lender is not None else pool[:k])]
 
     return rank
+
+
+def far_mixed(problem: Conv2dProblem, reranked: list[Candidate], k: int, lender: Lender) -> list[Candidate]:
+    """The first k of the pool `reranked`; but where `problem` lies far from every tuned shape of `lender`
+    (`TunedShapes.far`), its cost model's first pick first, then the reranked ones not above it, and (k >= 2) the
+    last place the cost model's first pick not above that: far from the tuned shapes the reranker's picks miss the
+    fastest more often, and the cost model's first picks do better (`benchmarks/RESULTS.md`; ~17 ms more). A pick
+    from the pool keeps its log-probability; another gets LENT_LOG_PROB (`kptune predict` scores it)."""
+    if not reranked or lender.cost is None or not lender.far(problem):
+        return reranked[:k]
+    ranked = lender.rank_neighbours(problem, k + 1)
+    if not ranked:
+        return reranked[:k]
+    proposed = {c.config.key(): c for c in reranked}
+    keys = [ranked[0], *[c.config.key() for c in reranked if c.config.key() != ranked[0]][: max(k - 2, 0)]]
+    if k >= 2:
+        rest = [key for key in ranked if key not in keys] or [c.config.key() for c in reranked if c.config.key()
+                                                               not in keys]  # fmt: skip
+        keys += rest[:1]
+    return [proposed.get(key, Candidate(Config.parse(key), LENT_LOG_PROB)) for key in keys]
 
 
 def network_folds(problems: Sequence[ds.DatasetProblem], folds: int = FOLDS) -> dict[str, int]:
