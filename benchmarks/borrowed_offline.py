@@ -2,10 +2,10 @@
 
     python benchmarks/borrowed_offline.py --compare results/DIR   # DIR: compare_gpus.py's --out
 
-For each problem the run compared (its merged perf db, `compare.db.gz`, holds every valid config's time
-from the exhaustive pass, `source=exhaustive`), three candidate sets are scored against the optimum, all
-on those same times, so they compare alike (`kptune compare`'s own ratio times autotune's candidates in
-their own pass):
+For each problem the run compared (its merged perf db, `compare.db.gz`, or `.xz` as archived in `results/`,
+holds every valid config's time from the exhaustive pass, `source=exhaustive`), three candidate sets are scored
+against the optimum, all on those same times, so they compare alike (`kptune compare`'s own ratio times
+autotune's candidates in their own pass):
 - `random`: the random search autotune falls back to where no model serves the device, its default
   `--budget` drawn as it draws them (`strategies.random_sample`, the timing settings' seed);
 - `model top 1`, `model top k`: the first and the top k of the model autotune finds for the device (its
@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run = json.loads((args.compare / "compare_gpus.json").read_text())
-        with open_db(args.compare / "compare.db.gz") as db:
+        packed = [args.compare / f"compare.db.{ext}" for ext in ("gz", "xz")]
+        with open_db(next((p for p in packed if p.exists()), packed[0])) as db:
             times = exhaustive_times(db)
             device = db.device_info(db.find_device(None)[0])
     except (KptuneError, OSError, ValueError) as exc:

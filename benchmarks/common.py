@@ -1,5 +1,5 @@
 """What every benchmark script shares: the geometric mean, provenance (commit, date, command), JSON output,
-perf dbs read (gzipped or not)."""
+perf dbs read (gzipped, xz-compressed or plain)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import datetime
 import gzip
 import json
+import lzma
 import math
 import os
 import shlex
@@ -128,13 +129,15 @@ def time_again(problem: Any, configs: Sequence[str], device: Any, db: Any, targe
 
 @contextlib.contextmanager
 def open_db(path: Path) -> Iterator[Any]:
-    """The perf db at `path` (a `kptune.perfdb.PerfDB`), gunzipped to a temporary copy first if it ends in .gz."""
+    """The perf db at `path` (a `kptune.perfdb.PerfDB`), decompressed to a temporary copy first if it ends in .gz
+    or .xz (the archived results in `benchmarks/results/` are .xz, the smaller)."""
     from kptune.perfdb import PerfDB
 
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix)
     with tempfile.TemporaryDirectory() as tmp:
-        if path.suffix == ".gz":
+        if opener is not None:
             plain = Path(tmp) / path.stem
-            with gzip.open(path) as src, plain.open("wb") as dst:
+            with opener(path) as src, plain.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
             path = plain
         with PerfDB(path) as db:

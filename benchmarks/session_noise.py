@@ -1,6 +1,6 @@
 """How far do two recording sessions on one device disagree? A perf db of another session against the dataset.
 
-    python benchmarks/session_noise.py --db results/2026-11-22-h200x4-compare-test-12.db.gz --out results/
+    python benchmarks/session_noise.py --db results/2026-11-22-h200x4-compare-test-12.db.xz --out results/
 
 `timing_repeatability.py` times configs again on the device; this reads what was already timed twice: a perf db
 (`--db`, gzipped or not: a campaign's, a `kptune compare` run's) whose exhaustive times of some problems were

@@ -45,7 +45,7 @@ def test_batch_inversions_are_timed_at_both_batches(cpu_device: DeviceInfo, tmp_
 def test_two_sessions_of_the_h200_are_compared_on_the_configs_both_timed(tmp_path: Path) -> None:
     results = ROOT / "benchmarks" / "results"
     script = [sys.executable, str(ROOT / "benchmarks" / "session_noise.py"), "--out", str(tmp_path), "--db"]
-    run = subprocess.run([*script, str(results / "2026-11-22-h200x4-compare-test-12.db.gz")], capture_output=True,
+    run = subprocess.run([*script, str(results / "2026-11-22-h200x4-compare-test-12.db.xz")], capture_output=True,
                          text=True, timeout=600, cwd=ROOT)  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = json.loads((tmp_path / "session_noise.json").read_text())
@@ -53,6 +53,6 @@ def test_two_sessions_of_the_h200_are_compared_on_the_configs_both_timed(tmp_pat
     assert sum(p["pairs"] for p in doc["problems"]) == doc["all"]["pairs"]
     for part in (doc["all"], doc["top8"]):  # spikes widen the sd, not the robust spread
         assert 0 < part["sigma_robust"] < part["sigma_sd"] and 0 < part["noise_bound"]["top5_hit"] <= 1
-    h100 = subprocess.run([*script, str(results / "2026-12-06-h100-borrowed-compare-test.db.gz")], capture_output=True,
+    h100 = subprocess.run([*script, str(results / "2026-12-06-h100-borrowed-compare-test.db.xz")], capture_output=True,
                           text=True, timeout=600, cwd=ROOT)  # fmt: skip  # another card: nothing to pair
     assert h100.returncode == 2 and h100.stderr.startswith("session_noise: ") and "Traceback" not in h100.stderr
