@@ -14,8 +14,11 @@ autotune's candidates in their own pass):
   dataset the device's model came with);
 - `reranked, the cost model's last`: the reranked top k with its last place given to the cost model's first pick
   not above it (the ranker autotune lends its configs by), where the device's dataset has a cost model;
-- `autotune`: autotune's default candidates (`autotune.candidates`: the model's k and the configs the
-  tuned shapes lend), as the run measured them.
+- `autotune's candidates`: autotune's default candidates (`autotune.candidates`: the model's k and the configs
+  the tuned shapes lend);
+- `autotune`: those and `--local` more by autotune's local search around the fastest (`kptune.local_search`),
+  its rounds run on these exhaustive times: what autotune measures by default (the run itself measured them
+  with its own times, so its local search may have taken other steps).
 With --recorded DATASET, the model's five sets are also scored on the dataset's recorded times of the
 problems it holds (e.g. the H200's, for problems an H100 compared), beside this run's times of the same problems.
 With --model, another checkpoint stands in for the device's model (e.g. the CPU's on a GPU's times: what a
@@ -33,6 +36,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common import exhaustive_times, open_db, positive_int, provenance, ratio_summary, write_json
 
@@ -44,6 +48,7 @@ SETS = (
     "reranked top 1",
     "reranked top k",
     "reranked, the cost model's last",
+    "autotune's candidates",
     "autotune",
 )
 #: the sets of the model alone, which --recorded also scores on a dataset's times
@@ -61,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="score this checkpoint in place of the model autotune finds (e.g. another device's)",
     )
+    ap.add_argument("--local", type=int, default=None, help="autotune's local search (default: autotune's, LOCAL)")
     ap.add_argument("--recorded", type=Path, default=None,
                     help="a dataset: also score the model's sets on its times of the problems it holds")  # fmt: skip
     args = ap.parse_args(argv)
@@ -68,10 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
+    from kptune.local_search import LOCAL, model_order, neighbours, search
     from kptune.measurement import TimingSettings
     from kptune.neighbours import lender_for
-    from kptune.predict.api import predict
+    from kptune.predict.api import load_predictor, predict
     from kptune.problem import problem_from_key
+    from kptune.space import Config
     from kptune.strategies import random_sample
 
     try:
@@ -94,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"borrowed_offline: {exc}", file=sys.stderr)
         return 2
     seed = TimingSettings().seed
+    pred = load_predictor(model)
+    local = LOCAL if args.local is None else args.local
     lender = lender_for(device, family)
     cost = lender if lender is not None and lender.cost_model is not None else None
     rows = []
@@ -110,8 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KptuneError as exc:
             print(f"borrowed_offline: {row['problem']}: {exc}", file=sys.stderr)
             return 2
+
+        def timed(configs: Sequence[Config], measured: dict[str, float] = measured) -> dict[Config, float]:
+            return {c: measured.get(c.key(), math.inf) for c in configs}
+
+        def expand(config: Config, problem: Any = problem) -> list[Config]:
+            return neighbours(family.space, problem, device, config)
+
+        order = model_order(pred.model, pred.vocab, problem, device)  # type: ignore[arg-type]
+        searched = search(timed(lent), local, timed, expand, order)
         sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top 1": [top[0].config],
-                "model top k": [c.config for c in top], "autotune": lent}  # fmt: skip
+                "model top k": [c.config for c in top], "autotune's candidates": lent,
+                "autotune": list(searched)}  # fmt: skip
         try:
             reranked, _ = predict(problem, args.k, model, device=device, rerank=True)  # type: ignore[arg-type]
             sets |= {"reranked top 1": [reranked[0].config], "reranked top k": [c.config for c in reranked]}

@@ -44,6 +44,7 @@ from common import provenance, spread, write_json
 from kptune.corpus import corpus_split, load_corpus
 from kptune.dataset import problem_keys
 from kptune.errors import KptuneError
+from kptune.local_search import LOCAL
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, NEIGHBOURS
 from kptune.problem import Conv2dProblem
@@ -93,7 +94,8 @@ def work(args: argparse.Namespace) -> int:
     networks = {p.key(): nets for p, nets in rows}
     settings = TimingSettings(target_ms=args.target_ms)
     each = compare_each([p for p, _ in rows], device=args.device, k=args.k, settings=settings,
-                        db=args.out / f"compare-{index}.db", neighbours=args.neighbours, cover=args.cover)  # fmt: skip
+                        db=args.out / f"compare-{index}.db", neighbours=args.neighbours, cover=args.cover,
+                        local=args.local)  # fmt: skip
     with contextlib.closing(each) as compared, open(sink_path, "a", encoding="utf-8") as sink:
         for row in compared:  # one measuring worker, kept warm over every problem of this GPU
             sink.write(json.dumps({**row.to_json(), "networks": list(networks[row.problem])}) + "\n")
@@ -140,7 +142,7 @@ def drive(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split,
                            "corpus": str(args.corpus or "shipped"), "gpus": gpus,
                            "settings": {"k": args.k, "neighbours": args.neighbours, "cover": args.cover,
-                                        "target_ms": args.target_ms, "seed": args.seed},
+                                        "local": args.local, "target_ms": args.target_ms, "seed": args.seed},
                            "problems": [p.key() for p, _ in picked], "resumed": args.resume}  # fmt: skip
     if args.pre_limit > 0:
         doc["compile_pass"] = _precompile_with_limit(args)
@@ -247,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=5, help="model candidates measured")
     ap.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="and the nearest tuned shape's fastest")
     ap.add_argument("--cover", type=int, default=COVER, help="and configs covering the nearest tuned shapes")
+    ap.add_argument("--local", type=int, default=LOCAL, help="then configs of a local search around the fastest")
     ap.add_argument("--target-ms", type=float, default=2.0, help="timed device time per config (both paths)")
     ap.add_argument("--gpus", type=int, default=None, help="worker processes (default: every GPU)")
     ap.add_argument("--device", default=None, help="cupy:N (default, one per GPU) or opencl:P:D (shared)")

@@ -7,7 +7,8 @@ Scored offline on full tables: the dataset's fp32 test problems (a test problem 
 ran), or the exhaustive pass of a `kptune compare` run (its merged perf db). For each problem, autotune's
 default candidates (`autotune.candidates`: the model's 5 and the cost model's 20, or whatever the device's
 model and dataset give) are "measured" by reading their times, then N more configs, two ways:
-- `local N`: Kernel Tuner's greedy local search, seeded by the model: in rounds of ROUND, the fastest
+- `local N`: Kernel Tuner's greedy local search, seeded by the model (`kptune.local_search`, what autotune
+  runs after its candidates with `--local N`): in rounds of ROUND, the fastest
   measured config not yet searched from lends its valid neighbours (one parameter one step along its
   values, or two parameters one step each) not yet measured, the ROUND the model finds likeliest
   (`blend.sequence_log_probs`); a round's configs are measured together, as autotune compiles in parallel;
@@ -19,55 +20,13 @@ share >= 0.99 and the worst, and writes local_search_offline.json under --out.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from common import exhaustive_times, open_db, provenance, ratio_summary, write_json
-
-#: configs measured together in one round of the local search
-ROUND = 5
-
-
-def neighbours(space: Any, problem: Any, device: Any, key: str) -> list[str]:
-    """The configs valid for `problem` on `device` one step from `key` along one parameter's values, or along two."""
-    from kptune.space import Config
-
-    values = Config.parse(key).values()
-    steps = [[(i, j + d) for d in (-1, 1) if 0 <= (j := p.values.index(v)) + d < len(p.values)]
-             for i, (p, v) in enumerate(zip(space.params, values, strict=True))]  # fmt: skip
-    moves = [[m] for ms in steps for m in ms]
-    moves += [[a, b] for s, t in itertools.combinations(steps, 2) for a in s for b in t]
-    out: dict[str, None] = {}
-    for move in moves:
-        new = list(values)
-        for i, j in move:
-            new[i] = space.params[i].values[j]
-        config = Config(tuple(zip(space.names, new, strict=True)))
-        if space.valid(problem, device, config):
-            out[config.key()] = None
-    return list(out)
-
-
-def local_search(start: Sequence[str], more: int, times: dict[str, float],
-                 expand: Callable[[str], list[str]], likeliest: Callable[[list[str]], list[str]]) -> float:  # fmt: skip
-    """The fastest time measured by `start` and a local search of `more` configs from it (module docstring)."""
-    measured = {key: times.get(key, math.inf) for key in start}
-    searched: set[str] = set()
-    spent = 0
-    while spent < more:
-        base = next((k for k in sorted(measured, key=measured.__getitem__) if k not in searched), None)
-        if base is None or measured[base] == math.inf:
-            break
-        searched.add(base)
-        fresh = [key for key in expand(base) if key not in measured]
-        for key in likeliest(fresh)[: min(ROUND, more - spent)] if fresh else []:
-            measured[key] = times.get(key, math.inf)
-            spent += 1
-    return min(measured.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,10 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
+    from kptune.local_search import ROUND, model_order, neighbours, search
     from kptune.neighbours import NEIGHBOURS
     from kptune.predict.api import load_predictor
-    from kptune.predict.blend import sequence_log_probs
     from kptune.problem import Conv2dProblem, problem_from_key
+    from kptune.space import Config
 
     family = get_family("conv2d_fwd")
     try:
@@ -111,18 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = problem_from_key(key)
         assert isinstance(problem, Conv2dProblem)
         best = min(times.values())
-        start = [c.key() for c in candidates(problem, device, family, model)[0]]
+        start = candidates(problem, device, family, model)[0]
+        timed = {c: times.get(c.key(), math.inf) for c in start}
+        order = model_order(pred.model, pred.vocab, problem, device)
 
-        def likeliest(keys: list[str], problem: Any = problem) -> list[str]:
-            logp = sequence_log_probs(pred.model, pred.vocab, problem, keys, device)
-            return [keys[i] for i in sorted(range(len(keys)), key=lambda i: -logp[i])]
-
-        def expand(base: str, problem: Any = problem) -> list[str]:
+        def expand(base: Config, problem: Any = problem) -> list[Config]:
             return neighbours(family.space, problem, device, base)
 
-        ratios["autotune"].append(best / min(times.get(c, math.inf) for c in start))
+        def measure(configs: list[Config], times: dict[str, float] = times) -> dict[Config, float]:
+            return {c: times.get(c.key(), math.inf) for c in configs}
+
+        ratios["autotune"].append(best / min(timed.values()))
         for n in args.more:
-            ratios[f"local {n}"].append(best / local_search(start, n, times, expand, likeliest))
+            ratios[f"local {n}"].append(best / min(search(timed, n, measure, expand, order).values()))
             lent = [c.key() for c in candidates(problem, device, family, model, neighbours=NEIGHBOURS + n)[0]]
             ratios[f"lent {n}"].append(best / min(times.get(c, math.inf) for c in lent))
     summary = {name: ratio_summary(rs) for name, rs in ratios.items()}

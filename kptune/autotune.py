@@ -9,8 +9,9 @@
    (`kptune.neighbours`): `neighbours` configs of the nearest tuned shapes (the first picks of
    the cost model shipped beside the dataset, else the nearest shape's fastest), then `cover`
    configs that best complete the lot over the nearest tuned shapes (`candidates`); each is
-   compiled, verified and timed on the device, every measurement stored with source=model, and
-   the fastest returned.
+   compiled, verified and timed on the device, every measurement stored with source=model; then
+   `local` more in rounds of a local search around the fastest so far (`kptune.local_search`), and the
+   fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
 
@@ -29,6 +30,7 @@ from kptune.backends import resolve_device
 from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
+from kptune.local_search import LOCAL, model_order, neighbours, search, times_of
 from kptune.measurement import Measurement, TimingSettings, fastest
 from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
@@ -202,6 +204,17 @@ def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily,
     return configs, note
 
 
+def _searched(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, model: Path,
+              timed: dict[Config, float], local: int,
+              measure: Callable[[list[Config]], dict[Config, float]]) -> dict[Config, float]:  # fmt: skip
+    """`timed` and the configs a local search of `local` more found around the fastest (their times)."""
+    from kptune.predict.api import load_predictor
+
+    predictor = load_predictor(model, family.name)
+    order = model_order(predictor.model, predictor.vocab, problem, device)
+    return search(timed, local, measure, lambda c: neighbours(family.space, problem, device, c), order)
+
+
 def _kin(made_for: DeviceInfo) -> str:
     """What a borrowed model's device is to this one (`DeviceInfo.may_borrow`)."""
     if made_for.kind == "cpu":
@@ -225,6 +238,7 @@ def autotune(
     neighbours: int = NEIGHBOURS,
     cover: int = COVER,
     far_neighbours: int = FAR_NEIGHBOURS,
+    local: int = LOCAL,
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
     of this kernel and device to measure with (a long-running caller keeps its worker warm).
@@ -232,7 +246,9 @@ def autotune(
     picks, else the nearest shape's fastest; 0: none);
     `cover`: configs that complete them over the nearest tuned shapes (0: none);
     `far_neighbours`: how many in place of `neighbours` for a shape far from every tuned one
-    (`TunedShapes.far`; at most `neighbours` has no effect)."""
+    (`TunedShapes.far`; at most `neighbours` has no effect);
+    `local`: configs measured after those by a local search around the fastest, guided by the model
+    (`kptune.local_search`; 0: none; not with the random search)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
@@ -242,6 +258,8 @@ def autotune(
         raise KptuneError(f"cover must be 0 or more, not {cover}")
     if far_neighbours < 0:
         raise KptuneError(f"far neighbours must be 0 or more, not {far_neighbours}")
+    if local < 0:
+        raise KptuneError(f"local must be 0 or more, not {local}")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
     with contextlib.ExitStack() as stack:
@@ -273,11 +291,23 @@ def autotune(
         if not configs:
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")
         starting.join()
-        result = tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs,
-                      configs=configs, source=source, resume=not force, runner=runner)  # fmt: skip
+
+        def measure(batch: list[Config]) -> dict[Config, float]:
+            """Each config of `batch` measured (stored) and its time, math.inf where it failed."""
+            tune(problem, kernel=family.name, device=dev, db=perfdb, settings=settings, jobs=jobs, configs=batch,
+                 source=source, resume=not force, runner=runner)  # fmt: skip
+            wanted = set(batch)
+            return times_of(m for m in perfdb.measurements(pid, did, kid) if m.config in wanted)
+
         chosen = set(configs)
+        timed = measure(configs)
+        if path is not None and local:
+            searched = _searched(problem, dev, family, path, timed, local, measure)
+            if len(searched) > len(timed):
+                note += f", and {len(searched) - len(timed)} by a local search around the fastest"
+            chosen |= set(searched)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
-        return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured) or result.best,
+        return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured),
                               str(path) if path else None, note, predict_ms, time.perf_counter() - t0,
                               perfdb.path, starting.seconds)  # fmt: skip

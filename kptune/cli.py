@@ -17,6 +17,7 @@ from rich.table import Table
 from kptune.backends import list_devices, resolve_device
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
+from kptune.local_search import LOCAL
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS
 from kptune.perfdb import PerfDB, default_db_path
@@ -458,6 +459,13 @@ def autotune_cmd(
     cover: Annotated[
         int, typer.Option(help="and this many that complete them over the nearest tuned shapes (0: none)")
     ] = COVER,
+    local: Annotated[
+        int,
+        typer.Option(
+            help="then this many more by a local search around the fastest, in rounds of 5 guided by the model "
+            "(0: none)"
+        ),
+    ] = LOCAL,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -469,7 +477,7 @@ def autotune_cmd(
     if budget < 1:
         raise KptuneError(f"--budget must be at least 1, not {budget}")
     result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs,
-                      neighbours=neighbours, cover=cover, far_neighbours=far_neighbours)  # fmt: skip
+                      neighbours=neighbours, cover=cover, far_neighbours=far_neighbours, local=local)  # fmt: skip
     doc = result.to_json()
     if as_json:
         _print_json(doc)
@@ -496,6 +504,7 @@ def compare_cmd(
     k: Annotated[int, typer.Option("-k", help="model candidates to measure")] = 5,
     neighbours: Annotated[int, typer.Option(help="and configs of the nearest tuned shapes (0: none)")] = NEIGHBOURS,
     cover: Annotated[int, typer.Option(help="and configs covering the nearest tuned shapes (0: none)")] = COVER,
+    local: Annotated[int, typer.Option(help="then configs of a local search around the fastest (0: none)")] = LOCAL,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="PNG: autotune winner vs optimum")] = None,
@@ -509,7 +518,8 @@ def compare_cmd(
     if (shape is None) == (shapes is None):
         raise KptuneError("give exactly one of --shape or --shapes")
     problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
-    rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours, cover=cover)
+    rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours, cover=cover,
+                   local=local)  # fmt: skip
     doc: dict[str, Any] = {"rows": [r.to_json() for r in rows], "summary": summary(rows)}
     if plot_path is not None:
         plot(rows, plot_path)

@@ -31,6 +31,7 @@ from kptune.backends import resolve_device
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
+from kptune.local_search import LOCAL
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, NEIGHBOURS
 from kptune.perfdb import PerfDB
@@ -106,6 +107,7 @@ def compare_each(
     jobs: int | None = None,
     neighbours: int = NEIGHBOURS,
     cover: int = COVER,
+    local: int = LOCAL,
 ) -> Iterator[Comparison]:
     """`compare()` one problem at a time: each row as soon as its problem is done (stop any time)."""
     if not problems:
@@ -119,7 +121,7 @@ def compare_each(
         for i, problem in enumerate(problems):
             # both paths measure through one warm worker, as a long-running tuner would
             fast = autotune(problem, device=dev, k=k, db=perfdb, model=model, force=True, settings=settings, jobs=jobs,
-                            runner=runner, neighbours=neighbours, cover=cover)  # fmt: skip
+                            runner=runner, neighbours=neighbours, cover=cover, local=local)  # fmt: skip
             scratch = Path(tmp) / f"exhaustive-{i}.db"
             with PerfDB(scratch) as yard:
                 full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs,

@@ -67,7 +67,8 @@ def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: 
     assert model_for(gpu, FAMILY, [tmp_path / "models"]) is None  # a GPU only its own
     own = _model_for(other_cpu, tmp_path / "models" / "other.safetensors")
     assert model_for(other_cpu, FAMILY, [tmp_path / "models"]) == own  # its own first
-    result = autotune(PROBLEM, device=cpu_device, db=tmp_path / "perf.db", model=path, k=3, neighbours=0, cover=0)
+    result = autotune(PROBLEM, device=cpu_device, db=tmp_path / "perf.db", model=path, k=3, neighbours=0, cover=0,
+                      local=0)  # fmt: skip
     assert result.source == "model" and result.model == str(path) and len(result.measured) == 3
     assert all(FAMILY.space.valid(PROBLEM, cpu_device, m.config) for m in result.measured)
     assert _sources(tmp_path / "perf.db") == {"model": 3}
@@ -111,8 +112,8 @@ def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_de
     lent = neighbour_configs(PROBLEM, cpu_device, FAMILY, 2)  # from the shipped PoCL dataset (another CPU's, if so)
     assert len(lent) == 2 and all(FAMILY.space.valid(PROBLEM, cpu_device, c) for c in lent)
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
-    plain = autotune(PROBLEM, device=cpu_device, db=tmp_path / "a.db", model=path, k=3, neighbours=0, cover=0)
-    both = autotune(PROBLEM, device=cpu_device, db=tmp_path / "b.db", model=path, k=3, neighbours=2, cover=0)
+    plain = autotune(PROBLEM, device=cpu_device, db=tmp_path / "a.db", model=path, k=3, neighbours=0, cover=0, local=0)
+    both = autotune(PROBLEM, device=cpu_device, db=tmp_path / "b.db", model=path, k=3, neighbours=2, cover=0, local=0)
     mine = [m.config for m in plain.measured]
     extra = [c for c in neighbour_configs(PROBLEM, cpu_device, FAMILY, 5) if c not in mine][:2]  # 2 not among them
     assert {m.config for m in both.measured} == set(mine) | set(extra)
@@ -120,7 +121,8 @@ def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_de
     configs, note = candidates(PROBLEM, cpu_device, FAMILY, path, 3, 2, 0)  # what it measured, without measuring
     assert len(configs) == len(set(configs)) and set(configs) == {m.config for m in both.measured}
     assert note == both.note
-    covered = autotune(PROBLEM, device=cpu_device, db=tmp_path / "c.db", model=path, k=3, neighbours=2, cover=3)
+    covered = autotune(PROBLEM, device=cpu_device, db=tmp_path / "c.db", model=path, k=3, neighbours=2, cover=3,
+                       local=0)  # fmt: skip
     more = {m.config for m in covered.measured} - {m.config for m in both.measured}
     assert len(more) == 3 and all(FAMILY.space.valid(PROBLEM, cpu_device, c) for c in more)
     for bad in ("neighbours", "cover"):
@@ -153,7 +155,7 @@ def test_cli_json(cpu_device: DeviceInfo, tmp_path: Path) -> None:
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
     args = [sys.executable, "-m", "kptune", "autotune", "--shape", "n=1,c=4,h=6,w=6,k=8,r=3,s=3,pad=1", "-k", "2",
             "--device", cpu_device.spec, "--model", str(path), "--db", str(tmp_path / "perf.db"), "--neighbours", "0",
-            "--cover", "0", "--json"]  # fmt: skip
+            "--cover", "0", "--local", "0", "--json"]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(run.stdout)
@@ -167,7 +169,8 @@ def test_compare_against_exhaustive_on_a_tiny_shape(cpu_device: DeviceInfo, tmp_
 
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
     tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
-    rows = compare([tiny], device=cpu_device, k=2, model=path, db=tmp_path / "perf.db", neighbours=0, cover=0)
+    rows = compare([tiny], device=cpu_device, k=2, model=path, db=tmp_path / "perf.db", neighbours=0, cover=0,
+                   local=0)  # fmt: skip
     (row,) = rows
     assert row.source == "model" and row.configs == len(FAMILY.space.configs(tiny, cpu_device))
     assert row.ratio is not None and row.ratio > 0  # above 1 only by timing noise between the two runs
@@ -213,7 +216,7 @@ def test_audit_records_the_gap_and_queues_the_neighbours_of_misses(cpu_device: D
     path = _model_for(cpu_device, tmp_path / "cpu.safetensors")
     db = tmp_path / "perf.db"
     tiny = Conv2dProblem.parse("n=1,c=1,h=3,w=3,k=1,r=1,s=1")  # 28 valid configs on PoCL
-    autotune(tiny, device=cpu_device, db=db, model=path, k=2, neighbours=0, cover=0)
+    autotune(tiny, device=cpu_device, db=db, model=path, k=2, neighbours=0, cover=0, local=0)
     (row,) = audit(db, device=cpu_device, sample=3)
     assert row.problem == tiny.key() and row.configs == 28 and row.model_ms is not None and row.ratio is not None
     assert _sources(db) == {"model": 2, "exhaustive": 26}  # exhaustive resumed: the model's two were measured
