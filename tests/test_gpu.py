@@ -157,9 +157,9 @@ def test_a_gpu_like_the_shipped_models_autotunes_with_it(tmp_path) -> None:  # t
         pytest.skip(f"{device.name} ({device.arch}, {device.compute_units} SMs) is unlike the shipped model's GPU")
     assert model_for(device, FAMILY, default_model_places()) is not None
     problem = Conv2dProblem.parse("n=3,c=24,h=20,w=20,k=40,r=3,s=3,pad=1")  # a shape of no corpus network
-    result = autotune(problem, device=device, db=tmp_path / "perf.db", k=3, neighbours=2)
+    result = autotune(problem, device=device, db=tmp_path / "perf.db", k=3, neighbours=2, local=4)
     assert result.source == "model" and "model-h200" in (result.model or "")
     assert (device.key == "cupy:NVIDIA H200") == ("another GPU" not in result.note), result.note
-    assert 3 <= len(result.measured) <= 5
+    assert 3 <= len(result.measured) <= 5 + 4 and "4 by a local search" in result.note, result.note
     assert all(FAMILY.space.valid(problem, device, m.config) for m in result.measured)
     assert result.best is not None and result.best.outcome is Outcome.OK
