@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kptune.local_search import LOCAL
 from kptune.neighbours import COVER, NEIGHBOURS
 
 pytest.importorskip("torch")
@@ -35,6 +36,6 @@ def test_the_readme_main_command_autotunes_with_a_model(tmp_path: Path, cpu_devi
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert result["source"] == "model", result["note"]
-    most = 5 + NEIGHBOURS + COVER  # the model's 5, then up to that many lent by the tuned shapes
+    most = 5 + NEIGHBOURS + COVER + LOCAL  # the model's 5, up to that many lent by the tuned shapes, and searched
     assert result["best"] is not None and 5 <= len(result["candidates"]) <= most
     assert all(c["outcome"] == "ok" for c in result["candidates"])
