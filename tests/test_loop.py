@@ -16,6 +16,7 @@ from kptune.campaign import campaign
 from kptune.corpus import parse_corpus
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
+from kptune.local_search import LOCAL
 from kptune.measurement import TimingSettings
 from kptune.neighbours import COVER, NEIGHBOURS, cost_model_path, lent_dataset
 from kptune.predict.models import ModelConfig
@@ -125,4 +126,4 @@ def test_two_autotunes_and_a_retrain_on_one_db_at_once(cpu_device: DeviceInfo, t
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         after = c.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     served = [len(json.loads(out)["candidates"]) for _, out, _ in results[:2]]  # the model's k (+ lent), or the budget
-    assert after == before + sum(served) and all(5 <= n <= 5 + NEIGHBOURS + COVER for n in served)  # all stored
+    assert after == before + sum(served) and all(5 <= n <= 5 + NEIGHBOURS + COVER + LOCAL for n in served)  # all stored
