@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/local_search_offline.py --dataset kptune/data/dataset-h200.db.gz --out results/
     PYTHONPATH=. python benchmarks/local_search_offline.py --compare results/compare.db.gz --out results/
+    PYTHONPATH=. python benchmarks/local_search_offline.py --dataset D.db.gz --split train validation test --more 10
 
 Scored offline on full tables: the dataset's fp32 test problems (a test problem keeps every config that
 ran), or the exhaustive pass of a `kptune compare` run (its merged perf db). For each problem, autotune's
@@ -12,9 +13,13 @@ model and dataset give) are "measured" by reading their times, then N more confi
   measured config not yet searched from lends its valid neighbours (one parameter one step along its
   values, or two parameters one step each) not yet measured, the ROUND the model finds likeliest
   (`blend.sequence_log_probs`); a round's configs are measured together, as autotune compiles in parallel;
-- `lent N`: the N next of the cost model's picks (`neighbours=20+N`): what autotune measures at that budget.
-A config that never ran counts as no time. Prints each set's geomean ratio t_best / best measured, the
-share >= 0.99 and the worst, and writes local_search_offline.json under --out.
+- `lent N`: the N next of the cost model's picks (`neighbours=20+N`): what autotune measures at that budget;
+- `near lent N`: `lent N` for a problem near a tuned shape, `local N` elsewhere (`autotune.split_local`, autotune's
+  choice).
+A config that never ran counts as no time. `--split`: the dataset's problems of these splits; outside the test
+split a dataset keeps only each problem's fastest configs, and the rest count as its slowest stored. Prints each
+set's geomean ratio t_best / best measured, the share >= 0.99 and the worst, and writes local_search_offline.json
+under --out.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="a dataset file: its fp32 test problems")
     source.add_argument("--compare", type=Path, help="a compare run's perf db (.db or .db.gz): its exhaustive times")
+    ap.add_argument("--split", nargs="+", default=["test"], help="with --dataset: its fp32 problems of these splits")
     ap.add_argument("--more", type=int, nargs="+", default=[5, 10, 15], help="configs measured after autotune's")
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     from kptune import dataset as ds
-    from kptune.autotune import candidates, model_for
+    from kptune.autotune import candidates, model_for, split_local
     from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
@@ -53,11 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dataset is not None:
             data = ds.load(args.dataset)
             device = DeviceInfo(**data.meta["device_limits"])
-            tables = {p.key: dict(p.times) for p in data.split("test") if ",dtype=fp32," in p.key}
+            chosen = [p for s in args.split for p in data.split(s) if ",dtype=fp32," in p.key]
+            tables = {p.key: dict(p.times) for p in chosen}
+            # outside the test split only a problem's fastest are stored: the rest count as its slowest stored
+            unstored = {p.key: math.inf if p.split == "test" else max(t for _, t in p.times) for p in chosen}
         else:
             with open_db(args.compare) as db:
                 tables = exhaustive_times(db)
                 device = db.device_info(db.find_device(None)[0])
+            unstored = dict.fromkeys(tables, math.inf)
         model = model_for(device, family)
         if model is None:
             raise KptuneError(f"no model serves {device.key}, nor one it may borrow")
@@ -65,27 +75,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KptuneError, OSError, ValueError) as exc:
         print(f"local_search_offline: {exc}", file=sys.stderr)
         return 2
-    names = ["autotune", *(f"{how} {n}" for n in args.more for how in ("local", "lent"))]
+    names = ["autotune", *(f"{how} {n}" for n in args.more for how in ("local", "lent", "near lent"))]
     ratios: dict[str, list[float]] = {name: [] for name in names}
     for key, times in tables.items():
         problem = problem_from_key(key)
         assert isinstance(problem, Conv2dProblem)
         best = min(times.values())
         start = candidates(problem, device, family, model)[0]
-        timed = {c: times.get(c.key(), math.inf) for c in start}
+        missing = unstored[key]
+        timed = {c: times.get(c.key(), missing) for c in start}
         order = model_order(pred.model, pred.vocab, problem, device)
 
         def expand(base: Config, problem: Any = problem) -> list[Config]:
             return neighbours(family.space, problem, device, base)
 
-        def measure(configs: list[Config], times: dict[str, float] = times) -> dict[Config, float]:
-            return {c: times.get(c.key(), math.inf) for c in configs}
+        def measure(
+            configs: list[Config], times: dict[str, float] = times, missing: float = missing
+        ) -> dict[Config, float]:
+            return {c: times.get(c.key(), missing) for c in configs}
 
         ratios["autotune"].append(best / min(timed.values()))
         for n in args.more:
             ratios[f"local {n}"].append(best / min(search(timed, n, measure, expand, order).values()))
             lent = [c.key() for c in candidates(problem, device, family, model, neighbours=NEIGHBOURS + n)[0]]
-            ratios[f"lent {n}"].append(best / min(times.get(c, math.inf) for c in lent))
+            ratios[f"lent {n}"].append(best / min(times.get(c, missing) for c in lent))
+            near = split_local(problem, device, family, n)[0] > 0  # autotune's choice between the two
+            ratios[f"near lent {n}"].append(ratios[f"{'lent' if near else 'local'} {n}"][-1])
     summary = {name: ratio_summary(rs) for name, rs in ratios.items()}
     for name, s in summary.items():
         print(f"{name}: geomean {s['geomean']:.4f}, >= 0.99 {s['ge_0.99']}/{s['n']}, min {s['min']:.3f}")
