@@ -17,8 +17,7 @@ autotune's candidates in their own pass):
 - `autotune's candidates`: autotune's default candidates (`autotune.candidates`: the model's k and the configs
   the tuned shapes lend);
 - `autotune`: those and `--local` more by autotune's local search around the fastest (`kptune.local_search`),
-  its rounds run on these exhaustive times, or as many more lent near a tuned shape (`autotune.split_local`):
-  what autotune measures by default (the run itself measured them
+  its rounds run on these exhaustive times: what autotune measures by default (the run itself measured them
   with its own times, so its local search may have taken other steps).
 With --recorded DATASET, the model's five sets are also scored on the dataset's recorded times of the
 problems it holds (e.g. the H200's, for problems an H100 compared), beside this run's times of the same problems.
@@ -72,12 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a dataset: also score the model's sets on its times of the problems it holds")  # fmt: skip
     args = ap.parse_args(argv)
     from kptune import dataset as ds
-    from kptune.autotune import FALLBACK_BUDGET, candidates, model_for, split_local
+    from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
     from kptune.local_search import LOCAL, model_order, neighbours, search
     from kptune.measurement import TimingSettings
-    from kptune.neighbours import NEIGHBOURS, lender_for
+    from kptune.neighbours import lender_for
     from kptune.predict.api import load_predictor, predict
     from kptune.problem import problem_from_key
     from kptune.space import Config
@@ -118,11 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             top, _ = predict(problem, args.k, model, device=device)  # type: ignore[arg-type]
             lent, _ = candidates(problem, device, family, model, args.k)  # type: ignore[arg-type]
-            more, searching = split_local(problem, device, family, local)  # type: ignore[arg-type]
-            if more:  # near a tuned shape: autotune's local configs lent instead
-                start, _ = candidates(problem, device, family, model, args.k, NEIGHBOURS + more)  # type: ignore[arg-type]
-            else:
-                start = lent
         except KptuneError as exc:
             print(f"borrowed_offline: {row['problem']}: {exc}", file=sys.stderr)
             return 2
@@ -134,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return neighbours(family.space, problem, device, config)
 
         order = model_order(pred.model, pred.vocab, problem, device)  # type: ignore[arg-type]
-        searched = search(timed(start), searching, timed, expand, order)
+        searched = search(timed(lent), local, timed, expand, order)
         sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top 1": [top[0].config],
                 "model top k": [c.config for c in top], "autotune's candidates": lent,
                 "autotune": list(searched)}  # fmt: skip

@@ -13,9 +13,7 @@ model and dataset give) are "measured" by reading their times, then N more confi
   measured config not yet searched from lends its valid neighbours (one parameter one step along its
   values, or two parameters one step each) not yet measured, the ROUND the model finds likeliest
   (`blend.sequence_log_probs`); a round's configs are measured together, as autotune compiles in parallel;
-- `lent N`: the N next of the cost model's picks (`neighbours=20+N`): what autotune measures at that budget;
-- `near lent N`: `lent N` for a problem near a tuned shape, `local N` elsewhere (`autotune.split_local`, autotune's
-  choice).
+- `lent N`: the N next of the cost model's picks (`neighbours=20+N`): what autotune measures at that budget.
 A config that never ran counts as no time. `--split`: the dataset's problems of these splits; outside the test
 split a dataset keeps only each problem's fastest configs, and the rest count as its slowest stored. Prints each
 set's geomean ratio t_best / best measured, the share >= 0.99 and the worst, and writes local_search_offline.json
@@ -44,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     from kptune import dataset as ds
-    from kptune.autotune import candidates, model_for, split_local
+    from kptune.autotune import candidates, model_for
     from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
@@ -75,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KptuneError, OSError, ValueError) as exc:
         print(f"local_search_offline: {exc}", file=sys.stderr)
         return 2
-    names = ["autotune", *(f"{how} {n}" for n in args.more for how in ("local", "lent", "near lent"))]
+    names = ["autotune", *(f"{how} {n}" for n in args.more for how in ("local", "lent"))]
     ratios: dict[str, list[float]] = {name: [] for name in names}
     for key, times in tables.items():
         problem = problem_from_key(key)
@@ -99,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratios[f"local {n}"].append(best / min(search(timed, n, measure, expand, order).values()))
             lent = [c.key() for c in candidates(problem, device, family, model, neighbours=NEIGHBOURS + n)[0]]
             ratios[f"lent {n}"].append(best / min(times.get(c, missing) for c in lent))
-            near = split_local(problem, device, family, n)[0] > 0  # autotune's choice between the two
-            ratios[f"near lent {n}"].append(ratios[f"{'lent' if near else 'local'} {n}"][-1])
     summary = {name: ratio_summary(rs) for name, rs in ratios.items()}
     for name, s in summary.items():
         print(f"{name}: geomean {s['geomean']:.4f}, >= 0.99 {s['ge_0.99']}/{s['n']}, min {s['min']:.3f}")

@@ -10,8 +10,8 @@
    the cost model shipped beside the dataset, else the nearest shape's fastest), then `cover`
    configs that best complete the lot over the nearest tuned shapes (`candidates`); each is
    compiled, verified and timed on the device, every measurement stored with source=model; then
-   `local` more in rounds of a local search around the fastest so far (`kptune.local_search`; for a
-   problem near a tuned shape, `local` more lent instead: `split_local`), and the fastest returned.
+   `local` more in rounds of a local search around the fastest so far (`kptune.local_search`), and the
+   fastest returned.
 3. With no model for the device: a budgeted random search, and the result says so.
 """
 
@@ -41,9 +41,6 @@ from kptune.strategies import get_strategy
 from kptune.tune import tune
 
 FALLBACK_BUDGET = 24
-#: a problem whose nearest tuned shape lies within this share of `TunedShapes.far_distance` is lent autotune's
-#: `local` configs rather than searching for them (`split_local`)
-NEAR_LENT = 0.1
 
 
 @dataclasses.dataclass
@@ -218,16 +215,6 @@ def _searched(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, 
     return search(timed, local, measure, lambda c: neighbours(family.space, problem, device, c), order)
 
 
-def split_local(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, local: int) -> tuple[int, int]:
-    """(more lent, searched): how autotune spends its `local` configs for `problem`. Near a tuned shape (within
-    NEAR_LENT of `TunedShapes.far_distance`), on the cost model's next picks, which there find the fastest
-    more often than a search does; elsewhere on the local search (`benchmarks/RESULTS.md`)."""
-    lender = lender_for(device, family) if local else None
-    if lender is not None and lender.tuned is not None and lender.tuned.nearness(problem) < NEAR_LENT:
-        return local, 0
-    return 0, local
-
-
 def _kin(made_for: DeviceInfo) -> str:
     """What a borrowed model's device is to this one (`DeviceInfo.may_borrow`)."""
     if made_for.kind == "cpu":
@@ -293,9 +280,7 @@ def autotune(
         stack.callback(starting.wait)  # on any error below: the thread is done before the runner closes
         clock = time.perf_counter()
         if path is not None:
-            more, local = split_local(problem, dev, family, local) if neighbours else (0, local)
-            configs, note = candidates(problem, dev, family, path, k, neighbours + more, cover, far_neighbours)
-            note += f" ({more} of them in place of a local search: near a tuned shape)" if more else ""
+            configs, note = candidates(problem, dev, family, path, k, neighbours, cover, far_neighbours)
             source = "model"
         else:
             seed = (settings or TimingSettings()).seed

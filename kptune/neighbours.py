@@ -172,16 +172,9 @@ class TunedShapes:
     def far(self, problem: Conv2dProblem) -> bool:
         """Whether `problem`'s nearest tuned shape lies farther than `far_distance`: a shape unlike any tuned,
         where the cost model's first 20 miss the fastest more often (`benchmarks/RESULTS.md`)."""
-        return self.nearness(problem) > 1.0
-
-    def nearness(self, problem: Conv2dProblem) -> float:
-        """How far `problem`'s nearest tuned shape lies, in `far_distance`s (inf where none is held)."""
         from kptune.predict.evaluation import distances, point
 
-        if not len(self.points):
-            return math.inf
-        gap, far = float(distances(self.points, point(problem)).min()), self.far_distance
-        return gap / far if far > 0 else (0.0 if gap == 0 else math.inf)
+        return bool(len(self.points)) and float(distances(self.points, point(problem)).min()) > self.far_distance
 
     def log_ratios(self, near: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(config ids stored by any of `near`, sorted; their log ratio on each of `near`, one per column,

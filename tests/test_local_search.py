@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -79,25 +78,3 @@ def test_autotune_searches_around_its_fastest_candidate(cpu_device: DeviceInfo, 
     assert searched.best is not None and searched.best.time_ms == min(m.time_ms for m in searched.measured if m.ok)
     with pytest.raises(KptuneError, match="local must be 0 or more"):
         autotune(problem, device=cpu_device, db=tmp_path / "a.db", model=path, local=-1)
-
-
-def test_autotune_lends_rather_than_searches_near_a_tuned_shape(cpu_device: DeviceInfo) -> None:
-    from kptune.autotune import NEAR_LENT, split_local
-    from kptune.neighbours import lender_for
-    from kptune.problem import problem_from_key
-
-    lender = lender_for(cpu_device, FAMILY)  # the shipped PoCL dataset's tuned shapes (another CPU's, if so)
-    assert lender is not None and lender.tuned is not None
-    tuned = problem_from_key(lender.tuned.shapes[0].key)
-    far = Conv2dProblem.parse("n=2,c=4,h=64,w=64,k=64,r=1,s=1")
-    assert isinstance(tuned, Conv2dProblem) and lender.tuned.nearness(tuned) == 0.0
-    assert lender.tuned.nearness(far) > 1.0 and lender.tuned.far(far)
-    assert split_local(tuned, cpu_device, FAMILY, 10) == (10, 0)  # a tuned shape's own neighbourhood: lent
-    assert split_local(far, cpu_device, FAMILY, 10) == (0, 10)  # far from them: searched
-    assert split_local(tuned, cpu_device, FAMILY, 0) == (0, 0)
-    keys = [shape.key for shape in lender.tuned.shapes[:40]]
-    others = [dataclasses.replace(p, n=n) for p in map(problem_from_key, keys) for n in (p.n + 1, p.n * 3)]
-    nearness = [lender.tuned.nearness(p) for p in others]  # type: ignore[arg-type]
-    assert min(nearness) < NEAR_LENT < max(nearness)  # some near, some not
-    for p, d in zip(others, nearness, strict=True):
-        assert split_local(p, cpu_device, FAMILY, 4) == ((4, 0) if d < NEAR_LENT else (0, 4))  # type: ignore[arg-type]
