@@ -4,8 +4,8 @@
         [--dataset kptune/data/dataset-h200.db.gz] [--dtype fp32] [--out results/]
 
 For each checkpoint, `retrain.score` with the dataset as what it lends (its cost model beside it): the
-best of autotune's default candidates (the model's 5, then 20 lent), the hedged beam's top 5 and top 1
-performance ratios. Then `retrain.decide` of each later checkpoint against the first (ties within
+best of what autotune measures by default (the model's 5, then 20 lent, then 10 searched), the hedged beam's
+top 5 and top 1 performance ratios. Then `retrain.decide` of each later checkpoint against the first (ties within
 `retrain.TIE`, the next metric decides). Writes gate_models.json under --out.
 """
 

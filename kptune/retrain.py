@@ -10,8 +10,9 @@
    shapes lend (`kptune.neighbours`: the cost model's first picks), so a version is all three: the
    checkpoint, the cut it lends from, and the cost model fit on that cut.
 3. Score the candidate and what autotune serves now on the same, fixed test split of the cut:
-   first the geomean ratio of the best of autotune's default candidates (the model's 5,
-   `NEIGHBOURS` lent, `COVER`), then the constrained beam's top-5 and top-1 ratio as tie-breaks
+   first the geomean ratio of the best of what autotune measures by default (the model's 5,
+   `NEIGHBOURS` lent, `COVER`, then `LOCAL` by its local search, run on the test problems' recorded times),
+   then the constrained beam's top-5 and top-1 ratio as tie-breaks
    (closer than `TIE` is a tie).
    What autotune serves now: the registry's current version for the device, else (no version
    yet) the shipped checkpoint and dataset, so a first nightly run cannot replace them with worse.
@@ -34,6 +35,7 @@ from kptune.corpus import CorpusEntry
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
+from kptune.local_search import LOCAL, model_order, neighbours, search
 from kptune.neighbours import COVER, NEIGHBOURS, dataset_for, default_dataset_places, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
 from kptune.predict.models import ModelConfig
@@ -114,8 +116,9 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, label: str
 def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
           family: KernelFamily) -> dict[str, Any]:  # fmt: skip
     """`kptune eval`'s metrics of the served model's constrained beam (hedged, as autotune runs it) on
-    the `test` problems, and AUTOTUNE: the geomean ratio of the best of autotune's default candidates
-    (the model's MODEL_K, then NEIGHBOURS and COVER lent by `served.lent`)."""
+    the `test` problems, and AUTOTUNE: the geomean ratio of the best of what autotune measures by default
+    (the model's MODEL_K, then NEIGHBOURS and COVER lent by `served.lent`, then LOCAL by its local search,
+    each round's times read from the problem's recorded ones)."""
     from kptune.predict import checkpoint, evaluation
     from kptune.problem import problem_from_key
     from kptune.space import Config
@@ -127,12 +130,21 @@ def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
 
     def candidates(problem: ds.DatasetProblem, count: int) -> list[str]:
         keys = ranked[problem.key]
-        if lender is None:
-            return keys
-        chosen = [Config.parse(key) for key in keys]
-        return keys + [c.key() for c in lender.complete(problem_from_key(problem.key), chosen, NEIGHBOURS, COVER)]  # type: ignore[arg-type]
+        conv = problem_from_key(problem.key)
+        if lender is not None:
+            chosen = [Config.parse(key) for key in keys]
+            keys = keys + [c.key() for c in lender.complete(conv, chosen, NEIGHBOURS, COVER)]  # type: ignore[arg-type]
+        times, slowest = dict(problem.times), problem.times[-1][1]  # (an unstored config: the slowest stored)
 
-    size = MODEL_K + NEIGHBOURS + COVER
+        def timed(configs: Sequence[Config]) -> dict[Config, float]:
+            return {c: times.get(c.key(), slowest) for c in configs}
+
+        order = model_order(pred.model, pred.vocab, conv, device)  # type: ignore[arg-type]
+        found = search(timed([Config.parse(key) for key in keys]), LOCAL, timed,
+                       lambda c: neighbours(family.space, conv, device, c), order)  # fmt: skip
+        return [c.key() for c in found]
+
+    size = MODEL_K + NEIGHBOURS + COVER + LOCAL
     metrics = evaluation.scores(test, lambda problem, k: ranked[problem.key][:k], MODEL_K)
     return {**metrics, AUTOTUNE: evaluation.scores(test, candidates, size)[f"ratio_top{size}_geomean"],
             "autotune_configs": size, "lender": lender.cost_note if lender is not None else "nothing lent"}  # fmt: skip

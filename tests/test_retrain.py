@@ -17,6 +17,7 @@ from kptune.corpus import load_corpus
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import get_family
+from kptune.local_search import LOCAL
 from kptune.measurement import Measurement, Outcome
 from kptune.neighbours import NEIGHBOURS, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
@@ -120,8 +121,8 @@ def test_a_version_keeps_the_data_autotune_lends_from(tmp_path: Path) -> None:
     db = _db(tmp_path / "perf.db")
     reg = Registry(tmp_path / "models")
     first = retrain(db, registry=reg, cfg=SMALL, shipped=())
-    # scored on what autotune measures: the model's 5 and NEIGHBOURS lent by the cut's train problems
-    assert first.candidate["autotune_configs"] == 5 + NEIGHBOURS
+    # scored on what autotune measures: the model's 5, NEIGHBOURS lent by the cut's train problems, LOCAL searched
+    assert first.candidate["autotune_configs"] == 5 + NEIGHBOURS + LOCAL
     assert first.candidate[AUTOTUNE] >= first.candidate["ratio_top5_geomean"]
     entry, _ = reg.current(GPU.key, FAMILY.name)  # type: ignore[misc]
     kept = reg.lent_dataset(entry)
