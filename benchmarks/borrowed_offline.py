@@ -36,7 +36,6 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from common import exhaustive_times, open_db, positive_int, provenance, ratio_summary, write_json
 
@@ -71,15 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a dataset: also score the model's sets on its times of the problems it holds")  # fmt: skip
     args = ap.parse_args(argv)
     from kptune import dataset as ds
+    from kptune import local_search
     from kptune.autotune import FALLBACK_BUDGET, candidates, model_for
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
-    from kptune.local_search import LOCAL, model_order, neighbours, search
     from kptune.measurement import TimingSettings
     from kptune.neighbours import lender_for
     from kptune.predict.api import load_predictor, predict
     from kptune.problem import problem_from_key
-    from kptune.space import Config
     from kptune.strategies import random_sample
 
     try:
@@ -103,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seed = TimingSettings().seed
     pred = load_predictor(model)
-    local = LOCAL if args.local is None else args.local
+    local = local_search.LOCAL if args.local is None else args.local
     lender = lender_for(device, family)
     cost = lender if lender is not None and lender.cost_model is not None else None
     rows = []
@@ -121,14 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"borrowed_offline: {row['problem']}: {exc}", file=sys.stderr)
             return 2
 
-        def timed(configs: Sequence[Config], measured: dict[str, float] = measured) -> dict[Config, float]:
-            return {c: measured.get(c.key(), math.inf) for c in configs}
-
-        def expand(config: Config, problem: Any = problem) -> list[Config]:
-            return neighbours(family.space, problem, device, config)
-
-        order = model_order(pred.model, pred.vocab, problem, device)  # type: ignore[arg-type]
-        searched = search(timed(lent), local, timed, expand, order)
+        timed = local_search.recorded(measured)
+        searched = local_search.guided(timed(lent), local, timed, family.space, problem, device, pred.model,  # type: ignore[arg-type]
+                                       pred.vocab)  # fmt: skip
         sets = {"random": random_sample(valid, FALLBACK_BUDGET, seed), "model top 1": [top[0].config],
                 "model top k": [c.config for c in top], "autotune's candidates": lent,
                 "autotune": list(searched)}  # fmt: skip

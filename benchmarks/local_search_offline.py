@@ -27,7 +27,6 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from common import exhaustive_times, open_db, provenance, ratio_summary, write_json
 
@@ -46,11 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.device import DeviceInfo
     from kptune.errors import KptuneError
     from kptune.kernel import get_family
-    from kptune.local_search import ROUND, model_order, neighbours, search
+    from kptune.local_search import ROUND, guided, recorded
     from kptune.neighbours import NEIGHBOURS
     from kptune.predict.api import load_predictor
     from kptune.problem import Conv2dProblem, problem_from_key
-    from kptune.space import Config
 
     family = get_family("conv2d_fwd")
     try:
@@ -81,20 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = min(times.values())
         start = candidates(problem, device, family, model)[0]
         missing = unstored[key]
-        timed = {c: times.get(c.key(), missing) for c in start}
-        order = model_order(pred.model, pred.vocab, problem, device)
-
-        def expand(base: Config, problem: Any = problem) -> list[Config]:
-            return neighbours(family.space, problem, device, base)
-
-        def measure(
-            configs: list[Config], times: dict[str, float] = times, missing: float = missing
-        ) -> dict[Config, float]:
-            return {c: times.get(c.key(), missing) for c in configs}
+        measure = recorded(times, missing)
+        timed = measure(start)
 
         ratios["autotune"].append(best / min(timed.values()))
         for n in args.more:
-            ratios[f"local {n}"].append(best / min(search(timed, n, measure, expand, order).values()))
+            found = guided(timed, n, measure, family.space, problem, device, pred.model, pred.vocab)
+            ratios[f"local {n}"].append(best / min(found.values()))
             lent = [c.key() for c in candidates(problem, device, family, model, neighbours=NEIGHBOURS + n)[0]]
             ratios[f"lent {n}"].append(best / min(times.get(c, missing) for c in lent))
     summary = {name: ratio_summary(rs) for name, rs in ratios.items()}

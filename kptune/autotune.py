@@ -30,7 +30,7 @@ from kptune.backends import resolve_device
 from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
-from kptune.local_search import LOCAL, model_order, neighbours, search, times_of
+from kptune.local_search import LOCAL, guided, times_of
 from kptune.measurement import Measurement, TimingSettings, fastest
 from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
@@ -204,17 +204,6 @@ def candidates(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily,
     return configs, note
 
 
-def _searched(problem: Conv2dProblem, device: DeviceInfo, family: KernelFamily, model: Path,
-              timed: dict[Config, float], local: int,
-              measure: Callable[[list[Config]], dict[Config, float]]) -> dict[Config, float]:  # fmt: skip
-    """`timed` and the configs a local search of `local` more found around the fastest (their times)."""
-    from kptune.predict.api import load_predictor
-
-    predictor = load_predictor(model, family.name)
-    order = model_order(predictor.model, predictor.vocab, problem, device)
-    return search(timed, local, measure, lambda c: neighbours(family.space, problem, device, c), order)
-
-
 def _kin(made_for: DeviceInfo) -> str:
     """What a borrowed model's device is to this one (`DeviceInfo.may_borrow`)."""
     if made_for.kind == "cpu":
@@ -302,7 +291,10 @@ def autotune(
         chosen = set(configs)
         timed = measure(configs)
         if path is not None and local:
-            searched = _searched(problem, dev, family, path, timed, local, measure)
+            from kptune.predict.api import load_predictor
+
+            predictor = load_predictor(path, family.name)
+            searched = guided(timed, local, measure, family.space, problem, dev, predictor.model, predictor.vocab)
             if len(searched) > len(timed):
                 note += f", and {len(searched) - len(timed)} by a local search around the fastest"
             chosen |= set(searched)

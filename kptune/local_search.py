@@ -97,6 +97,24 @@ def search(start: Mapping[Config, float], more: int, measure: Callable[[list[Con
     return measured
 
 
+def guided(start: Mapping[Config, float], more: int, measure: Callable[[list[Config]], Mapping[Config, float]],
+           space: SearchSpace, problem: Conv2dProblem, device: DeviceInfo, model: nn.Module,
+           vocab: TargetVocab) -> dict[Config, float]:  # fmt: skip
+    """`search` as autotune runs it: each config's `neighbours` in `space`, the seq2seq's likeliest first
+    (`model_order`)."""
+    order = model_order(model, vocab, problem, device)
+    return search(start, more, measure, lambda c: neighbours(space, problem, device, c), order)
+
+
+#: configs -> each one's time
+Measure = Callable[[Iterable[Config]], dict[Config, float]]
+
+
+def recorded(times: Mapping[str, float], missing: float = math.inf) -> Measure:
+    """A `measure` that reads times already recorded, by config key; `missing` for a config with none."""
+    return lambda configs: {c: times.get(c.key(), missing) for c in configs}
+
+
 def model_order(model: nn.Module, vocab: TargetVocab, problem: Conv2dProblem, device: DeviceInfo) -> Order:
     """Configs likeliest first by the seq2seq's log-probability (`blend.sequence_log_probs`; ties keep their
     order)."""

@@ -35,7 +35,7 @@ from kptune.corpus import CorpusEntry
 from kptune.device import DeviceInfo
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
-from kptune.local_search import LOCAL, model_order, neighbours, search
+from kptune.local_search import LOCAL, guided, recorded
 from kptune.neighbours import COVER, NEIGHBOURS, dataset_for, default_dataset_places, lender_for, lent_dataset
 from kptune.perfdb import PerfDB
 from kptune.predict.models import ModelConfig
@@ -134,14 +134,9 @@ def score(served: Served, test: Sequence[ds.DatasetProblem], device: DeviceInfo,
         if lender is not None:
             chosen = [Config.parse(key) for key in keys]
             keys = keys + [c.key() for c in lender.complete(conv, chosen, NEIGHBOURS, COVER)]  # type: ignore[arg-type]
-        times, slowest = dict(problem.times), problem.times[-1][1]  # (an unstored config: the slowest stored)
-
-        def timed(configs: Sequence[Config]) -> dict[Config, float]:
-            return {c: times.get(c.key(), slowest) for c in configs}
-
-        order = model_order(pred.model, pred.vocab, conv, device)  # type: ignore[arg-type]
-        found = search(timed([Config.parse(key) for key in keys]), LOCAL, timed,
-                       lambda c: neighbours(family.space, conv, device, c), order)  # fmt: skip
+        timed = recorded(dict(problem.times), problem.times[-1][1])  # (an unstored config: the slowest stored)
+        start = timed(Config.parse(key) for key in keys)
+        found = guided(start, LOCAL, timed, family.space, conv, device, pred.model, pred.vocab)  # type: ignore[arg-type]
         return [c.key() for c in found]
 
     size = MODEL_K + NEIGHBOURS + COVER + LOCAL
