@@ -4,13 +4,14 @@
     cd benchmarks; PYTHONPATH=.. python fallback_offline.py --dataset ../kptune/data/dataset-h200.db.gz --out results/
 
 A GPU that no shipped model serves (`DeviceInfo.may_borrow`: another architecture or SM count than the
-H200's) gets autotune's fallback: `FALLBACK_BUDGET` random valid configs. This scores, on full tables of
-recorded times (the exhaustive passes of `kptune compare` runs, or a dataset's test problems, which keep every
-config that ran), what the fallback finds beside what it would find with Kernel Tuner's greedy local search
-after it (`kptune.local_search.search`: rounds of ROUND around the fastest so far; with no model to order a
-config's neighbours, in `--order` order) and beside more random configs at the same cost. Each problem is
-drawn `--draws` times (sampling seeds 0..N-1), since one draw of 24 is noisy; a config that never ran counts as
-no time. A set is named by what it measures: `random R` or `random R + local L`.
+H200's) gets autotune's fallback, `FALLBACK_BUDGET` configs. They were all random; they are now half random,
+half by Kernel Tuner's greedy local search from the fastest (`autotune.fallback_split`, chosen and tested by this
+script: RESULTS.md). This scores the two, and other splits, on full tables of recorded times (the exhaustive
+passes of `kptune compare` runs, or a dataset's test problems, which keep every config that ran). The search is
+`kptune.local_search.search`: rounds of ROUND around the fastest so far, a config's neighbours in `--order`
+order, with no model to rank them (shuffled by the draw's seed is `local_search.unguided`, what autotune runs).
+Each problem is drawn `--draws` times (sampling seeds 0..N-1), since one draw of 24 is noisy; a config that never
+ran counts as no time. A set is named by what it measures: `random R` or `random R + local L`.
 
 Prints, per set, the geomean over problems of each problem's geomean ratio t_best / best measured over the
 draws, the share of problems whose mean ratio is >= 0.99, and the worst; writes fallback_offline.json under
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def scored(family: object, key: str, times: dict[str, float], device: object, sets: Sequence[tuple[int, int]],
            draws: int, order: str) -> list[float]:  # fmt: skip
     """Each of `sets`' geomean ratio over `draws` draws for one problem."""
-    from kptune.local_search import neighbours, recorded, search
+    from kptune.local_search import neighbours, recorded, search, shuffled
     from kptune.problem import problem_from_key
     from kptune.strategies import get_strategy
 
@@ -105,8 +105,7 @@ def scored(family: object, key: str, times: dict[str, float], device: object, se
         logs = []
         for seed in range(draws):
             start = measure(get_strategy("random")(configs, sampled, seed))
-            shuffle = random.Random(seed)
-            arrange = (lambda cs: shuffle.sample(cs, len(cs))) if order == "shuffled" else None
+            arrange = shuffled(seed) if order == "shuffled" else None
             found = search(start, more, measure, expand, arrange) if more else start
             fastest = min(found.values())
             logs.append(math.log(best / fastest) if fastest < math.inf else math.log(1e-3))

@@ -12,7 +12,9 @@
    compiled, verified and timed on the device, every measurement stored with source=model; then
    `local` more in rounds of a local search around the fastest so far (`kptune.local_search`), and the
    fastest returned.
-3. With no model for the device: a budgeted random search, and the result says so.
+3. With no model for the device, a budgeted search, and the result says so: half the budget (rounded up) random
+   valid configs, the other half by the same local search around the fastest (`local_search.unguided`: with no
+   model to rank a config's neighbours, in an order shuffled by the timing seed).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from kptune.backends import resolve_device
 from kptune.device import DeviceInfo, check_fits, newest_made_for
 from kptune.errors import KptuneError
 from kptune.kernel import KernelFamily, get_family
-from kptune.local_search import LOCAL, guided, times_of
+from kptune.local_search import LOCAL, guided, times_of, unguided
 from kptune.measurement import Measurement, TimingSettings, fastest
 from kptune.neighbours import COVER, FAR_NEIGHBOURS, NEIGHBOURS, Lender, lender_for
 from kptune.perfdb import PerfDB
@@ -40,7 +42,15 @@ from kptune.space import Config
 from kptune.strategies import get_strategy
 from kptune.tune import tune
 
+#: configs autotune measures with no model for the device: half random, half by a local search (`fallback_split`)
 FALLBACK_BUDGET = 24
+
+
+def fallback_split(budget: int) -> tuple[int, int]:
+    """(random configs, local search configs) of the fallback's `budget`: on 227 random layers outside the corpus
+    timed exhaustively on an H100, 12 + 12 found 0.909 of the optimum where 24 random found 0.864
+    (`benchmarks/fallback_offline.py`, RESULTS.md)."""
+    return budget - budget // 2, budget // 2
 
 
 @dataclasses.dataclass
@@ -109,7 +119,8 @@ def served_by(device: DeviceInfo, family: KernelFamily) -> tuple[Path | None, st
 
     path = model_for(device, family)
     if path is None:
-        return None, f"no model: autotune runs a random search of {FALLBACK_BUDGET} configs"
+        sampled, searched = fallback_split(FALLBACK_BUDGET)
+        return None, f"no model: autotune measures {sampled} random configs and {searched} by a local search"
     meta = read_meta(path) or {}
     if meta.get("device") == device.key:
         return path, f"{path.name}, its own"
@@ -237,7 +248,8 @@ def autotune(
     `far_neighbours`: how many in place of `neighbours` for a shape far from every tuned one
     (`TunedShapes.far`; at most `neighbours` has no effect);
     `local`: configs measured after those by a local search around the fastest, guided by the model
-    (`kptune.local_search`; 0: none; not with the random search)."""
+    (`kptune.local_search`; 0: none); with no model, `budget` configs: half random, half by that search unguided
+    (`fallback_split`)."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
@@ -273,7 +285,7 @@ def autotune(
             source = "model"
         else:
             seed = (settings or TimingSettings()).seed
-            configs = get_strategy("random")(family.space.configs(problem, dev), budget, seed)
+            configs = get_strategy("random")(family.space.configs(problem, dev), fallback_split(budget)[0], seed)
             source = "random"
             note = f"no model for {dev.key} and kernel source {family.source_hash}: {len(configs)} random configs"
         predict_ms = (time.perf_counter() - clock) * 1e3
@@ -288,16 +300,19 @@ def autotune(
             wanted = set(batch)
             return times_of(m for m in perfdb.measurements(pid, did, kid) if m.config in wanted)
 
-        chosen = set(configs)
         timed = measure(configs)
         if path is not None and local:
             from kptune.predict.api import load_predictor
 
             predictor = load_predictor(path, family.name)
             searched = guided(timed, local, measure, family.space, problem, dev, predictor.model, predictor.vocab)
-            if len(searched) > len(timed):
-                note += f", and {len(searched) - len(timed)} by a local search around the fastest"
-            chosen |= set(searched)
+        elif path is None:
+            searched = unguided(timed, fallback_split(budget)[1], measure, family.space, problem, dev, seed)
+        else:
+            searched = timed
+        if len(searched) > len(timed):
+            note += f", and {len(searched) - len(timed)} by a local search around the fastest"
+        chosen = set(configs) | set(searched)
         measured = sorted((m for m in perfdb.measurements(pid, did, kid) if m.config in chosen),
                           key=lambda m: (not m.ok, m.time_ms or 0.0))  # fmt: skip
         return AutotuneResult(problem, dev, family.name, source, measured, fastest(measured),

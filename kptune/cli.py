@@ -441,7 +441,9 @@ def autotune_cmd(
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D (see `kptune devices`)")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-tune even if the db has a winner")] = False,
-    budget: Annotated[int, typer.Option(help="configs of the random search when there is no model")] = 24,
+    budget: Annotated[
+        int, typer.Option(help="configs measured when there is no model: half random, half by a local search")
+    ] = 24,
     neighbours: Annotated[
         int,
         typer.Option(

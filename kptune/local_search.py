@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,19 @@ def guided(start: Mapping[Config, float], more: int, measure: Callable[[list[Con
     (`model_order`)."""
     order = model_order(model, vocab, problem, device)
     return search(start, more, measure, lambda c: neighbours(space, problem, device, c), order)
+
+
+def unguided(start: Mapping[Config, float], more: int, measure: Callable[[list[Config]], Mapping[Config, float]],
+             space: SearchSpace, problem: Problem, device: DeviceInfo, seed: int) -> dict[Config, float]:  # fmt: skip
+    """`search` as autotune's fallback runs it, with no model: each config's `neighbours` in `space`, in an order
+    shuffled by `seed` (`shuffled`)."""
+    return search(start, more, measure, lambda c: neighbours(space, problem, device, c), shuffled(seed))
+
+
+def shuffled(seed: int) -> Order:
+    """Configs in an order shuffled by `seed` (one generator for a whole search: each round draws anew)."""
+    draw = random.Random(seed)
+    return lambda configs: draw.sample(configs, len(configs))
 
 
 #: configs -> each one's time

@@ -1,4 +1,5 @@
-"""autotune on PoCL: the db's winner at once, else the device's model's top-k measured, else a random search."""
+"""autotune on PoCL: the db's winner at once, else the device's model's top-k measured, else random configs and a
+local search."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from kptune.autotune import autotune, candidates, model_for  # noqa: E402
 from kptune.device import DeviceInfo  # noqa: E402
 from kptune.errors import KptuneError  # noqa: E402
 from kptune.kernel import get_family  # noqa: E402
+from kptune.local_search import neighbours  # noqa: E402
+from kptune.measurement import TimingSettings  # noqa: E402
 from kptune.predict import checkpoint  # noqa: E402
 from kptune.predict.models import ModelConfig, build_model  # noqa: E402
 from kptune.predict.tokenizer import TargetVocab  # noqa: E402
 from kptune.problem import Conv2dProblem  # noqa: E402
+from kptune.strategies import get_strategy  # noqa: E402
 
 FAMILY = get_family("conv2d_fwd")
 PROBLEM = Conv2dProblem.parse("n=1,c=8,h=12,w=12,k=16,r=3,s=3,pad=1")
@@ -40,7 +44,7 @@ def _model_for(device: DeviceInfo, path: Path) -> Path:
     return path
 
 
-def test_no_model_falls_back_to_a_random_search_then_the_db_answers(
+def test_no_model_falls_back_to_random_configs_and_a_local_search_then_the_db_answers(
     cpu_device: DeviceInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys.modules["kptune.autotune"], "default_model_places", lambda: [])  # (a CPU model ships)
@@ -49,6 +53,12 @@ def test_no_model_falls_back_to_a_random_search_then_the_db_answers(
     if first.source == "model":
         pytest.skip("a model for this CPU is installed in the user's registry")
     assert first.source == "random" and "no model for" in first.note and len(first.measured) == 4
+    assert "2 random configs, and 2 by a local search around the fastest" in first.note  # budget 4: half and half
+    sampled = get_strategy("random")(FAMILY.space.configs(PROBLEM, cpu_device), 2, TimingSettings().seed)
+    searched = [m.config for m in first.measured if m.config not in sampled]
+    assert len(searched) == 2 and all(  # each one step from a config measured before it
+        any(c in neighbours(FAMILY.space, PROBLEM, cpu_device, m.config) for m in first.measured) for c in searched
+    )
     assert first.best is not None and first.best.time_ms == min(m.time_ms for m in first.measured if m.ok)
     assert _sources(db) == {"random": 4}
     again = autotune(PROBLEM, device=cpu_device, db=db, budget=4)
@@ -102,7 +112,10 @@ def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_a
         assert model_for(other, FAMILY, default_model_places()) is None, why
         assert lender_for(other, FAMILY, default_dataset_places()) is None, why
         if model_for(other, FAMILY) is None:
-            assert served_by(other, FAMILY) == (None, "no model: autotune runs a random search of 24 configs"), why
+            assert served_by(other, FAMILY) == (
+                None,
+                "no model: autotune measures 12 random configs and 12 by a local search",
+            ), why
 
 
 def test_the_nearest_tuned_shapes_lend_configs_measured_beside_the_models(cpu_device: DeviceInfo,

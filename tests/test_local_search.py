@@ -9,7 +9,7 @@ import pytest
 
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
-from kptune.local_search import LocalSearch, neighbours, search
+from kptune.local_search import LocalSearch, neighbours, recorded, search, shuffled, unguided
 from kptune.problem import Conv2dProblem
 
 FAMILY = get_family("conv2d_fwd")
@@ -54,6 +54,26 @@ def test_the_search_spends_its_budget_in_rounds_from_the_fastest_and_never_loses
     assert best(["gone"], 5) == math.inf and rounds == []  # nothing ran: nothing to search from
     with pytest.raises(ValueError, match="at least 1"):
         LocalSearch(near.__getitem__, round_size=0)  # type: ignore[arg-type]
+
+
+def test_with_no_model_the_neighbours_come_shuffled_by_the_seed_and_the_search_climbs(cpu_device: DeviceInfo) -> None:
+    configs = [f"c{i}" for i in range(30)]
+    orders = [shuffled(seed)(configs) for seed in (0, 0, 1)]
+    assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == sorted(configs)  # the seed decides it
+    space = FAMILY.space
+    problem = Conv2dProblem.parse("n=1,c=32,h=14,w=14,k=64,r=3,s=3,pad=1")
+    every = space.configs(problem, cpu_device)
+    # a table whose time falls with the distance to one config: a climb from anywhere reaches it
+    goal = every[len(every) // 2].values()
+    times = {c.key(): 1.0 + sum(abs(p.values.index(a) - p.values.index(b))
+                                for p, a, b in zip(space.params, c.values(), goal, strict=True))
+             for c in every}  # fmt: skip
+    measure = recorded(times)
+    start = measure(every[:: len(every) // 3][:3])
+    found = unguided(start, 60, measure, space, problem, cpu_device, seed=0)
+    assert set(start) <= set(found) and len(found) <= len(start) + 60
+    assert min(found.values()) < min(start.values()) and all(space.valid(problem, cpu_device, c) for c in found)
+    assert unguided(start, 60, measure, space, problem, cpu_device, seed=0) == found  # reproducible
 
 
 def test_autotune_searches_around_its_fastest_candidate(cpu_device: DeviceInfo, tmp_path: Path) -> None:
