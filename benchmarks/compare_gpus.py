@@ -95,7 +95,7 @@ def work(args: argparse.Namespace) -> int:
     settings = TimingSettings(target_ms=args.target_ms)
     each = compare_each([p for p, _ in rows], device=args.device, k=args.k, settings=settings,
                         db=args.out / f"compare-{index}.db", neighbours=args.neighbours, cover=args.cover,
-                        local=args.local)  # fmt: skip
+                        local=args.local, use_model=not args.no_model)  # fmt: skip
     with contextlib.closing(each) as compared, open(sink_path, "a", encoding="utf-8") as sink:
         for row in compared:  # one measuring worker, kept warm over every problem of this GPU
             sink.write(json.dumps({**row.to_json(), "networks": list(networks[row.problem])}) + "\n")
@@ -142,7 +142,8 @@ def drive(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"benchmark": "compare_gpus", **provenance(), "split": args.split,
                            "corpus": str(args.corpus or "shipped"), "gpus": gpus,
                            "settings": {"k": args.k, "neighbours": args.neighbours, "cover": args.cover,
-                                        "local": args.local, "target_ms": args.target_ms, "seed": args.seed},
+                                        "local": args.local, "target_ms": args.target_ms, "seed": args.seed,
+                                        "no_model": args.no_model},
                            "problems": [p.key() for p, _ in picked], "resumed": args.resume}  # fmt: skip
     if args.pre_limit > 0:
         doc["compile_pass"] = _precompile_with_limit(args)
@@ -216,8 +217,8 @@ def _common_argv(args: argparse.Namespace) -> list[str]:
             *(["--unseen", str(args.unseen)] if args.unseen is not None else []),
             *(["--corpus", str(args.corpus)] if args.corpus is not None else []),
             "--k", str(args.k), "--neighbours", str(args.neighbours), "--cover", str(args.cover),
-            "--target-ms", str(args.target_ms), "--out", str(args.out),
-            *(["--resume"] if args.resume else [])]  # fmt: skip
+            "--local", str(args.local), "--target-ms", str(args.target_ms), "--out", str(args.out),
+            *(["--no-model"] if args.no_model else []), *(["--resume"] if args.resume else [])]  # fmt: skip
     device = args.device or "cupy:0"
     return [*argv, "--device", "cupy:0" if device.startswith("cupy") else device]
 
@@ -250,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--neighbours", type=int, default=NEIGHBOURS, help="and the nearest tuned shape's fastest")
     ap.add_argument("--cover", type=int, default=COVER, help="and configs covering the nearest tuned shapes")
     ap.add_argument("--local", type=int, default=LOCAL, help="then configs of a local search around the fastest")
+    ap.add_argument("--no-model", action="store_true", help="autotune's fallback (half random, half a local search)")
     ap.add_argument("--target-ms", type=float, default=2.0, help="timed device time per config (both paths)")
     ap.add_argument("--gpus", type=int, default=None, help="worker processes (default: every GPU)")
     ap.add_argument("--device", default=None, help="cupy:N (default, one per GPU) or opencl:P:D (shared)")

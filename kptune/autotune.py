@@ -239,6 +239,7 @@ def autotune(
     cover: int = COVER,
     far_neighbours: int = FAR_NEIGHBOURS,
     local: int = LOCAL,
+    use_model: bool = True,
 ) -> AutotuneResult:
     """See the module docstring. Every measurement goes into the perf db. `runner`: an open Runner
     of this kernel and device to measure with (a long-running caller keeps its worker warm).
@@ -249,7 +250,7 @@ def autotune(
     (`TunedShapes.far`; at most `neighbours` has no effect);
     `local`: configs measured after those by a local search around the fastest, guided by the model
     (`kptune.local_search`; 0: none); with no model, `budget` configs: half random, half by that search unguided
-    (`fallback_split`)."""
+    (`fallback_split`). `use_model=False`: that fallback even where a model serves the device."""
     t0 = time.perf_counter()
     if k < 1:
         raise KptuneError(f"k must be at least 1, not {k}")
@@ -261,6 +262,8 @@ def autotune(
         raise KptuneError(f"far neighbours must be 0 or more, not {far_neighbours}")
     if local < 0:
         raise KptuneError(f"local must be 0 or more, not {local}")
+    if model is not None and not use_model:
+        raise KptuneError("a model given and no model asked for: give one or the other")
     family = get_family(kernel)
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
     with contextlib.ExitStack() as stack:
@@ -272,7 +275,7 @@ def autotune(
             return AutotuneResult(problem, dev, family.name, "db", [], known, None,
                                   "a verified winner was already in the db", 0.0, time.perf_counter() - t0,
                                   perfdb.path)  # fmt: skip
-        path = model if model is not None else model_for(dev, family)
+        path = (model if model is not None else model_for(dev, family)) if use_model else None
         check_fits(problem, dev)
         if runner is None:
             runner = stack.enter_context(Runner(family, dev, settings or TimingSettings()))
@@ -287,7 +290,8 @@ def autotune(
             seed = (settings or TimingSettings()).seed
             configs = get_strategy("random")(family.space.configs(problem, dev), fallback_split(budget)[0], seed)
             source = "random"
-            note = f"no model for {dev.key} and kernel source {family.source_hash}: {len(configs)} random configs"
+            why = f"for {dev.key} and kernel source {family.source_hash}" if use_model else "asked for"
+            note = f"no model {why}: {len(configs)} random configs"
         predict_ms = (time.perf_counter() - clock) * 1e3
         if not configs:
             raise KptuneError(f"kernel {family.name} has no valid config for {problem.key()} on {dev.spec}")

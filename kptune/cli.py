@@ -468,6 +468,9 @@ def autotune_cmd(
             "(0: none)"
         ),
     ] = LOCAL,
+    no_model: Annotated[
+        bool, typer.Option("--no-model", help="measure --budget configs without a model, even where one serves")
+    ] = False,
     jobs: Annotated[int | None, typer.Option(help="parallel compile processes (default: CPU cores)")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -479,7 +482,8 @@ def autotune_cmd(
     if budget < 1:
         raise KptuneError(f"--budget must be at least 1, not {budget}")
     result = autotune(problem, device=device, k=k, db=db, model=model, force=force, budget=budget, jobs=jobs,
-                      neighbours=neighbours, cover=cover, far_neighbours=far_neighbours, local=local)  # fmt: skip
+                      neighbours=neighbours, cover=cover, far_neighbours=far_neighbours, local=local,
+                      use_model=not no_model)  # fmt: skip
     doc = result.to_json()
     if as_json:
         _print_json(doc)
@@ -509,6 +513,9 @@ def compare_cmd(
     local: Annotated[int, typer.Option(help="then configs of a local search around the fastest (0: none)")] = LOCAL,
     device: Annotated[str | None, typer.Option(help="cupy:N or opencl:P:D")] = None,
     model: Annotated[Path | None, typer.Option(help="checkpoint (default: one made for this device)")] = None,
+    no_model: Annotated[
+        bool, typer.Option("--no-model", help="autotune's search without a model, even where one serves")
+    ] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="PNG: autotune winner vs optimum")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -521,7 +528,7 @@ def compare_cmd(
         raise KptuneError("give exactly one of --shape or --shapes")
     problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
     rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours, cover=cover,
-                   local=local)  # fmt: skip
+                   local=local, use_model=not no_model)  # fmt: skip
     doc: dict[str, Any] = {"rows": [r.to_json() for r in rows], "summary": summary(rows)}
     if plot_path is not None:
         plot(rows, plot_path)

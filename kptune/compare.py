@@ -108,8 +108,11 @@ def compare_each(
     neighbours: int = NEIGHBOURS,
     cover: int = COVER,
     local: int = LOCAL,
+    use_model: bool = True,
 ) -> Iterator[Comparison]:
-    """`compare()` one problem at a time: each row as soon as its problem is done (stop any time)."""
+    """`compare()` one problem at a time: each row as soon as its problem is done (stop any time). `use_model=False`:
+    autotune's fallback (`autotune.fallback_split`) against exhaustive search, even where a model serves the
+    device."""
     if not problems:
         raise KptuneError("nothing to compare: no shapes")
     dev = device if isinstance(device, DeviceInfo) else resolve_device(device)
@@ -121,7 +124,8 @@ def compare_each(
         for i, problem in enumerate(problems):
             # both paths measure through one warm worker, as a long-running tuner would
             fast = autotune(problem, device=dev, k=k, db=perfdb, model=model, force=True, settings=settings, jobs=jobs,
-                            runner=runner, neighbours=neighbours, cover=cover, local=local)  # fmt: skip
+                            runner=runner, neighbours=neighbours, cover=cover, local=local,
+                            use_model=use_model)  # fmt: skip
             scratch = Path(tmp) / f"exhaustive-{i}.db"
             with PerfDB(scratch) as yard:
                 full = tune(problem, device=dev, strategy="exhaustive", db=yard, settings=settings, jobs=jobs,

@@ -85,6 +85,10 @@ def test_the_devices_model_predicts_and_its_candidates_are_measured(cpu_device: 
     assert result.best is not None and result.best.ok
     kin = autotune(PROBLEM, device=other_cpu, db=tmp_path / "perf.db", model=path, k=2)
     assert kin.source == "model" and "another CPU device" in kin.note
+    bare = autotune(PROBLEM, device=cpu_device, db=tmp_path / "bare.db", budget=3, use_model=False)  # --no-model
+    assert bare.source == "random" and bare.model is None and bare.note.startswith("no model asked for: 2 random")
+    with pytest.raises(KptuneError, match="give one or the other"):
+        autotune(PROBLEM, device=cpu_device, db=tmp_path / "bare.db", model=path, use_model=False)
 
 
 def test_a_gpu_borrows_the_model_and_tuned_shapes_of_a_gpu_of_its_architecture_and_sm_count() -> None:
