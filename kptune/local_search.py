@@ -6,7 +6,9 @@ two parameters one step each) not yet measured, the `ROUND` the model finds like
 configs are measured together (compiled in parallel), then the next round starts from whichever config is
 now the fastest. Far from the shapes a model learnt from, its picks and the tuned shapes' land near the
 optimum more often than on it (on 227 random conv layers outside the corpus, timed exhaustively on an
-H100, the optimum was often one or two steps from autotune's best): `benchmarks/RESULTS.md`.
+H100, the optimum was often one or two steps from autotune's best): `benchmarks/RESULTS.md`. With no model
+for the device (`unguided`), autotune's fallback runs the same search after half its budget of random
+configs, a config's neighbours in an order shuffled by the timing seed.
 """
 
 from __future__ import annotations
