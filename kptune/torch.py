@@ -4,7 +4,7 @@
     y = kptune.torch.conv2d(x, w, stride=1, padding=1, dilation=1)
 
 The winner for the shape and device comes from the perf db; on first sight of a shape it is
-found by `kptune.autotune` (predict and measure; the model's or a random search's best) and
+found by `kptune.autotune` (predict and measure; the best of the model's picks, or of its fallback search) and
 stored. CUDA tensors run in place: CuPy views their memory through DLPack (no copy) and the
 kernel is launched on it; the output is a new torch tensor. CPU tensors run on the OpenCL CPU
 device (PoCL), through copies to and from OpenCL buffers. Groups = 1, float32 or float16, no bias
