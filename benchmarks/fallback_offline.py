@@ -106,7 +106,7 @@ def scored(family: object, key: str, times: dict[str, float], device: object, se
         for seed in range(draws):
             start = measure(get_strategy("random")(configs, sampled, seed))
             arrange = shuffled(seed) if order == "shuffled" else None
-            found = search(start, more, measure, expand, arrange) if more else start
+            found = search(start, more, measure, expand, arrange)
             fastest = min(found.values())
             logs.append(math.log(best / fastest) if fastest < math.inf else math.log(1e-3))
         out.append(math.exp(sum(logs) / len(logs)))

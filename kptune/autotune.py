@@ -288,7 +288,8 @@ def autotune(
             source = "model"
         else:
             seed = (settings or TimingSettings()).seed
-            configs = get_strategy("random")(family.space.configs(problem, dev), fallback_split(budget)[0], seed)
+            sampled, more = fallback_split(budget)
+            configs = get_strategy("random")(family.space.configs(problem, dev), sampled, seed)
             source = "random"
             why = f"for {dev.key} and kernel source {family.source_hash}" if use_model else "asked for"
             note = f"no model {why}: {len(configs)} random configs"
@@ -311,7 +312,7 @@ def autotune(
             predictor = load_predictor(path, family.name)
             searched = guided(timed, local, measure, family.space, problem, dev, predictor.model, predictor.vocab)
         elif path is None:
-            searched = unguided(timed, fallback_split(budget)[1], measure, family.space, problem, dev, seed)
+            searched = unguided(timed, more, measure, family.space, problem, dev, seed)
         else:
             searched = timed
         if len(searched) > len(timed):
