@@ -221,15 +221,15 @@ def test_lstm_beam_decoder_gives_the_model_steps_logits() -> None:
     pick, shuffle = torch.tensor([0, 0, 0]), torch.tensor([2, 0, 1])
     with torch.no_grad():
         memory = _MODEL.select(_MODEL.encode(torch.tensor([source])), pick)
-        state = decoder.select(decoder.encode(source), pick)
+        state = decoder.select(decoder.encode(source), pick.numpy())
         tokens = torch.tensor([BOS, 5, 9])  # three beams on different paths
         for t in range(len(VOCAB.values)):
             span = VOCAB.span(t)
             logits, memory = _MODEL.step(memory, tokens)
-            fast, state = decoder.step(state, tokens, span)
-            torch.testing.assert_close(fast, logits[:, span.start : span.stop], rtol=1e-5, atol=1e-5)
+            fast, state = decoder.step(state, tokens.numpy(), span)
+            torch.testing.assert_close(torch.from_numpy(fast), logits[:, span.start : span.stop], rtol=1e-5, atol=1e-5)
             tokens = torch.tensor([span.start, span.stop - 1, span.start + t % len(span)])
-            memory, state = _MODEL.select(memory, shuffle), decoder.select(state, shuffle)
+            memory, state = _MODEL.select(memory, shuffle), decoder.select(state, shuffle.numpy())
 
 
 def test_launch_features_are_the_tiles_and_waves_of_the_prefix() -> None:

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from kptune.device import DeviceInfo
@@ -115,7 +116,7 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
     look = _looks(model, vocab, launch)
     memory = decoder.encode(source)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
-    last = torch.tensor([BOS])
+    last = _ids([BOS])
     for t in range(positions):
         span = vocab.span(t)
         keep = max(width, k) if t == positions - 1 else width
@@ -126,7 +127,7 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
         logits, memory = decoder.step(memory, last, span, None if single else look(t, [p for p, _ in beams]))
         if single:  # one value left for every beam: renormalised, its log p is 0
             beams = [((*prefix, values[c[0]]), score) for (prefix, score), c in zip(beams, choices, strict=True)]
-            last = _long([span.start + c[0] for c in choices])
+            last = _ids([span.start + c[0] for c in choices])
             continue
         # log p renormalised over each beam's allowed values, in Python: a beam has at most a few
         # (a tensor op costs more than this loop); a beam with none left drops out
@@ -148,9 +149,9 @@ def beam_search(model: torch.nn.Module, vocab: TargetVocab, source: Sequence[int
             scored.sort(key=operator.itemgetter(0), reverse=True)
             hedged = [values[j] if t == spread else beams[b][0][spread] for _, b, j in scored]
             scored = _capped(scored, keep, hedged)
-        memory = decoder.select(memory, _long([b for _, b, _ in scored]))
+        memory = decoder.select(memory, _ids([b for _, b, _ in scored]))
         beams = [((*beams[b][0], values[j]), s) for s, b, j in scored]
-        last = _long([span.start + j for _, _, j in scored])
+        last = _ids([span.start + j for _, _, j in scored])
     if diverse:
         beams = _diversified(beams, k, diverse)
     elif spread is not None:
@@ -174,11 +175,11 @@ def sequence_log_probs(model: torch.nn.Module, vocab: TargetVocab, source: Seque
     totals = [0.0] * len(rows)
     node = [0] * len(rows)  # each row's prefix among this depth's distinct prefixes
     prefixes: list[tuple[int, ...]] = [()]  # this depth's distinct prefixes, as values
-    last = torch.tensor([BOS])
+    last = _ids([BOS])
     for t in range(len(vocab.values) if rows else 0):
         span = vocab.span(t)
         logits, memory = decoder.step(memory, last, span, look(t, prefixes))
-        logp = torch.log_softmax(logits, dim=-1).tolist()
+        logp = log_softmax(logits).tolist()
         children: dict[tuple[int, int], int] = {}
         parents: list[int] = []
         tokens: list[int] = []
@@ -189,9 +190,9 @@ def sequence_log_probs(model: torch.nn.Module, vocab: TargetVocab, source: Seque
                 parents.append(node[i])
                 tokens.append(row[t])
             node[i] = child
-        memory = decoder.select(memory, _long(parents))
+        memory = decoder.select(memory, _ids(parents))
         prefixes = [(*prefixes[p], vocab.value(t, token)) for p, token in zip(parents, tokens, strict=True)]
-        last = _long(tokens)
+        last = _ids(tokens)
     return totals
 
 
@@ -230,7 +231,7 @@ def _at(values: tuple[int, ...], positions: Sequence[int]) -> tuple[int, ...]:
     return tuple(values[p] for p in positions)
 
 
-LookFn = Callable[[int, Sequence[tuple[int, ...]]], "torch.Tensor | None"]
+LookFn = Callable[[int, Sequence[tuple[int, ...]]], "np.ndarray | None"]
 
 
 def _looks(model: torch.nn.Module, vocab: TargetVocab, launch: Launch | None) -> LookFn:
@@ -243,20 +244,26 @@ def _looks(model: torch.nn.Module, vocab: TargetVocab, launch: Launch | None) ->
         raise ValueError("this model scores launches (lookahead): pass the problem's launch features")
     varies = launch.varying()
 
-    def look(t: int, prefixes: Sequence[tuple[int, ...]]) -> torch.Tensor | None:
+    def look(t: int, prefixes: Sequence[tuple[int, ...]]) -> np.ndarray | None:
         if t not in varies:
             return None
         values, flat = vocab.values[t], array.array("f")
         for prefix in prefixes:
             flat.extend(launch.flat(prefix, values))
-        return torch.frombuffer(flat, dtype=torch.float32).view(len(prefixes), len(values), -1)
+        return np.frombuffer(flat, dtype=np.float32).reshape(len(prefixes), len(values), -1)
 
     return look
 
 
-def _long(ids: list[int]) -> torch.Tensor:
-    """A 1-D int64 tensor of `ids`; through a buffer, a quarter of torch.tensor's cost on a short list."""
-    return torch.frombuffer(array.array("q", ids), dtype=torch.int64)
+def _ids(ids: list[int]) -> np.ndarray:
+    """`ids` as the 1-D int64 array a decoder's `step` and `select` take."""
+    return np.array(ids, dtype=np.int64)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class _SpanSteps:
@@ -268,15 +275,17 @@ class _SpanSteps:
     def encode(self, source: Sequence[int]) -> Any:
         return self.model.encode(torch.tensor([list(source)]))
 
-    def step(self, memory: Any, token: torch.Tensor, span: range,
-             look: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:  # fmt: skip
+    def step(self, memory: Any, token: np.ndarray, span: range,
+             look: np.ndarray | None = None) -> tuple[np.ndarray, Any]:  # fmt: skip
+        ids = torch.from_numpy(token)
         logits, memory = (
-            self.model.step(memory, token, look, span) if look is not None else self.model.step(memory, token)
-        )
-        return logits[:, span.start : span.stop], memory
+            self.model.step(memory, ids, torch.from_numpy(look), span) if look is not None
+            else self.model.step(memory, ids)
+        )  # fmt: skip
+        return logits[:, span.start : span.stop].detach().numpy(), memory
 
-    def select(self, memory: Any, index: torch.Tensor) -> Any:
-        return self.model.select(memory, index)
+    def select(self, memory: Any, index: np.ndarray) -> Any:
+        return self.model.select(memory, torch.from_numpy(index))
 
 
 #: per model: its parameters, their versions when the decoder was built, the decoder

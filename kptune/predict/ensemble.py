@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,13 +51,15 @@ class EnsembleDecoder:
     def encode(self, source: Sequence[int]) -> list[Any]:
         return [d.encode(source) for d in self.decoders]
 
-    def step(self, state: list[Any], token: torch.Tensor, span: range,
-             look: torch.Tensor | None = None) -> tuple[torch.Tensor, list[Any]]:  # fmt: skip
+    def step(self, state: list[Any], token: np.ndarray, span: range,
+             look: np.ndarray | None = None) -> tuple[np.ndarray, list[Any]]:  # fmt: skip
+        from kptune.predict.beam import log_softmax
+
         steps = [d.step(s, token, span, look) for d, s in zip(self.decoders, state, strict=True)]
-        logp = torch.stack([torch.log_softmax(logits, dim=-1) for logits, _ in steps]).mean(dim=0)
+        logp = np.stack([log_softmax(logits) for logits, _ in steps]).mean(axis=0)
         return logp, [s for _, s in steps]
 
-    def select(self, state: list[Any], index: torch.Tensor) -> list[Any]:
+    def select(self, state: list[Any], index: np.ndarray) -> list[Any]:
         return [d.select(s, index) for d, s in zip(self.decoders, state, strict=True)]
 
 
@@ -81,16 +84,17 @@ class EnsembleBeamDecoder:
     def encode(self, source: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """Each member's `LSTMBeamDecoder.encode`, stacked (its per-source cache kept)."""
         states = [m.encode(source) for m in self.members]
-        query, bias, values, feed_h, c = (torch.stack(parts) for parts in zip(*states, strict=True))
+        query, bias, values, feed_h, c = (torch.from_numpy(np.stack(parts)) for parts in zip(*states, strict=True))
         return query, bias.unsqueeze(1), values, feed_h, c
 
-    def step(self, state: tuple[torch.Tensor, ...], token: torch.Tensor, span: range,
-             look: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+    def step(self, state: tuple[torch.Tensor, ...], token: np.ndarray, span: range,
+             look: np.ndarray | None = None) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:  # fmt: skip
         """`LSTMBeamDecoder.step` for every member at once ([M, B, ...]); the logits returned [B, len(span)]
         are the members' mean log-softmax."""
         query, bias, values, feed_h, c = state
         h = self.hidden
-        hidden, c = lstm_cell(torch.baddbmm(self.token_gates[:, token], feed_h, self.state_weights), c)
+        token_gates = self.token_gates[:, torch.from_numpy(token)]
+        hidden, c = lstm_cell(torch.baddbmm(token_gates, feed_h, self.state_weights), c)
         pre, scores = torch.baddbmm(bias, hidden, query).tensor_split((h,), dim=2)
         feed = torch.tanh(torch.baddbmm(pre, torch.softmax(scores, dim=2), values))
         out = self._out.get(span)
@@ -100,11 +104,12 @@ class EnsembleBeamDecoder:
         logits = torch.baddbmm(out[0], feed, out[1])  # [M, B, len(span)]
         if look is not None and self.look is not None:
             weights = torch.baddbmm(self.look[1], feed, self.look[0])  # [M, B, FEATURES]
-            logits = logits + torch.matmul(look, weights.unsqueeze(3)).squeeze(3)
+            logits = logits + torch.matmul(torch.from_numpy(look), weights.unsqueeze(3)).squeeze(3)
         logp = torch.log_softmax(logits, dim=2).mean(dim=0)
-        return logp, (query, bias, values, torch.cat([feed, hidden], dim=2), c)
+        return logp.numpy(), (query, bias, values, torch.cat([feed, hidden], dim=2), c)
 
     @staticmethod
-    def select(state: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def select(state: tuple[torch.Tensor, ...], index: np.ndarray) -> tuple[torch.Tensor, ...]:
         query, bias, values, feed_h, c = state
-        return query, bias, values, feed_h.index_select(1, index), c.index_select(1, index)
+        picked = torch.from_numpy(index)
+        return query, bias, values, feed_h.index_select(1, picked), c.index_select(1, picked)
