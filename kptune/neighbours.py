@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,6 +292,7 @@ def neighbour_configs(problem: Conv2dProblem, device: DeviceInfo, family: Kernel
     return lender.complete(problem, [], count, cover=0) if lender is not None else []
 
 
+@functools.cache
 def default_dataset_places() -> tuple[Path, ...]:
     return (Path(__file__).resolve().parent / "data",)
 
@@ -314,12 +316,37 @@ def lent_dataset(device: DeviceInfo, family: KernelFamily, registry: Registry | 
 def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ...]) -> Path | None:
     """The newest dataset among `places` made for this device key and kernel source, else one made for a
     device it may borrow from (`DeviceInfo.may_borrow`)."""
-    files = [f for place in places for f in (sorted(place.glob("dataset-*.db.gz")) if place.is_dir() else [place])]
+    files = [f for place in places for f in _datasets_in(place)]
     metas = ((f, _meta(str(f), f.stat().st_mtime_ns)) for f in files)
     ours = (
         (f, m) for f, m in metas if m and (m.get("family"), m.get("source_hash")) == (family.name, family.source_hash)
     )
     return newest_made_for(device, ours)
+
+
+def _datasets_in(place: Path) -> list[Path]:
+    """The dataset files in a folder (sorted by name), or the file `place` itself."""
+    try:
+        stat = place.stat()
+    except OSError:
+        return [place]  # what is wrong with it is said where it is read
+    if not place.is_dir():
+        return [place]
+    if time.time_ns() - stat.st_mtime_ns < RACY_NS:  # changed just now: a change in the same clock tick may follow
+        return _listing.__wrapped__(str(place), stat.st_mtime_ns)
+    return _listing(str(place), stat.st_mtime_ns)
+
+
+#: a folder changed this recently (ns) is listed afresh: its modification time has the clock's coarse tick, so a
+#: second change within the tick would leave it as it was (git's "racily clean" files, the same answer)
+RACY_NS = 2_000_000_000
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(folder: str, stamp: int) -> list[Path]:
+    """A folder's dataset files, listed once per version of the folder (a file added, removed or renamed
+    changes its modification time): every prediction asks (`lent_dataset`)."""
+    return sorted(Path(folder).glob("dataset-*.db.gz"))
 
 
 @functools.lru_cache(maxsize=8)

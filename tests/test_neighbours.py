@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,15 @@ import pytest
 from kptune import dataset as ds
 from kptune.device import DeviceInfo
 from kptune.kernel import get_family
-from kptune.neighbours import UNSTORED, TunedShapes, cover_ranker, lender_for, lent_problems
+from kptune.neighbours import (
+    RACY_NS,
+    UNSTORED,
+    TunedShapes,
+    cover_ranker,
+    dataset_for,
+    lender_for,
+    lent_problems,
+)
 from kptune.predict.evaluation import point
 from kptune.problem import Conv2dProblem, problem_from_key
 from kptune.space import Config
@@ -147,3 +158,21 @@ def test_a_shape_asked_again_is_not_ranked_again_and_gets_the_same_configs() -> 
         fresh.ranked[f"other {i}"] = (1, [])
     fresh.rank_neighbours(B, 3)
     assert A.key() not in fresh.ranked and len(fresh.ranked) == neighbours.RANKED_KEPT
+
+
+def test_a_dataset_put_in_a_folder_is_found_at_once_even_within_the_folder_s_clock_tick(tmp_path: Path) -> None:
+    shipped = DATA / "dataset-pocl-cpu.db.gz"
+    device = DeviceInfo(**ds.read_meta(shipped)["device_limits"])
+    folder = tmp_path / "data"
+    folder.mkdir()
+    past = time.time_ns() - 10 * RACY_NS
+    os.utime(folder, ns=(past, past))
+    assert dataset_for(device, FAMILY, (folder,)) is None  # listed, and kept for this version of the folder
+    shutil.copy(shipped, folder / shipped.name)
+    assert dataset_for(device, FAMILY, (folder,)) == folder / shipped.name  # the folder changed: listed again
+    (folder / shipped.name).unlink()
+    assert dataset_for(device, FAMILY, (folder,)) is None  # changed just now: listed afresh, not kept
+    stamp = folder.stat().st_mtime_ns
+    shutil.copy(shipped, folder / shipped.name)
+    os.utime(folder, ns=(stamp, stamp))  # a second change within the same tick of the clock leaves the time alone
+    assert dataset_for(device, FAMILY, (folder,)) == folder / shipped.name
