@@ -8,8 +8,11 @@ brings its own subclass of `Problem` (see `kptune.kernel.KernelFamily`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import shlex
+import types
+from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 from kptune.errors import ProblemError
@@ -40,7 +43,7 @@ class Problem:
         body = ",".join(f"{k}={v}" for k, v in self.fields().items())
         return f"{self.kind}:{body}"
 
-    def derived(self) -> dict[str, int]:
+    def derived(self) -> Mapping[str, int]:
         """Quantities computed from the fields that constraints may read."""
         return {}
 
@@ -211,8 +214,13 @@ class Conv2dProblem(Problem):
     def out_w(self) -> int:
         return (self.w + 2 * self.pad_w - self.dil_w * (self.s - 1) - 1) // self.stride_w + 1
 
-    def derived(self) -> dict[str, int]:
-        # Implicit GEMM view: M output pixels x N output channels, reduced over K.
+    def derived(self) -> Mapping[str, int]:
+        """The implicit GEMM view: M output pixels x N output channels, reduced over K (read-only: computed once
+        per problem, a prediction asks ~60 times)."""
+        return types.MappingProxyType(self._derived)
+
+    @functools.cached_property
+    def _derived(self) -> dict[str, int]:
         return {
             "GEMM_M": self.n * self.out_h * self.out_w,
             "GEMM_N": self.k,
