@@ -95,8 +95,9 @@ class Launch:
         return math.ceil(self.m / prefix[self.at["BM"]]) * math.ceil(self.n / prefix[self.at["BN"]])
 
     def varying(self) -> set[int]:
-        """The positions whose value changes the features (at any other, every value scores the same)."""
-        return set(self.at.values())
+        """The positions whose value changes the features (at any other, every value scores the same): where a
+        block of features is set. Not TM, whose block waits for TN."""
+        return {after for after, _, _ in self._blocks}
 
     def _wave_fill(self, ctas: int) -> float:
         return ctas / (math.ceil(ctas / self.sms) * self.sms)
