@@ -308,9 +308,10 @@ def config_features(q: Conv2dProblem, c: Config, device: DeviceInfo) -> list[flo
     (gx, gy, gz), (threads, _, _) = geometry(q, c)
     ctas, sms = gx * gy * gz, device.compute_units
     waves = math.ceil(ctas / sms)
-    m, k_split = q.derived()["GEMM_M"], q.c * q.r * q.s / c["KSPLIT"]
-    fill_m = m / (ceil_div(m, c["BM"]) * c["BM"])
-    fill_n = q.k / (ceil_div(q.k, c["BN"]) * c["BN"])
-    fill_k = k_split / (math.ceil(k_split / c["BK"]) * c["BK"])
-    return [*c.values(), math.log2(ctas), ctas / (waves * sms), math.log2(waves), threads, fill_m, fill_n, fill_k,
+    v = c.as_dict()
+    m, k_split = q.derived()["GEMM_M"], q.c * q.r * q.s / v["KSPLIT"]
+    fill_m = m / (ceil_div(m, v["BM"]) * v["BM"])
+    fill_n = q.k / (ceil_div(q.k, v["BN"]) * v["BN"])
+    fill_k = k_split / (math.ceil(k_split / v["BK"]) * v["BK"])
+    return [*v.values(), math.log2(ctas), ctas / (waves * sms), math.log2(waves), threads, fill_m, fill_n, fill_k,
             math.log2(max(k_split, 1))]  # fmt: skip
