@@ -16,6 +16,10 @@ start and imports are not counted, the checkpoint load is reported apart).
 With --registry-versions N, the model registry ($KPTUNE_MODELS) is a temporary one listing N versions of
 another device (entries as `kptune retrain` adds them, its metrics of 5 of the shipped dataset's test
 problems), as after N nightly retrains: what a prediction pays for reading it.
+With --against DIR (another tree's root, e.g. a `git worktree` of an older commit), the cold predictions of this
+tree and of DIR's package are timed side by side instead: one process each, the same shapes, alternating shape by
+shape (which goes first alternates too), so that a machine whose speed drifts (a shared VM's, by ~30% within
+minutes) slows both alike; reported: each tree's cold p50 and p99 and the median of the per-shape ratio.
 With --blend, `predict(..., blend=True)` (`kptune predict --blend`): the cold and warm runs time
 the blend of the model and the cost model; the first, untimed call also reads the shipped dataset
 and cost model. With --rerank, `predict(..., rerank=True)` (`kptune predict --rerank`) likewise.
@@ -59,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--candidates", action="store_true", help="also time autotune's whole candidate set")
     ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
     ap.add_argument("--registry-versions", type=int, default=0, help="a temporary registry of N versions, as in use")
+    ap.add_argument("--against", type=Path, default=None, help="time this tree's cold predictions beside DIR's")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # an --against child
     args = ap.parse_args(argv)
     import torch
 
@@ -77,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.one is not None:
         return _first_prediction(entries[args.one].problem, args)
     problems = [entries[(i * len(entries)) // args.shapes].problem for i in range(min(args.shapes, len(entries)))]
+    if args.serve:
+        return _serve(problems, args)
+    if args.against is not None:
+        return _paired(len(problems), args)
     fp32 = next((p for p in problems if reranked(p)), None)
     rerank_width = beam_size(fp32, args.k, args.width)[1] if fp32 is not None else args.width  # what --rerank searches
     try:
@@ -174,6 +184,66 @@ def _time_in_new_process(row: int, args: argparse.Namespace) -> tuple[float, flo
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     load_ms, first_ms = out.strip().splitlines()[-1].split()
     return float(load_ms), float(first_ms)
+
+
+def _serve(problems: Sequence[Any], args: argparse.Namespace) -> int:
+    """An --against child: predict the first shape (untimed: the load), say "ready", then for each index read from
+    stdin predict that shape and print its milliseconds."""
+    from kptune.predict.api import predict
+
+    predict(problems[0], args.k, args.model, args.width, rerank=args.rerank)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        t = time.perf_counter()
+        predict(problems[int(line)], args.k, args.model, args.width, rerank=args.rerank)
+        print((time.perf_counter() - t) * 1e3, flush=True)
+    return 0
+
+
+def _paired(shapes: int, args: argparse.Namespace) -> int:
+    """--against: this tree's and DIR's cold predictions of shapes 1.. (0 loads), alternating shape by shape."""
+    here = Path(__file__).resolve().parents[1]
+    trees = {"this": here, "against": args.against.resolve()}
+    if not (trees["against"] / "kptune" / "__init__.py").is_file():
+        print(f"predict_latency: {args.against} holds no kptune package", file=sys.stderr)
+        return 2
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve", "--shapes", str(shapes), "-k", str(args.k),
+            "--width", str(args.width), "--threads", str(args.threads), *(["--rerank"] if args.rerank else []),
+            *(["--model", str(args.model)] if args.model else [])]  # fmt: skip
+    workers = {}
+    for name, root in trees.items():
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).parent)])}
+        workers[name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                         cwd=root)  # fmt: skip
+        assert workers[name].stdout is not None and workers[name].stdin is not None
+        if workers[name].stdout.readline().strip() != "ready":
+            print(f"predict_latency: the {name} tree's process did not start", file=sys.stderr)
+            return 2
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    for i in range(1, shapes):
+        for name in ("this", "against") if i % 2 else ("against", "this"):
+            proc = workers[name]
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"{i}\n")
+            proc.stdin.flush()
+            times[name].append(float(proc.stdout.readline()))
+    for proc in workers.values():
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+    ratio = percentile([a / b for a, b in zip(times["this"], times["against"], strict=True)], 0.5)
+    runs = {name: {"tree": str(trees[name]), "p50_ms": percentile(t, 0.5), "p99_ms": percentile(t, 0.99),
+                   "mean_ms": statistics.fmean(t)} for name, t in times.items()}  # fmt: skip
+    for name, run in runs.items():
+        print(f"{name} ({run['tree']}): cold p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms")
+    print(f"per-shape ratio this / against: median {ratio:.3f} over {shapes - 1} shapes (k={args.k}, width "
+          f"{args.width}, {args.threads} thread(s){', rerank' if args.rerank else ''})")  # fmt: skip
+    doc = {"benchmark": "predict_latency", "mode": "paired", **provenance(), "k": args.k, "width": args.width,
+           "rerank": args.rerank, "threads": args.threads, "shapes": shapes - 1, "cpu": _cpu(), "cold": runs,
+           "ratio_median": ratio}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "predict_latency.json", doc)
+    return 0
 
 
 def _grown_registry(root: Path, versions: int) -> None:
