@@ -2,7 +2,8 @@
 # Prediction latency on one pinned core of the lent machine's CPU (a server core of its own, unlike this VM's shared
 # ones): `benchmarks/predict_latency.py` with --rerank and without, ROUNDS rounds. With BASE=DIR, a folder of another
 # commit's files (its paths as in the tree, e.g. written by `git show OLD:PATH`), that commit is timed in each round
-# too, right after this tree: old and new in the same window. JSONs to $OUT/latency/{new,base}-{rerank,plain}-ROUND/.
+# too, right after this tree: old and new in the same window; then both side by side, shape by shape
+# (`predict_latency.py --against`). JSONs to $OUT/latency/{new,base}-{rerank,plain}-ROUND/ and paired-{rerank,plain}/.
 #   [BASE=DIR] bash scripts/device/latency.sh [ROUNDS]      (default 3)
 source scripts/device/prelude.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -24,3 +25,11 @@ for round in $(seq "${1:-3}"); do
     done
   done
 done
+if [ -n "${BASE:-}" ]; then
+  for mode in rerank plain; do
+    flag=()
+    [ "$mode" = rerank ] && flag=(--rerank)
+    (cd benchmarks && PYTHONPATH=/tmp/site taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
+      --out "$OUT/latency/paired-$mode" 2>&1 | grep -E "cold|ratio")
+  done
+fi
