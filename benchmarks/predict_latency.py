@@ -212,7 +212,8 @@ def _paired(shapes: int, args: argparse.Namespace) -> int:
             *(["--model", str(args.model)] if args.model else [])]  # fmt: skip
     workers = {}
     for name, root in trees.items():
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).parent)])}
+        path = [str(root), str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}  # before what the caller's path holds, not instead
         workers[name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                          cwd=root)  # fmt: skip
         assert workers[name].stdout is not None and workers[name].stdin is not None

@@ -4,7 +4,7 @@
 # commit's files (its paths as in the tree, e.g. written by `git show OLD:PATH`), that commit is timed in each round
 # too, right after this tree: old and new in the same window; then both side by side, shape by shape
 # (`predict_latency.py --against`). JSONs to $OUT/latency/{new,base}-{rerank,plain}-ROUND/ and paired-{rerank,plain}/.
-#   [BASE=DIR] bash scripts/device/latency.sh [ROUNDS]      (default 3)
+#   [BASE=DIR] bash scripts/device/latency.sh [ROUNDS]      (default 3; 0: with BASE, the side-by-side runs alone)
 source scripts/device/prelude.sh
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 trees=("new:$PWD")
@@ -30,6 +30,6 @@ if [ -n "${BASE:-}" ]; then
     flag=()
     [ "$mode" = rerank ] && flag=(--rerank)
     (cd benchmarks && PYTHONPATH=/tmp/site taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
-      --out "$OUT/latency/paired-$mode" 2>&1 | grep -E "cold|ratio")
+      --out "$OUT/latency/paired-$mode" 2>&1 | grep -E "cold|ratio|predict_latency:|Error")
   done
 fi
