@@ -76,6 +76,17 @@ def provenance() -> dict[str, str]:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or "unknown"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write atomically, so a run killed mid-write leaves the previous complete file."""
     tmp = path.with_name(path.name + ".tmp")

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import positive_int, provenance, write_json
+from common import cpu_name, positive_int, provenance, write_json
 
 from kptune.corpus import load_corpus
 from kptune.errors import KptuneError
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
            "rerank_width": rerank_width if args.rerank else None, "registry_versions": args.registry_versions,
-           "shapes": len(problems), "cpu": _cpu(), **runs}  # fmt: skip
+           "shapes": len(problems), "cpu": cpu_name(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
     return 0
@@ -240,7 +240,7 @@ def _paired(shapes: int, args: argparse.Namespace) -> int:
     print(f"per-shape ratio this / against: median {ratio:.3f} over {shapes - 1} shapes (k={args.k}, width "
           f"{args.width}, {args.threads} thread(s){', rerank' if args.rerank else ''})")  # fmt: skip
     doc = {"benchmark": "predict_latency", "mode": "paired", **provenance(), "k": args.k, "width": args.width,
-           "rerank": args.rerank, "threads": args.threads, "shapes": shapes - 1, "cpu": _cpu(), "cold": runs,
+           "rerank": args.rerank, "threads": args.threads, "shapes": shapes - 1, "cpu": cpu_name(), "cold": runs,
            "ratio_median": ratio}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
@@ -265,16 +265,6 @@ def _grown_registry(root: Path, versions: int) -> None:
     for _ in range(versions):
         registry.promote(registry.add(stand_in, meta, metrics, dataset=stand_in)["version"])
     registry.prune(keep=3)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
