@@ -122,7 +122,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     instead of ~3 ms), then the beam's where the pool holds fewer than k; each with the model's log-probability.
     `rerank`: the candidates of a beam of width `rerank.WIDTH` (at least k) and the nearest tuned shapes' winners,
     ordered by the reranker shipped for the device (`kptune.predict.rerank`; it reads the tuned shapes too:
-    ~5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`); for a shape far from
+    ~5.5-6.5 ms for a new shape on one core), fp32 and fp16 alike (`rerank.RERANKED_DTYPES`); for a shape far from
     every tuned one, the first and (k >= 2) the last of k are the cost model's (`rerank.far_mixed`)."""
     from kptune.predict import rerank as reranking
 
