@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -327,14 +328,14 @@ def dataset_for(device: DeviceInfo, family: KernelFamily, places: tuple[Path, ..
 def _datasets_in(place: Path) -> list[Path]:
     """The dataset files in a folder (sorted by name), or the file `place` itself."""
     try:
-        stat = place.stat()
+        info = place.stat()
     except OSError:
         return [place]  # what is wrong with it is said where it is read
-    if not place.is_dir():
+    if not stat.S_ISDIR(info.st_mode):
         return [place]
-    if time.time_ns() - stat.st_mtime_ns < RACY_NS:  # changed just now: a change in the same clock tick may follow
-        return _listing.__wrapped__(str(place), stat.st_mtime_ns)
-    return _listing(str(place), stat.st_mtime_ns)
+    if time.time_ns() - info.st_mtime_ns < RACY_NS:  # changed just now: a change in the same clock tick may follow
+        return _glob_datasets(place)
+    return _listing(str(place), info.st_mtime_ns)
 
 
 #: a folder changed this recently (ns) is listed afresh: its modification time has the clock's coarse tick, so a
@@ -344,9 +345,13 @@ RACY_NS = 2_000_000_000
 
 @functools.lru_cache(maxsize=16)
 def _listing(folder: str, stamp: int) -> list[Path]:
-    """A folder's dataset files, listed once per version of the folder (a file added, removed or renamed
-    changes its modification time): every prediction asks (`lent_dataset`)."""
-    return sorted(Path(folder).glob("dataset-*.db.gz"))
+    """`_glob_datasets`, once per version of the folder (a file added, removed or renamed changes its
+    modification time): every prediction asks (`lent_dataset`)."""
+    return _glob_datasets(Path(folder))
+
+
+def _glob_datasets(folder: Path) -> list[Path]:
+    return sorted(folder.glob("dataset-*.db.gz"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -28,7 +28,7 @@ import torch
 from kptune.device import DeviceInfo
 from kptune.predict.ensemble import Ensemble, EnsembleBeamDecoder, EnsembleDecoder
 from kptune.predict.launch import Launch
-from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator, StepDecoder
+from kptune.predict.models import LSTMBeamDecoder, LSTMTranslator, StepDecoder, log_softmax
 from kptune.predict.tokenizer import BOS, TargetVocab
 from kptune.problem import Problem
 from kptune.space import Config, SearchSpace, completer
@@ -258,12 +258,6 @@ def _looks(model: torch.nn.Module, vocab: TargetVocab, launch: Launch | None) ->
 def _ids(ids: list[int]) -> np.ndarray:
     """`ids` as the 1-D int64 array a decoder's `step` and `select` take."""
     return np.array(ids, dtype=np.int64)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 class _SpanSteps:

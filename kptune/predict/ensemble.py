@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kptune.predict.models import LSTMBeamDecoder, StepDecoder, lstm_cell
+from kptune.predict.models import LSTMBeamDecoder, StepDecoder, log_softmax, lstm_cell
 
 
 class Ensemble(nn.Module):
@@ -53,8 +53,6 @@ class EnsembleDecoder:
 
     def step(self, state: list[Any], token: np.ndarray, span: range,
              look: np.ndarray | None = None) -> tuple[np.ndarray, list[Any]]:  # fmt: skip
-        from kptune.predict.beam import log_softmax
-
         steps = [d.step(s, token, span, look) for d, s in zip(self.decoders, state, strict=True)]
         logp = np.stack([log_softmax(logits) for logits, _ in steps]).mean(axis=0)
         return logp, [s for _, s in steps]

@@ -276,6 +276,12 @@ class _DecoderArrays:
                    arr(decoder.out_weight), arr(decoder.out_bias), look)  # fmt: skip
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis (of a `StepDecoder`'s logits)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def lstm_cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """An LSTM cell's new (h, c) from its gates [..., 4H], rows in `LSTMBeamDecoder`'s (i, f, o, g) order,
     and its cell state c [..., H] (any leading dims: one model's beams, or an ensemble's members' too)."""

@@ -147,17 +147,12 @@ def features(problem: Conv2dProblem, pool: Sequence[Candidate], beam: int, tuned
     keys), read on the tuned shapes `nearest` (and `won`: `winners` of the first `lenders`): see the module
     docstring."""
     ratio, stored = tuned.log_ratios_of(nearest, keys)
-    record = neighbour_record(ratio, stored)
+    record = neighbour_record(ratio, stored).tolist()  # Python floats: a row of NumPy scalars converts slowly
     shape = problem_features(problem)
-    if not pool:
-        return np.array([], dtype=np.float32)
-    first = pool[0].log_prob
-    head = [[i, c.log_prob, c.log_prob - first] for i, c in enumerate(pool)]
-    tail = [[*shape, *config_features(problem, c.config, device), won.get(keys[i], lenders), float(i >= beam)]
-            for i, c in enumerate(pool)]  # fmt: skip
-    rows = np.hstack([np.array(head, dtype=np.float64).reshape(len(pool), 3), record,
-                      np.array(tail, dtype=np.float64).reshape(len(pool), -1)])  # fmt: skip
-    return rows.astype(np.float32)  # scikit-learn's trees split float32: the trees see what they were fit on
+    first = pool[0].log_prob if pool else 0.0
+    rows = [[i, c.log_prob, c.log_prob - first, *record[i], *shape, *config_features(problem, c.config, device),
+             won.get(keys[i], lenders), float(i >= beam)] for i, c in enumerate(pool)]  # fmt: skip
+    return np.array(rows, dtype=np.float32)  # scikit-learn's trees split float32: the trees see what they were fit on
 
 
 @dataclasses.dataclass(frozen=True)
