@@ -218,6 +218,8 @@ def _paired(shapes: int, args: argparse.Namespace) -> int:
                                          cwd=root)  # fmt: skip
         assert workers[name].stdout is not None and workers[name].stdin is not None
         if workers[name].stdout.readline().strip() != "ready":
+            for started in workers.values():
+                started.kill()
             print(f"predict_latency: the {name} tree's process did not start", file=sys.stderr)
             return 2
     times: dict[str, list[float]] = {name: [] for name in trees}
