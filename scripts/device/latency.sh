@@ -6,6 +6,7 @@
 # (`predict_latency.py --against`). JSONs to $OUT/latency/{new,base}-{rerank,plain}-ROUND/ and paired-{rerank,plain}/.
 #   [BASE=DIR] bash scripts/device/latency.sh [ROUNDS]      (default 3; 0: with BASE, the side-by-side runs alone)
 source scripts/device/prelude.sh
+core=$(($(nproc --all) - 1))  # before OMP_NUM_THREADS, which nproc obeys
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 trees=("new:$PWD")
 if [ -n "${BASE:-}" ]; then
@@ -13,7 +14,6 @@ if [ -n "${BASE:-}" ]; then
   cp -r "$BASE"/. /tmp/base/
   trees+=("base:/tmp/base")
 fi
-core=$(($(nproc) - 1))
 for round in $(seq "${1:-3}"); do
   for named in "${trees[@]}"; do
     name=${named%%:*} tree=${named#*:}
@@ -29,7 +29,7 @@ if [ -n "${BASE:-}" ]; then
   for mode in rerank plain; do
     flag=()
     [ "$mode" = rerank ] && flag=(--rerank)
-    (cd benchmarks && PYTHONPATH=/tmp/site taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
+    (cd benchmarks && PYTHONPATH="/tmp/site:$OLDPWD" taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
       --out "$OUT/latency/paired-$mode" 2>&1 | grep -E "cold|ratio|predict_latency:|Error")
   done
 fi
