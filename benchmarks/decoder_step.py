@@ -1,6 +1,5 @@
-"""One step of the shipped seq2seq's beam decoder on the CPU: as a prediction runs it (`models.LSTMBeamDecoder.step`:
-NumPy, its largest product in torch from `models.TORCH_PRODUCT_ROWS` beams on; "NumPy" below) and in torch alone
-(the same arithmetic as torch ops, as the decoder ran before), on the same state.
+"""One step of the shipped seq2seq's beam decoder on the CPU: in NumPy (`models.LSTMBeamDecoder.step`, what a
+prediction runs) and in torch (the same arithmetic as torch ops, as the decoder ran before), on the same state.
 
     python benchmarks/decoder_step.py --out results/
 

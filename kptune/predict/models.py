@@ -143,12 +143,6 @@ class LSTMTranslator(nn.Module):
                 for k, v in memory.items()}  # fmt: skip
 
 
-# from this many beams on, the decoder step's largest product runs in torch, the rest in NumPy: torch calls MKL
-# there, twice as fast as NumPy's OpenBLAS at 12 rows on an Intel server core (26 against 58 us) and as fast on an
-# AMD one; at a few rows NumPy's lower cost a call wins (`benchmarks/decoder_step.py`, RESULTS)
-TORCH_PRODUCT_ROWS = 8
-
-
 class LSTMBeamDecoder:
     """`LSTMTranslator`'s encode/step/select for inference (eval mode, one layer), rearranged for a beam
     of a few rows on one source: the same logits up to float rounding, in under half the time.
@@ -212,16 +206,12 @@ class LSTMBeamDecoder:
         """Logits [B, len(span)] of the tokens in `span` after `token` [B], and the new state; `look`
         [B, len(span), FEATURES]: the launch features of each token's value (lookahead models). In NumPy,
         in place where it can: at a beam's few rows a step is some twenty small ops, and NumPy's calls cost
-        less than torch's (`benchmarks/decoder_step.py`, all in torch against this: 116 / 97 us at 12 beams and
-        75 / 45 at 3 on this project's AMD VM; 114 / 135 and 107 / 65 on an H100 host's Xeon before the largest
-        product moved to torch, see TORCH_PRODUCT_ROWS)."""
+        less than torch's (this project's AMD VM, `benchmarks/decoder_step.py`: 91 against 116 us at 12
+        beams, 45 against 75 at 3; on an Intel server core, where torch calls MKL, not yet measured)."""
         query, bias, values, feed_h, c = state
         h, tables = self.hidden, self._arrays
         gates = tables.token_gates[token]  # [B, 4H], (i, f, o, g)
-        if len(token) >= TORCH_PRODUCT_ROWS:  # the step's largest product, [B, 2H] x [2H, 4H], in torch's BLAS
-            torch.from_numpy(gates).addmm_(torch.from_numpy(feed_h), self.state_weights)
-        else:
-            gates += feed_h @ tables.state_weights
+        gates += feed_h @ tables.state_weights
         ifo, g = gates[:, : 3 * h], gates[:, 3 * h :]
         ifo *= 0.5  # sigmoid(x) = (tanh(x / 2) + 1) / 2, in place
         np.tanh(ifo, out=ifo)
