@@ -8,9 +8,10 @@
 source scripts/device/prelude.sh
 core=$(($(nproc --all) - 1))  # before OMP_NUM_THREADS, which nproc obeys
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-trees=("new:$PWD")
+root=$PWD
+trees=("new:$root")
 if [ -n "${BASE:-}" ]; then
-  mkdir -p /tmp/base/benchmarks && cp -r kptune kernels /tmp/base/ && cp benchmarks/*.py /tmp/base/benchmarks/
+  rm -rf /tmp/base && mkdir -p /tmp/base/benchmarks && cp -r kptune kernels /tmp/base/ && cp benchmarks/*.py /tmp/base/benchmarks/
   cp -r "$BASE"/. /tmp/base/
   trees+=("base:/tmp/base")
 fi
@@ -29,7 +30,7 @@ if [ -n "${BASE:-}" ]; then
   for mode in rerank plain; do
     flag=()
     [ "$mode" = rerank ] && flag=(--rerank)
-    (cd benchmarks && PYTHONPATH="/tmp/site:$OLDPWD" taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
+    (cd benchmarks && PYTHONPATH="/tmp/site:$root" taskset -c "$core" python3 predict_latency.py "${flag[@]}" --against /tmp/base \
       --out "$OUT/latency/paired-$mode" 2>&1 | grep -E "cold|ratio|predict_latency:|Error")
   done
 fi
