@@ -106,12 +106,16 @@ def problem_from_key(key: str) -> Problem:
     return problem_type(kind).parse(body)
 
 
+#: between two items of a shape: a comma, or whitespace with no "=" beside it ("n=1 c=3", but "n = 1" is one item)
+_ITEM_SEP = re.compile(r"\s*,\s*|(?<![=\s])\s+(?![=\s])")
+
+
 def parse_key_values(text: str) -> dict[str, str]:
-    """Split "a=1, b = 2" into {"a": "1", "b": "2"}; duplicates are an error."""
+    """Split "a=1, b = 2" (or "a=1 b=2") into {"a": "1", "b": "2"}; duplicates are an error."""
     if not isinstance(text, str) or not text.strip():
         raise ProblemError("empty shape: expected key=value pairs such as n=1,c=3,...")
     out: dict[str, str] = {}
-    for item in text.split(","):
+    for item in _ITEM_SEP.split(text.strip()):
         item = item.strip()
         if not item:
             continue

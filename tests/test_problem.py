@@ -26,6 +26,13 @@ def test_key_is_canonical_and_round_trips() -> None:
     assert problem_from_key(a.key()) == a
 
 
+def test_items_may_be_separated_by_whitespace_as_by_commas() -> None:
+    p = Conv2dProblem.parse("n=2,c=3,h=9,w=7,k=4,r=3,s=1,pad=1")
+    assert Conv2dProblem.parse("n=2 c=3  h=9\tw=7, k=4 r = 3 s= 1 pad =1") == p
+    with pytest.raises(ProblemError, match="malformed item 'c'"):
+        Conv2dProblem.parse("n=2 c 3 h=9")
+
+
 def test_miopen_driver_arguments_match_shape() -> None:
     m = parse_miopen_driver("conv -n 32 -c 64 -H 56 -W 56 -k 64 -y 3 -x 3 -p 1 -q 1 -u 1 -v 1 -l 1 -j 1")
     assert m == Conv2dProblem.parse("n=32,c=64,h=56,w=56,k=64,r=3,s=3,pad=1")
