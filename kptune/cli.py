@@ -72,6 +72,25 @@ DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "dataset-h200.db.gz
 RETRAIN_EPOCHS = 25
 
 
+def _writable(path: Path) -> Path:
+    """`path`, checked before the work that ends in writing it (a training run, a fit, a tuning run's plot): its
+    directory exists and `path` is not one."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise KptuneError(f"cannot write {path}: no directory {folder}")
+    if path.is_dir():
+        raise KptuneError(f"cannot write {path}: it is a directory")
+    return path
+
+
+def _existing_db(db: Path | None) -> Path:
+    """The perf db a command reads (--db, else the default), which must exist: reading never creates one."""
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise KptuneError(f"no perf db at {path} (run `kptune tune` first, or pass --db)")
+    return path
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -328,7 +347,7 @@ def train_cmd(
         raise KptuneError(f"--targets-within must be >= 1 and --max-targets >= 1, not {targets_within}, "
                           f"{max_targets}")  # fmt: skip
     _check_restarts(restarts, early_stop, members)
-    info = train_checkpoint(dataset, out_path, ModelConfig(arch=arch, epochs=epochs, seed=seed,
+    info = train_checkpoint(dataset, _writable(out_path), ModelConfig(arch=arch, epochs=epochs, seed=seed,
                             early_stop=early_stop, targets_within=targets_within, max_targets=max_targets,
                             restarts=restarts, members=members, lookahead=lookahead),
                             log=lambda line: err.print(line, markup=False))  # fmt: skip
@@ -526,6 +545,8 @@ def compare_cmd(
 
     if (shape is None) == (shapes is None):
         raise KptuneError("give exactly one of --shape or --shapes")
+    if plot_path is not None:
+        _writable(plot_path)
     problems = [parse_problem(shape)] if shape else read_shapes(shapes, splits=split or (), limit=limit)  # type: ignore[arg-type]
     rows = compare(problems, device=device, k=k, model=model, db=db, neighbours=neighbours, cover=cover,
                    local=local, use_model=not no_model)  # fmt: skip
@@ -560,7 +581,7 @@ def audit_cmd(
     """Exhaustive search on a sample of problems the model served: the gap, recorded for active learning."""
     from kptune.audit import MISS, audit
 
-    rows = audit(db, device=device, sample=sample, seed=seed, kernel=kernel)
+    rows = audit(_existing_db(db), device=device, sample=sample, seed=seed, kernel=kernel)
     if as_json:
         _print_json([r.to_json() for r in rows])
         return
@@ -584,10 +605,8 @@ def report_cmd(
     from kptune.registry import Registry
     from kptune.report import write_report
 
-    path = db if db is not None else default_db_path()
-    if not path.exists():
-        raise KptuneError(f"no perf db at {path}")
-    out.print(f"wrote {write_report(path, out_path, Registry(registry))}", markup=False, highlight=False)
+    path = _existing_db(db)
+    out.print(f"wrote {write_report(path, _writable(out_path), Registry(registry))}", markup=False, highlight=False)
 
 
 RegistryOpt = Annotated[
@@ -746,9 +765,7 @@ def _num(value: float | None, spec: str) -> str:
 @db_app.command("show")
 def db_show(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Counts, outcomes and the best config of every tuned problem."""
-    path = db if db is not None else default_db_path()
-    if not path.exists():
-        raise KptuneError(f"no perf db at {path} (run `kptune tune` first, or pass --db)")
+    path = _existing_db(db)
     with PerfDB(path) as perfdb:
         summary = perfdb.summary()
     if as_json:
@@ -794,10 +811,9 @@ def db_export(
 
     if fmt not in ("t4", "kt-cache", "miopen"):
         raise KptuneError(f"--format must be t4, kt-cache or miopen, not {fmt!r}")
+    _writable(out_path)
     family = get_family(kernel)
-    path = db if db is not None else default_db_path()
-    if not path.exists():
-        raise KptuneError(f"no perf db at {path}")
+    path = _existing_db(db)
     with PerfDB(path) as perfdb:
         device_id, device_key = perfdb.find_device(device)
         if fmt == "miopen":
@@ -913,13 +929,12 @@ def dataset_build(
     """Cut the dataset from a perf db: exhaustively tuned problems, top configs, all of them for test."""
     from kptune import dataset
 
-    path = db if db is not None else default_db_path()
-    if not path.exists():
-        raise KptuneError(f"no perf db at {path}")
+    path = _existing_db(db)
     if top < 1:
         raise KptuneError(f"--top must be at least 1, not {top}")
     if sampled is not None and sampled < 2:
         raise KptuneError(f"--sampled must be at least 2, not {sampled}")
+    _writable(out_path)
     earlier = dataset.load(base) if base is not None else None
     with PerfDB(path) as perfdb:
         _, device_key = perfdb.find_device(device)
@@ -947,7 +962,7 @@ def dataset_costmodel(
     from kptune.predict.costmodel import fit_for_dataset
 
     data = dataset.load(path)
-    target = out_path if out_path is not None else cost_model_path(path)
+    target = _writable(out_path if out_path is not None else cost_model_path(path))
     try:
         model = fit_for_dataset(data, target, seed)
     except ImportError:
@@ -979,7 +994,7 @@ def dataset_reranker(
     if folds < 2 or epochs < 1:
         raise KptuneError(f"--folds must be at least 2 and --epochs at least 1, not {folds} and {epochs}")
     data = dataset.load(path)
-    target = out_path if out_path is not None else reranker_path(path)
+    target = _writable(out_path if out_path is not None else reranker_path(path))
     try:
         model = rerank.fit(data, ModelConfig(seed=seed, early_stop=False, epochs=epochs), folds,
                            lambda s: err.print(s, markup=False))  # fmt: skip

@@ -51,6 +51,37 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
     assert len(lines) == 1 and lines[0].startswith("kptune: error:"), proc.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--epochs", "1", "--out", "{missing}/m.safetensors"],
+        ["report", "--db", "{db}", "--out", "{missing}/report.html"],
+        ["dataset", "build", "--db", "{db}", "--out", "{missing}/d.db.gz"],
+        ["dataset", "costmodel", "kptune/data/dataset-pocl-cpu.db.gz", "--out", "{missing}/c.safetensors"],
+        ["dataset", "reranker", "kptune/data/dataset-pocl-cpu.db.gz", "--out", "{tmp}"],
+        ["db", "export", "--format", "miopen", "--db", "{db}", "--out", "{missing}/perf.txt"],
+        ["compare", "--shape", TINY, "--db", "{db}", "--plot", "{missing}/p.png"],
+    ],
+)
+def test_an_output_nowhere_to_go_is_refused_before_the_work(args: list[str], tmp_path: Path) -> None:
+    """Minutes of training or fitting are not lost to a mistyped --out: it is checked first (one line, exit 2)."""
+    db = tmp_path / "perf.db"
+    sqlite3.connect(db).close()  # exists; the commands must refuse before reading it
+    names = {"missing": str(tmp_path / "no" / "such"), "db": str(db), "tmp": str(tmp_path)}
+    proc = kptune(*(a.format(**names) for a in args), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("kptune: error: cannot write"), proc.stderr
+    assert "epoch" not in proc.stderr  # no training began
+
+
+def test_reading_commands_create_no_perf_db(tmp_path: Path) -> None:
+    missing = tmp_path / "perf.db"
+    for args in (["audit"], ["report"], ["db", "show"], ["dataset", "build", "--out", str(tmp_path / "d.db.gz")]):
+        proc = kptune(*args, "--db", str(missing), timeout=60)
+        assert proc.returncode == 2 and "no perf db at" in proc.stderr, (args, proc.stderr)
+        assert not missing.exists(), args
+
+
 def test_not_a_db_is_refused(tmp_path: Path) -> None:
     junk = tmp_path / "junk.db"
     junk.write_text("hello" * 1000)
