@@ -106,8 +106,9 @@ def problem_from_key(key: str) -> Problem:
     return problem_type(kind).parse(body)
 
 
-#: between two items of a shape: a comma, or whitespace with no "=" beside it ("n=1 c=3", but "n = 1" is one item)
-_ITEM_SEP = re.compile(r"\s*,\s*|(?<![=\s])\s+(?![=\s])")
+#: between two items of a shape: a comma, or spaces (tabs) with no "=" beside them ("n=1 c=3", but "n = 1" is one
+#: item; other whitespace, a newline, stays in the item, which an error then echoes)
+_ITEM_SEP = re.compile(r"\s*,\s*|(?<![=\s])[ \t]+(?![=\s])")
 
 
 def parse_key_values(text: str) -> dict[str, str]:
