@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.predict.beam import WIDTH
     from kptune.predict.costmodel import CostModel
     from kptune.predict.models import ModelConfig
-    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.threads import one_thread
     from kptune.problem import problem_from_key
 
     data, family, device, lent, fold = lent_folds(args.dataset, args.folds)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in held:
         m, problem = models[fold[p.key]], problem_from_key(p.key)
         assert isinstance(problem, Conv2dProblem)
-        with one_torch_thread():
+        with one_thread():
             beams[p.key] = search(m.model, m.vocab, family, problem, device, rerank.WIDTH, rerank.WIDTH)
             if args.autotune:
                 fives[p.key] = [c.config for c in search(m.model, m.vocab, family, problem, device, 5, WIDTH)]

@@ -23,6 +23,8 @@ minutes) slows both alike; reported: each tree's cold p50 and p99 and the median
 With --blend, `predict(..., blend=True)` (`kptune predict --blend`): the cold and warm runs time
 the blend of the model and the cost model; the first, untimed call also reads the shipped dataset
 and cost model. With --rerank, `predict(..., rerank=True)` (`kptune predict --rerank`) likewise.
+With --busy N, N other processes spin on the CPU while the cold and warm runs are timed, as measuring workers or
+other tuners do on a shared host (unpinned: how the prediction's thread pools fare against them).
 Writes predict_latency.json under --out.
 """
 
@@ -63,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--candidates", action="store_true", help="also time autotune's whole candidate set")
     ap.add_argument("--fresh", type=int, default=0, help="also time N first predictions, one new process each")
     ap.add_argument("--registry-versions", type=int, default=0, help="a temporary registry of N versions, as in use")
+    ap.add_argument("--busy", type=int, default=0, help="N processes spinning on the CPU meanwhile (a loaded host)")
     ap.add_argument("--against", type=Path, default=None, help="time this tree's cold predictions beside DIR's")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a --fresh child: corpus row
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # an --against child
@@ -94,21 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KptuneError as exc:
         print(f"predict_latency: {exc}", file=sys.stderr)
         return 2
-    runs = {}
-    for label in ("cold", "warm"):
-        times = []
-        t0 = time.perf_counter()
-        for p in problems:
-            t = time.perf_counter()
-            predict(p, args.k, args.model, args.width, blend=args.blend, rerank=args.rerank)
-            times.append((time.perf_counter() - t) * 1e3)
-        wall = time.perf_counter() - t0
-        runs[label] = {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99),
-                       "mean_ms": statistics.fmean(times), "shapes_per_s": len(problems) / wall}  # fmt: skip
-        print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
-              f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
-              f"{args.width}, {args.threads} thread(s){', blend' if args.blend else ''}"
-              f"{', rerank: fp32 beams of width ' + str(rerank_width) if args.rerank else ''})")  # fmt: skip
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        runs = _timed(problems, args, rerank_width)
+    finally:
+        for proc in spinning:
+            proc.kill()
+            proc.wait()
     if args.candidates:  # other corpus rows than above: shapes new to the process
         seen = set(problems)
         fresh = [
@@ -127,10 +122,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {"benchmark": "predict_latency", **provenance(), "model": str(args.model or "shipped"), "k": args.k,
            "width": args.width, "blend": args.blend, "rerank": args.rerank, "threads": args.threads,
            "rerank_width": rerank_width if args.rerank else None, "registry_versions": args.registry_versions,
+           "busy": args.busy,
            "shapes": len(problems), "cpu": cpu_name(), **runs}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "predict_latency.json", doc)
     return 0
+
+
+def _timed(problems: Sequence[Any], args: argparse.Namespace, rerank_width: int) -> dict[str, Any]:
+    """The cold and warm runs over `problems`, each printed."""
+    from kptune.predict.api import predict
+
+    runs = {}
+    for label in ("cold", "warm"):
+        times = []
+        t0 = time.perf_counter()
+        for p in problems:
+            t = time.perf_counter()
+            predict(p, args.k, args.model, args.width, blend=args.blend, rerank=args.rerank)
+            times.append((time.perf_counter() - t) * 1e3)
+        wall = time.perf_counter() - t0
+        runs[label] = {"p50_ms": percentile(times, 0.5), "p99_ms": percentile(times, 0.99),
+                       "mean_ms": statistics.fmean(times), "shapes_per_s": len(problems) / wall}  # fmt: skip
+        print(f"{label}: p50 {runs[label]['p50_ms']:.2f} ms, p99 {runs[label]['p99_ms']:.2f} ms, "
+              f"{runs[label]['shapes_per_s']:.1f} shapes/s over {len(problems)} shapes (k={args.k}, width "
+              f"{args.width}, {args.threads} thread(s){', blend' if args.blend else ''}"
+              f"{', rerank: fp32 beams of width ' + str(rerank_width) if args.rerank else ''}"
+              f"{f', {args.busy} busy processes' if args.busy else ''})")  # fmt: skip
+    return runs
 
 
 def _candidates(problems: Sequence[Any], args: argparse.Namespace) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.predict import rerank
     from kptune.predict.api import search
     from kptune.predict.models import ModelConfig
-    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.threads import one_thread
     from kptune.problem import problem_from_key
 
     data, family, device, lent, fold = lent_folds(args.dataset, args.folds)
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, folds = [], []
         for p in problems:
             f, problem = fold[p.key], problem_from_key(p.key)
-            with one_torch_thread():
+            with one_thread():
                 found = search(models[f].model, models[f].vocab, family, problem, device, width, width)  # type: ignore[arg-type]
             if not found:
                 continue

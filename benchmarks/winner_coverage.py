@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kptune.neighbours import TunedShapes, lent_problems, reranker_path
     from kptune.predict import rerank
     from kptune.predict.api import DEFAULT_MODEL, load_predictor, search
-    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.threads import one_thread
     from kptune.problem import Conv2dProblem, problem_from_key
 
     try:
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = (best / got[0], best / min(got[: args.k]), best / min(got))
         beam_rank = 0
         if place == "outside_pool":
-            with one_torch_thread():
+            with one_thread():
                 wide = [c.config.key() for c in search(pred.model, pred.vocab, family, problem, device, args.width,
                                                        args.width)]  # fmt: skip
             beam_rank = wide.index(p.winner) + 1 if p.winner in wide else 0

@@ -485,41 +485,54 @@ def test_train_cli_refuses_bad_target_options(tmp_path: Path) -> None:
         assert len(run.stderr.splitlines()) == 1 and not (tmp_path / "m.safetensors").exists()
 
 
-def test_a_prediction_searches_on_one_torch_thread_and_restores_the_callers(
+def test_a_prediction_searches_on_one_thread_and_restores_the_callers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from kptune.predict import api
 
+    def blas_threads() -> list[int]:  # NumPy's BLAS pool (the NumPy decoder's matrix products)
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
     _save(tmp_path / "m.safetensors")
-    seen: list[int] = []
+    seen: list[tuple[int, list[int]]] = []
     search = api.beam_search
-    monkeypatch.setattr(api, "beam_search", lambda *a, **kw: seen.append(torch.get_num_threads()) or search(*a, **kw))
+
+    def watched(*a: object, **kw: object) -> object:
+        seen.append((torch.get_num_threads(), blas_threads()))
+        return search(*a, **kw)
+
+    monkeypatch.setattr(api, "beam_search", watched)
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        found, _ = api.predict(Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1"), 3,
-                               tmp_path / "m.safetensors")  # fmt: skip
-        assert seen == [1] and len(found) == 3 and torch.get_num_threads() == 3
+        with threadpool_limits(3, user_api="blas"):
+            assert blas_threads() and set(blas_threads()) == {3}
+            found, _ = api.predict(Conv2dProblem.parse("n=8,c=64,h=28,w=28,k=128,r=3,s=3,pad=1"), 3,
+                                   tmp_path / "m.safetensors")  # fmt: skip
+            assert seen == [(1, [1] * len(blas_threads()))] and len(found) == 3
+            assert torch.get_num_threads() == 3 and set(blas_threads()) == {3}
     finally:
         torch.set_num_threads(before)
 
 
-def test_predictions_in_two_threads_take_turns_at_one_torch_thread() -> None:
+def test_predictions_in_two_threads_take_turns_at_one_thread() -> None:
     import threading
 
-    from kptune.predict.api import one_torch_thread
+    from kptune.predict.api import one_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     second_in, events = threading.Event(), []
 
     def second() -> None:
-        with one_torch_thread():
+        with one_thread():
             second_in.set()
             events.append(("second", torch.get_num_threads()))
 
     try:
-        with one_torch_thread():
+        with one_thread():
             other = threading.Thread(target=second)
             other.start()
             assert not second_in.wait(0.2)  # waits while the first holds the setting

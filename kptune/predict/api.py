@@ -23,7 +23,7 @@ from kptune.predict.beam import (
 from kptune.predict.blend import blended_ranker, sequence_log_probs
 from kptune.predict.launch import launch_for
 from kptune.predict.models import ModelConfig, source_of
-from kptune.predict.threads import one_torch_thread
+from kptune.predict.threads import one_thread
 from kptune.predict.training import plot_curve, summary, train
 from kptune.problem import Conv2dProblem
 
@@ -129,7 +129,7 @@ def predict(problem: Conv2dProblem, k: int = 5, model_path: Path | None = None, 
     family = get_family(kernel)
     pred = load_predictor(model_path, kernel)
     target = device if device is not None else pred.device
-    with one_torch_thread():
+    with one_thread():
         size, width = reranking.beam_size(problem, k, width) if rerank else (k, width)
         found = search(pred.model, pred.vocab, family, problem, target, size, width, constrained, hedge)
         if rerank:

@@ -189,9 +189,9 @@ def ordered_pool(model: Any, vocab: Any, family: Any, device: DeviceInfo, tuned:
     """The whole pool of `problem`'s beam ordered by `reranker`, as `kptune predict --rerank` orders it for k
     candidates (its picks are the first k)."""
     from kptune.predict.api import search
-    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.threads import one_thread
 
-    with one_torch_thread():
+    with one_thread():
         found = search(model, vocab, family, problem, device, *beam_size(problem, k, PLAIN_WIDTH))
     return reranker.order(problem, found, tuned, device, family.space)
 
@@ -257,7 +257,7 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
     from kptune.kernel import get_family
     from kptune.neighbours import TunedShapes, lent_problems
     from kptune.predict.api import search
-    from kptune.predict.threads import one_torch_thread
+    from kptune.predict.threads import one_thread
 
     family = get_family(data.meta["family"])
     device = DeviceInfo(**data.meta["device_limits"])
@@ -276,7 +276,7 @@ def out_of_fold_rows(data: ds.Dataset, cfg: ModelConfig, folds: int = FOLDS,
         for p in held:
             problem = problem_from_key(p.key)
             assert isinstance(problem, Conv2dProblem)
-            with one_torch_thread():
+            with one_thread():
                 found = search(result.model, result.vocab, family, problem, device, WIDTH, WIDTH)
             if not found:
                 continue

@@ -55,7 +55,7 @@ from kptune.device import DeviceInfo
 from kptune.predict.ensemble import Ensemble
 from kptune.predict.launch import PARAMETERS, Launch, lookahead_rows
 from kptune.predict.models import ModelConfig, build_model
-from kptune.predict.threads import one_torch_thread
+from kptune.predict.threads import one_thread
 from kptune.predict.tokenizer import BOS, TargetVocab, encode_source
 from kptune.problem import problem_from_key
 from kptune.space import Config
@@ -129,7 +129,7 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
           on_epoch: Callable[[int, nn.Module, TargetVocab], None] | None = None) -> TrainResult:  # fmt: skip
     """Train `cfg` on `data`'s train split; `on_epoch(epoch, model, vocab)` sees the model (in eval
     mode) after each epoch, e.g. to score it at several epoch counts in one run. On one PyTorch thread
-    (`threads.one_torch_thread`): the same weights on any machine."""
+    (`threads.one_thread`): the same weights on any machine."""
     cfg = with_lookahead_where_it_applies(cfg, data)
     if cfg.restarts < 1:
         raise ValueError(f"restarts must be at least 1, not {cfg.restarts}")
@@ -140,7 +140,7 @@ def train(data: Dataset, cfg: ModelConfig, log: Callable[[str], None] = lambda s
     if cfg.members > 1 and cfg.restarts > 1:
         raise ValueError("restarts keep one seed, members keep them all: ask for one or the other")
     runs_of, what = max(cfg.restarts, cfg.members), "restart" if cfg.restarts > 1 else "member"
-    with one_torch_thread():
+    with one_thread():
         if runs_of == 1:
             return dataclasses.replace(_train(data, cfg, log, on_epoch), cfg=cfg)
         runs: list[TrainResult] = []
