@@ -21,8 +21,9 @@ def one_thread() -> Iterator[None]:
     four tuners with busy measuring workers, a prediction took 0.7-2.9 s with PyTorch's default pool
     against ~5 ms alone; on 2 cores with 2 busy processes: p50 13.5 ms with 2 threads, 3.3 ms with one).
     The beam's decoder steps in NumPy (`models.LSTMBeamDecoder`), whose BLAS (OpenBLAS) keeps a pool of
-    its own, one thread per core by default: on 2 cores kept busy by 2 other processes it made a repeated
-    prediction's p99 ~6x longer (`benchmarks/predict_latency.py --busy 2`, RESULTS.md).
+    its own, one thread per core by default: beside 15 busy processes on an H100 host's 16 cores it made a new
+    shape's `--rerank` prediction 79.7 ms (p50) instead of 9.5, and on 2 cores beside 2 a repeated one's p99 ~6x
+    longer (`benchmarks/predict_latency.py --busy N`, RESULTS.md).
     Training: the order of floating-point sums depends on the thread count, so a seeded training gives
     other weights on another machine (on the eighth dataset installment, seed 0 early-stopped at epoch 8
     on 2 threads and at epoch 41 on one); on one thread it is the same everywhere, and the small model
